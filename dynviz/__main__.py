@@ -1,0 +1,160 @@
+"""``python -m dynviz``: models, analyze, eval, train."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from dynviz.cost import format_flops
+from dynviz.data import SPLITS, labelled_files
+from dynviz.evaluate import evaluate
+from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
+from dynviz.progress import progress
+from dynviz.zoo import Evaluation, ModelCard, Recipe, create_model, list_models, load_card, machine_description
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m dynviz", description="Run dynviz's dynamic networks from the shell.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="list the registered models with their card summary")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    analyze = commands.add_parser("analyze", help="analyse images or folders of images; one row per input")
+    analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    analyze.add_argument("--model", required=True)
+    analyze.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="a decision knob, e.g. tau_1=0.9")
+    analyze.add_argument("--out", type=Path, help="FILE.csv (one row per input) or FILE.json (full traces); CSV on stdout if absent")
+
+    evaluation = commands.add_parser("eval", help="accuracy and mean FLOPs per operating point on a labelled folder")
+    evaluation.add_argument("name")
+    evaluation.add_argument("--data", required=True, type=Path, help="class subfolders, or ImageNet <synset>_*.JPEG files")
+    evaluation.add_argument("--split", choices=SPLITS, default="all", help="which half of the ImageNet sample (default: all files)")
+    evaluation.add_argument("--out", type=Path, help="write the evaluation as JSON")
+    evaluation.add_argument("--card", action="store_true", help="write the evaluation into pretrained/NAME.json")
+
+    train = commands.add_parser("train", help="produce a model's weights, then evaluate it into its card")
+    train.add_argument("name")
+    train.add_argument("--data", required=True, type=Path)
+
+    args = parser.parse_args(argv)
+    command = "python -m dynviz " + shlex.join(argv)
+    if args.command == "models":
+        return list_command(args.json)
+    if args.command == "analyze":
+        return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out)
+    if args.command == "eval":
+        return eval_command(args.name, args.data, args.split, args.out, args.card, command)
+    return train_command(args.name, args.data, command)
+
+
+def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            settings[key] = float(value)
+        except ValueError:
+            parser.error(f"--set {pair}: expected KNOB=NUMBER")
+    return settings
+
+
+def list_command(as_json: bool) -> int:
+    rows = [card_summary(name, load_card(name)) for name in list_models()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def card_summary(name: str, card: ModelCard | None) -> dict:
+    """One row per model, from its card: what it is and its default operating point."""
+    if card is None:
+        return {"model": name, "title": "", "family": "", "top1": None, "flops": None, "flops_full": None}
+    point = card.point(card.default_point)
+    return {
+        "model": name,
+        "title": card.about.title,
+        "family": card.about.family,
+        "top1": None if point is None else round(point.top1, 4),
+        "flops": None if point is None else int(point.mean_flops),
+        "flops_full": int(card.flops_full),
+    }
+
+
+def expand(paths: list[Path]) -> Iterator[Path]:
+    """Files as given; folders as the image files below them."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def analyze_command(paths: list[Path], name: str, settings: dict[str, float], out: Path | None) -> int:
+    model = create_model(name)
+    files = list(expand(paths))
+    traces, failures = [], 0
+    for path in progress(files, len(files), f"analyze {name}") if len(files) > 1 else files:
+        try:
+            traces.append(model.analyze(load_image_file(path), settings))
+        except InputError as error:
+            failures += 1
+            print(error, file=sys.stderr)
+        except Exception as error:  # one input must not stop the others
+            failures += 1
+            print(f"{path}: analysis failed ({type(error).__name__}: {error})", file=sys.stderr)
+    if out is not None and out.suffix.lower() == ".json":
+        out.write_text(json.dumps([t.to_dict() for t in traces], indent=1))
+    else:
+        table = pd.DataFrame([t.summary() for t in traces])
+        table.to_csv(out if out is not None else sys.stdout, index=False)
+    if failures:
+        print(f"{failures} of {len(files)} inputs failed", file=sys.stderr)
+    return 1 if failures or not files else 0
+
+
+def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
+    model = create_model(name)
+    files = labelled_files(data, model.class_keys(), split)
+    points = evaluate(model, files, model.operating_points())
+    baselines = [dataclasses.replace(evaluate(create_model(b), files, {"static": {}})[0], name=b) for b in model.baselines]
+    result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines))
+    for point in (*points, *baselines):
+        print(f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "
+              f"{format_flops(point.mean_flops)} FLOPs  {point.mean_latency_ms:6.1f} ms"
+              + (f"  exits {[round(r, 3) for r in point.exit_rates]}" if point.exit_rates else ""))
+    if out is not None:
+        out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
+    if write_card:
+        card = load_card(name) or ModelCard(name, model.about, flops_full=0.0, default_point=next(iter(model.operating_points())))
+        flops_full = model.analyze(load_image_file(files[0].path)).cost.flops_full
+        print(f"card written: {dataclasses.replace(card, flops_full=flops_full, evaluation=result).save()}")
+    return 0
+
+
+def train_command(name: str, data: Path, command: str) -> int:
+    from dynviz.train import RECIPES
+
+    if name not in RECIPES:
+        print(f"no recipe for {name!r}; recipes: {', '.join(sorted(RECIPES))}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    card = RECIPES[name](data)
+    card = dataclasses.replace(card, recipe=Recipe(command, round(time.perf_counter() - start, 1), machine_description()))
+    card.save()
+    return main(["eval", name, "--data", str(data), "--split", "test", "--card"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Cost accounting: one mechanism for every model.
+
+Static costs of parts are measured once per input shape with PyTorch's own
+``FlopCounterMode`` and cached; dynamic decisions add up the parts that ran.
+FlopCounterMode counts 2 FLOPs per multiply–add (convolutions, depthwise too,
+and matrix products; not pooling, norms, activations or resizing); we report
+multiply–accumulates, the unit the dynamic-network papers call "FLOPs".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+FLOPS_UNIT = "FLOPs (multiply–adds)"
+
+
+def count_macs(run: Callable[[], object]) -> int:
+    """Multiply–accumulates of everything ``run`` executes, as FlopCounterMode sees it."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops() // 2
+
+
+_measured: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()
+_measure_lock = threading.Lock()
+
+
+def module_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """The static cost of ``module`` on an input of ``input_shape``: measured once, then cached."""
+    with _measure_lock:
+        per_shape = _measured.setdefault(module, {})
+        if input_shape not in per_shape:
+            probe = torch.zeros(input_shape)
+            with torch.inference_mode():
+                per_shape[input_shape] = count_macs(lambda: module(probe))
+        return per_shape[input_shape]
+
+
+@dataclass
+class Stopwatch:
+    ms: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    watch = Stopwatch()
+    start = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.ms = (time.perf_counter() - start) * 1000
+
+
+def format_flops(macs: float) -> str:
+    """0.385e9 → '0.39 G' (with M below 0.1 G)."""
+    return f"{macs / 1e9:.2f} G" if macs >= 1e8 else f"{macs / 1e6:.1f} M"
+
+
+def spent_of_full(spent: float, full: float) -> str:
+    """'0.21 G of 0.86 G FLOPs (24%)': the spent cost always next to its static reference."""
+    return f"{format_flops(spent)} of {format_flops(full)} FLOPs ({100 * spent / full:.0f}%)"

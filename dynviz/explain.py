@@ -1,0 +1,50 @@
+"""captum attributions of a model's decisions, mapped onto the input image.
+
+For an exit: Grad-CAM (Selvaraju et al., ICCV 2017, captum's LayerGradCam) of
+the answering stage's top-1 logit at its last feature map, upsampled to the
+stage's input and placed on the region of the photo that stage saw. It shows
+what the stage relied on when it was sure enough to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import nn
+
+from dynviz.models.base import exclusive
+from dynviz.trace import Box
+
+
+@dataclass(frozen=True)
+class ExplainTarget:
+    """What a model hands over to be explained: a differentiable forward, its layer and input."""
+
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    layer: nn.Module
+    inputs: torch.Tensor
+    target: int
+    box: Box
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    values: np.ndarray
+    """[rows, cols] in 0..1, covering ``box``."""
+    box: Box
+    """Where it lies on the input image, in its pixels."""
+
+
+def grad_cam(target: ExplainTarget) -> Heatmap:
+    # Hooks attach to the shared model while captum runs: hold it alone, with gradients on.
+    with exclusive(target.model), torch.enable_grad():
+        inputs = target.inputs.clone().requires_grad_(True)
+        cam = LayerGradCam(target.forward, target.layer).attribute(inputs, target=target.target, relu_attributions=True)
+        cam = LayerAttribution.interpolate(cam.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
+    values = cam[0, 0].numpy()
+    return Heatmap(values / values.max() if values.max() > 0 else values, target.box)

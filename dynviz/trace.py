@@ -1,0 +1,167 @@
+"""The trace: what a dynamic network decided for one input, and what it paid.
+
+Every model answers ``analyze(image)`` with a :class:`Trace`; every view, the
+CLI and the explanations read traces only. Two rules keep views model-agnostic:
+geometry is in the input image's pixel coordinates, and cost is in one unit,
+multiply–accumulates (what the dynamic-network papers call "FLOPs").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+Box = tuple[float, float, float, float]
+"""(x0, y0, x1, y1) in input-image pixels."""
+
+
+@dataclass(frozen=True)
+class TopClass:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    top: tuple[TopClass, ...]
+    """Best first."""
+
+    @property
+    def label(self) -> str:
+        return self.top[0].label
+
+    @property
+    def index(self) -> int:
+        return self.top[0].index
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0].probability
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Multiply–accumulates spent on this input, against the static network it replaces."""
+
+    flops: float
+    flops_full: float
+    """What the static counterpart spends on every input."""
+    breakdown: dict[str, float]
+    """Part name → multiply–accumulates spent in it (parts not run are absent)."""
+    latency_ms: float
+    baselines: dict[str, float] = field(default_factory=dict)
+    """Other static reference models → their multiply–accumulates, for comparison."""
+
+    @property
+    def fraction(self) -> float:
+        return self.flops / self.flops_full
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """One exit (or cascade stage): computed or not, and whether it answered."""
+
+    kind: ClassVar[str] = "exit"
+    index: int
+    name: str
+    resolution: int
+    view_box: Box
+    """The region of the input image this stage looked at."""
+    computed: bool
+    taken: bool
+    threshold: float | None
+    """Confidence needed to stop here; None for the last exit, which always answers."""
+    confidence: float | None
+    prediction: Prediction | None
+    flops: float
+    """This stage's own cost."""
+    flops_cumulative: float
+    """Cost of reaching and running this exit."""
+    latency_ms: float | None
+
+    @staticmethod
+    def summarize(records: list[ExitRecord]) -> dict[str, Any]:
+        taken = next(r for r in records if r.taken)
+        return {"exit": taken.index, "exit_name": taken.name}
+
+
+Record = ExitRecord
+RECORD_TYPES: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Record) or (Record,)}
+
+
+@dataclass(frozen=True)
+class Trace:
+    model: str
+    input_name: str
+    input_size: tuple[int, int]
+    """(width, height) of the input image."""
+    prediction: Prediction
+    cost: Cost
+    records: tuple[Record, ...]
+    settings: dict[str, float]
+    """The knob values this trace was decided under."""
+    notes: tuple[str, ...] = ()
+
+    def records_of(self, kind: type) -> list:
+        return [r for r in self.records if isinstance(r, kind)]
+
+    def summary(self) -> dict[str, Any]:
+        """One flat row: the answer, the cost and each record kind's decision summary."""
+        row: dict[str, Any] = {
+            "input": self.input_name,
+            "model": self.model,
+            "label": self.prediction.label,
+            "label_index": self.prediction.index,
+            "confidence": round(self.prediction.confidence, 6),
+            "flops": int(self.cost.flops),
+            "flops_full": int(self.cost.flops_full),
+            "latency_ms": round(self.cost.latency_ms, 3),
+        }
+        for kind in RECORD_TYPES.values():
+            if records := self.records_of(kind):
+                row |= kind.summarize(records)
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["records"] = [{"kind": r.kind, **dataclasses.asdict(r)} for r in self.records]
+        return data
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        return build(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Trace:
+        return cls.from_dict(json.loads(text))
+
+
+def build(hint: Any, value: Any) -> Any:
+    """Rebuild typed dataclasses from JSON-shaped data, following the type hints."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return hint(**{f.name: build(hints[f.name], value[f.name]) for f in dataclasses.fields(hint) if f.name in value})
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, dict) and "kind" in value:
+            return build(RECORD_TYPES[value["kind"]], value)
+        return build(next(a for a in args if a is not type(None)), value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(build(args[0], v) for v in value)
+        return tuple(build(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        return {k: build(args[1], v) for k, v in value.items()}
+    if origin is list:
+        return [build(args[0], v) for v in value]
+    return value

@@ -1,0 +1,94 @@
+"""Renderers for exit records: where did it stop, and what did it cost."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dynviz.cost import FLOPS_UNIT
+from dynviz.trace import ExitRecord, Prediction, Trace
+from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
+
+
+def exit_timeline(trace: Trace) -> go.Figure:
+    """Confidence at each computed stage against its threshold; stages never run in grey."""
+    records = trace.records_of(ExitRecord)
+    names = [f"{r.index + 1}. {r.name}" for r in records]
+    figure = go.Figure()
+    figure.add_bar(
+        x=names,
+        y=[r.confidence if r.computed else 1.0 for r in records],
+        marker_color=[exit_color(r.index) if r.computed else SKIPPED for r in records],
+        marker_pattern_shape=["" if r.computed else "/" for r in records],
+        opacity=1.0,
+        text=[_stage_text(r) for r in records],
+        textposition="inside",
+        hovertext=[_stage_hover(r) for r in records],
+        hoverinfo="text",
+        name="calibrated confidence",
+    )
+    thresholds = [(n, r.threshold) for n, r in zip(names, records) if r.threshold is not None]
+    if thresholds:
+        figure.add_scatter(
+            x=[n for n, _ in thresholds], y=[t for _, t in thresholds], mode="markers",
+            marker=dict(symbol="line-ew-open", size=60, line=dict(width=3, color=THRESHOLD)), name="exit threshold",
+        )
+    figure.update_yaxes(range=[0, 1.05], title="calibrated confidence (top-1 probability)")
+    figure.update_xaxes(title="stage (network @ input resolution)")
+    return titled(figure, "Where did it stop?")
+
+
+def _stage_text(record: ExitRecord) -> str:
+    if not record.computed:
+        return "not run"
+    verdict = "answered here" if record.taken else "not sure: go on"
+    return f"{record.confidence:.2f}<br>{verdict}"
+
+
+def _stage_hover(record: ExitRecord) -> str:
+    if not record.computed:
+        return f"{record.name}: skipped, saved {record.flops / 1e9:.2f} G FLOPs"
+    return f"{record.name}: {record.prediction.label} ({record.confidence:.2f}), {record.flops / 1e9:.2f} G FLOPs"
+
+
+def cost_bars(trace: Trace) -> go.Figure:
+    """This input's FLOPs, stage by stage, next to the static networks'."""
+    figure = go.Figure()
+    records = {r.name: r for r in trace.records_of(ExitRecord)}
+    for part, flops in trace.cost.breakdown.items():
+        color = exit_color(records[part].index) if part in records else exit_color(0)
+        figure.add_bar(y=["this input"], x=[flops / 1e9], orientation="h", name=part, marker_color=color)
+    for name, flops in trace.cost.baselines.items():
+        figure.add_bar(y=[f"static {name}"], x=[flops / 1e9], orientation="h", name=f"static {name}",
+                       marker_color=STATIC, showlegend=False)
+    figure.update_layout(barmode="stack")
+    figure.update_xaxes(title=f"{FLOPS_UNIT}, G")
+    return titled(figure, "What did it cost?", height=260)
+
+
+def top_classes(prediction: Prediction, color_index: int = 0) -> go.Figure:
+    top = list(reversed(prediction.top))
+    figure = go.Figure(go.Bar(x=[c.probability for c in top], y=[c.label for c in top], orientation="h",
+                              marker_color=exit_color(color_index)))
+    figure.update_xaxes(range=[0, 1], title="probability")
+    return titled(figure, "What did it answer? (top-5)", height=260)
+
+
+def exit_table(trace: Trace) -> pd.DataFrame:
+    """One row per stage, for display and CSV download."""
+    return pd.DataFrame(
+        {
+            "stage": r.index + 1,
+            "name": r.name,
+            "resolution_px": r.resolution,
+            "computed": r.computed,
+            "answered": r.taken,
+            "threshold": r.threshold,
+            "confidence": r.confidence,
+            "top1": r.prediction.label if r.prediction else None,
+            "flops": int(r.flops),
+            "flops_cumulative": int(r.flops_cumulative),
+            "latency_ms": r.latency_ms,
+        }
+        for r in trace.records_of(ExitRecord)
+    )

@@ -1,0 +1,21 @@
+"""One visual language for every page: computed parts solid and coloured, skipped
+parts grey; the same colour always means the same exit or stage."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+EXIT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+SKIPPED = "#c7c7c7"
+STATIC = "#7f7f7f"
+THRESHOLD = "#111111"
+
+
+def exit_color(index: int) -> str:
+    return EXIT_COLORS[index % len(EXIT_COLORS)]
+
+
+def titled(figure: go.Figure, title: str, height: int = 320) -> go.Figure:
+    """Every chart asks its question in its title."""
+    figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10), legend_orientation="h")
+    return figure

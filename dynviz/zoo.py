@@ -1,0 +1,142 @@
+"""The model zoo: a registry in the manner of timm, and the model cards.
+
+``create_model(name)`` builds a registered model with its bundled weights;
+``load_card(name)`` reads ``pretrained/<name>.json``. A card's figures are
+written by the ``eval`` command and its recipe by the command that produced
+the weights, never by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynviz.trace import build
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
+
+_registry: dict[str, Callable[[], Any]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    def add(builder: Callable[[], Any]) -> Callable[[], Any]:
+        _registry[name] = builder
+        return builder
+
+    return add
+
+
+def _load_model_modules() -> None:
+    import dynviz.models  # noqa: F401  (registers every model)
+
+
+def list_models() -> list[str]:
+    _load_model_modules()
+    return sorted(_registry)
+
+
+def create_model(name: str) -> Any:
+    """Build ``name`` with its weights (checked against the card's sha256)."""
+    _load_model_modules()
+    if name not in _registry:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_registry))}")
+    return _registry[name]()
+
+
+@dataclass(frozen=True)
+class About:
+    """What a method is, for the card: written in code beside the method."""
+
+    title: str
+    family: str
+    """Where it sits in the survey's taxonomy."""
+    summary: str
+    papers: tuple[str, ...]
+    license: str
+    data: str
+    """What the weights were trained or calibrated on."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    command: str
+    seconds: float
+    machine: str
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """Accuracy and cost of one operating point on the evaluation split."""
+
+    name: str
+    settings: dict[str, float]
+    top1: float
+    top5: float
+    mean_flops: float
+    mean_latency_ms: float
+    exit_rates: tuple[float, ...] = ()
+    """Share of inputs answered at each exit (dynamic-exit models only)."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    command: str
+    data: str
+    split: str
+    images: int
+    points: tuple[PointResult, ...]
+    baselines: tuple[PointResult, ...] = ()
+    """Static reference models on the same images."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    about: About
+    flops_full: float
+    """Multiply–accumulates of the static counterpart at its native size."""
+    default_point: str
+    weights: str | None = None
+    weights_sha256: str | None = None
+    recipe: Recipe | None = None
+    evaluation: Evaluation | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def point(self, name: str) -> PointResult | None:
+        points = self.evaluation.points if self.evaluation else ()
+        return next((p for p in points if p.name == name), None)
+
+    def save(self) -> Path:
+        path = PRETRAINED / f"{self.name}.json"
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+
+def load_card(name: str) -> ModelCard | None:
+    path = PRETRAINED / f"{name}.json"
+    return build(ModelCard, json.loads(path.read_text())) if path.exists() else None
+
+
+def weights_path(card: ModelCard) -> Path:
+    """The card's weights file, refused if its bytes are not the ones the card names."""
+    path = PRETRAINED / card.weights
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != card.weights_sha256:
+        raise ValueError(f"{path.name}: sha256 {digest[:12]}… does not match its card ({card.weights_sha256[:12]}…)")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def machine_description() -> str:
+    import os
+
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {__import__('torch').__version__}"
