@@ -18,7 +18,7 @@ from dynviz.data import SPLITS, labelled_files
 from dynviz.evaluate import evaluate
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
-from dynviz.zoo import Evaluation, ModelCard, Recipe, create_model, list_models, load_card, machine_description
+from dynviz.zoo import Evaluation, ModelCard, Recipe, create_model, load_card, machine_description, model_summaries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,27 +69,12 @@ def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[st
 
 
 def list_command(as_json: bool) -> int:
-    rows = [card_summary(name, load_card(name)) for name in list_models()]
+    rows = [dataclasses.asdict(summary) for summary in model_summaries()]
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         print(pd.DataFrame(rows).to_string(index=False))
     return 0
-
-
-def card_summary(name: str, card: ModelCard | None) -> dict:
-    """One row per model, from its card: what it is and its default operating point."""
-    if card is None:
-        return {"model": name, "title": "", "family": "", "top1": None, "flops": None, "flops_full": None}
-    point = card.point(card.default_point)
-    return {
-        "model": name,
-        "title": card.about.title,
-        "family": card.about.family,
-        "top1": None if point is None else round(point.top1, 4),
-        "flops": None if point is None else int(point.mean_flops),
-        "flops_full": int(card.flops_full),
-    }
 
 
 def expand(paths: list[Path]) -> Iterator[Path]:

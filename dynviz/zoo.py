@@ -11,22 +11,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dynviz.trace import build
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 
 _registry: dict[str, Callable[[], Any]] = {}
+_emits: dict[str, tuple[type, ...]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+def register_model(name: str, emits: tuple[type, ...] = ()) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    """Register a builder; ``emits`` names the trace record types its traces hold (pages filter on it)."""
+
     def add(builder: Callable[[], Any]) -> Callable[[], Any]:
         _registry[name] = builder
+        _emits[name] = emits
         return builder
 
     return add
@@ -36,9 +43,10 @@ def _load_model_modules() -> None:
     import dynviz.models  # noqa: F401  (registers every model)
 
 
-def list_models() -> list[str]:
+def list_models(emitting: type | None = None) -> list[str]:
+    """Registered names, or only those whose traces hold ``emitting`` records."""
     _load_model_modules()
-    return sorted(_registry)
+    return sorted(name for name in _registry if emitting is None or emitting in _emits[name])
 
 
 def create_model(name: str) -> Any:
@@ -123,6 +131,36 @@ def load_card(name: str) -> ModelCard | None:
     return build(ModelCard, json.loads(path.read_text())) if path.exists() else None
 
 
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of the model table (home page, ``python -m dynviz models``), from the card."""
+
+    model: str
+    title: str
+    family: str
+    top1: float | None
+    """At the default operating point, on the card's evaluation split."""
+    mean_flops: float | None
+    flops_full: float | None
+    evaluated_on: str
+
+
+def model_summaries() -> list[ModelSummary]:
+    rows = []
+    for name in list_models():
+        card = load_card(name)
+        if card is None:
+            rows.append(ModelSummary(name, "", "", None, None, None, "no card yet"))
+            continue
+        point, evaluation = card.point(card.default_point), card.evaluation
+        rows.append(ModelSummary(
+            name, card.about.title, card.about.family, point.top1 if point else None,
+            point.mean_flops if point else None, card.flops_full,
+            f"{evaluation.data} ({evaluation.split}, {evaluation.images} images)" if evaluation else "not evaluated",
+        ))
+    return rows
+
+
 def weights_path(card: ModelCard) -> Path:
     """The card's weights file, refused if its bytes are not the ones the card names."""
     path = PRETRAINED / card.weights
@@ -137,6 +175,4 @@ def sha256_of(path: Path) -> str:
 
 
 def machine_description() -> str:
-    import os
-
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {__import__('torch').__version__}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"

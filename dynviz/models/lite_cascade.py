@@ -95,7 +95,7 @@ class LiteCascade(ImageNetClassifier, nn.Module):
             names = json.loads(weights.metadata()["operating_points"])
             thresholds = weights.get_tensor("thresholds")
             temperatures = weights.get_tensor("temperatures")
-        points = {name: tuple(float(t) for t in row) for name, row in zip(names, thresholds)}
+        points = {name: tuple(round(float(t), 4) for t in row) for name, row in zip(names, thresholds)}
         return cls(temperatures, points, card.default_point).eval()
 
     def knobs(self) -> list[Knob]:
@@ -158,4 +158,4 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         return ExplainTarget(self, net, net.head, image_to_tensor(image.image, stage.resolution, box), target, box)
 
 
-register_model(LiteCascade.name)(LiteCascade.pretrained)
+register_model(LiteCascade.name, emits=(ExitRecord,))(LiteCascade.pretrained)

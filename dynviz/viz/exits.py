@@ -31,7 +31,8 @@ def exit_timeline(trace: Trace) -> go.Figure:
     if thresholds:
         figure.add_scatter(
             x=[n for n, _ in thresholds], y=[t for _, t in thresholds], mode="markers",
-            marker=dict(symbol="line-ew-open", size=60, line=dict(width=3, color=THRESHOLD)), name="exit threshold",
+            marker=dict(symbol="line-ew-open", size=60, color=THRESHOLD, line=dict(width=3, color=THRESHOLD)),
+            name="exit threshold",
         )
     figure.update_yaxes(range=[0, 1.05], title="calibrated confidence (top-1 probability)")
     figure.update_xaxes(title="stage (network @ input resolution)")
@@ -57,10 +58,11 @@ def cost_bars(trace: Trace) -> go.Figure:
     records = {r.name: r for r in trace.records_of(ExitRecord)}
     for part, flops in trace.cost.breakdown.items():
         color = exit_color(records[part].index) if part in records else exit_color(0)
-        figure.add_bar(y=["this input"], x=[flops / 1e9], orientation="h", name=part, marker_color=color)
+        figure.add_bar(y=["this input"], x=[flops / 1e9], orientation="h", name=part, marker_color=color,
+                       text=f"{flops / 1e9:.2f} G", textposition="inside")
     for name, flops in trace.cost.baselines.items():
         figure.add_bar(y=[f"static {name}"], x=[flops / 1e9], orientation="h", name=f"static {name}",
-                       marker_color=STATIC, showlegend=False)
+                       marker_color=STATIC, showlegend=False, text=f"{flops / 1e9:.2f} G", textposition="inside")
     figure.update_layout(barmode="stack")
     figure.update_xaxes(title=f"{FLOPS_UNIT}, G")
     return titled(figure, "What did it cost?", height=260)

@@ -1,0 +1,65 @@
+import streamlit as st
+
+from dynviz import ui
+from dynviz.cost import spent_of_full
+from dynviz.explain import grad_cam
+from dynviz.trace import ExitRecord
+from dynviz.viz.exits import cost_bars, exit_table, exit_timeline, top_classes
+from dynviz.viz.image import photo, with_box, with_heatmap
+from dynviz.viz.style import exit_color
+from dynviz.zoo import list_models, load_card
+
+st.title("Early exit: stop as soon as it is sure")
+image = ui.current_input()
+if image is None:
+    st.info("Choose a photo in the sidebar: an example, an upload or the camera.")
+    st.stop()
+
+name = st.selectbox("Model", list_models(emitting=ExitRecord), key="exit_model")
+controls, chart = st.columns([1, 3])
+with controls:
+    st.markdown("**Exit thresholds**")
+    settings = ui.knob_sliders(name)
+    st.caption("Lower a threshold and more photos stop at that stage: cheaper, but riskier. "
+               "Stages already computed for this photo are reused, not re-run.")
+trace = ui.analyze(name, image, settings)
+exits = trace.records_of(ExitRecord)
+answered = next(r for r in exits if r.taken)
+with chart:
+    ui.answer_header(trace, f"{answered.index + 1} of {len(exits)}", answered.name)
+    st.plotly_chart(exit_timeline(trace), key="timeline")
+    st.caption("Each bar is a stage, cheapest first. Its height is how sure that stage was; the black tick is the "
+               "confidence it needed to stop. Grey hatched stages were never run.")
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(top_classes(answered.prediction, answered.index), key="top5")
+    st.caption(f"The five most likely ImageNet classes according to the answering stage, {answered.name}.")
+with right:
+    st.plotly_chart(cost_bars(trace), key="cost")
+    st.caption(f"This photo cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} against the static Lite2. "
+               "Coloured: the stages it paid for; grey: what each static network pays on every photo.")
+
+with st.expander("Why was it sure enough to stop? (Grad-CAM of the answering stage)", expanded=True):
+    show_overlay = st.toggle("Show the attribution", value=True, key="show_cam")
+    figure = photo(image.image, f"Where did {answered.name} look for “{answered.prediction.label}”?")
+    with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
+    if show_overlay:
+        with st.spinner("Computing Grad-CAM…"):
+            target = ui.model(name).explain_exit(image, answered.index, answered.prediction.index)
+            with_heatmap(figure, grad_cam(target), "Grad-CAM")
+    st.plotly_chart(figure, key="cam")
+    st.caption("Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "
+               "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score.")
+
+with st.expander("Stage by stage (table and downloads)"):
+    table = exit_table(trace)
+    st.dataframe(table, hide_index=True)
+    download_name = f"{name}-{image.digest[:12]}"
+    st.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
+    st.download_button("Stages (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
+
+card = load_card(name)
+if card is not None:
+    with st.expander("Model card"):
+        ui.show_card(card)

@@ -1,0 +1,37 @@
+"""Shared fixtures: generated images only (no ../shared), and one model per session."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dynviz.inputs import InputImage, load_image
+from dynviz.zoo import create_model
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pattern(width: int = 96, height: int = 72, seed: int = 0) -> Image.Image:
+    """A small deterministic colour image with some structure."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1).astype(np.uint8)
+    pixels[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = rng.integers(0, 255, 3, dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="session")
+def photo() -> InputImage:
+    return load_image(encode(pattern(), "JPEG"), "pattern.jpg")
+
+
+@pytest.fixture(scope="session")
+def cascade():
+    return create_model("lite_cascade")

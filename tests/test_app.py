@@ -1,0 +1,57 @@
+"""Every page, rendered by streamlit's AppTest on generated and bundled inputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page, by title."""
+    figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return {figure["layout"]["title"]["text"]: figure for figure in figures}
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_home_lists_every_bundled_model_from_its_card(app):
+    table = app.dataframe[0].value
+    assert {"lite0", "lite1", "lite2", "lite_cascade"} <= set(table["model"])
+    assert "dynamic" in app.markdown[0].value
+
+
+def test_early_exit_page_shows_the_answer_the_stages_and_the_cost(app):
+    app.switch_page("pages/early_exit.py").run()
+    assert not app.exception
+    assert metric(app, "Answer") == "espresso"  # the first bundled example
+    assert metric(app, "Stopped at stage") == "1 of 3"
+    figures = charts(app)
+    assert {"Where did it stop?", "What did it answer? (top-5)", "What did it cost?"} <= set(figures)
+    stages = figures["Where did it stop?"]["data"][0]
+    assert stages["text"][0].endswith("answered here") and stages["text"][1:] == ["not run", "not run"]
+    assert any(title.startswith("Where did Lite0 @ 160 px look") for title in figures)
+
+
+def test_moving_the_thresholds_re_decides(app):
+    app.switch_page("pages/early_exit.py").run()
+    app.slider(key="lite_cascade:tau_1").set_value(1.0)
+    app.slider(key="lite_cascade:tau_2").set_value(1.0).run()
+    assert metric(app, "Stopped at stage") == "3 of 3"
+    stages = charts(app)["Where did it stop?"]["data"][0]
+    assert "not run" not in stages["text"]
+    share = next(m.delta for m in app.metric if m.label.startswith("FLOPs"))
+    assert int(share.split("%")[0]) > 100  # all three stages together cost more than the static Lite2

@@ -1,0 +1,94 @@
+"""One real-browser smoke run: the app on a loopback port, Debian's Chromium driven by Playwright.
+
+A user uploads a broken file and a good one: the broken one gets its one-line message, the good
+one is analysed, and the early-exit page draws its chart and the FLOPs. Skips with a reason where
+Chromium or Playwright is missing, except under CI=true, where a skip would hide a broken app.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import encode, pattern
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+# Without these Chromium keeps dialling Google's hosts, which a closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the browser test must run)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start: {server.stdout.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_upload_in_chromium_shows_the_exit_chart_and_the_flops(app_url, tmp_path):
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        missing("playwright is not installed (pip install -r requirements.txt)")
+
+    broken, good = tmp_path / "broken.jpg", tmp_path / "my photo.png"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    good.write_bytes(encode(pattern(320, 240, seed=7), "PNG"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(120_000)
+        page.goto(app_url)
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar.get_by_text("Source")).to_be_visible(timeout=120_000)  # the first script run has finished
+        page.get_by_role("link", name="Early exit").click()
+        sidebar.locator("label").filter(has_text="Upload").click()
+        sidebar.locator("input[type=file]").set_input_files([broken, good])
+        expect(sidebar.get_by_text("broken.jpg: ")).to_be_visible(timeout=120_000)
+        main = page.get_by_test_id("stMain")
+        expect(main.get_by_text("Where did it stop?")).to_be_visible(timeout=120_000)
+        expect(main.get_by_text("FLOPs (multiply–adds)").first).to_be_visible(timeout=120_000)
+        expect(main.get_by_text("of 0.86 G static")).to_be_visible(timeout=120_000)
+        time.sleep(2)  # let plotly finish drawing before the picture
+        page.screenshot(path=os.environ.get("DYNVIZ_SCREENSHOT", str(tmp_path / "early_exit.png")), full_page=True)
+        browser.close()

@@ -1,0 +1,62 @@
+import json
+from importlib import resources
+
+import pandas as pd
+
+from conftest import encode, pattern
+from dynviz.__main__ import main
+
+
+def write_inputs(folder):
+    folder.mkdir()
+    (folder / "a.png").write_bytes(encode(pattern(seed=1), "PNG"))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (folder / "b.jpg").write_bytes(encode(pattern(seed=2), "JPEG"))
+    return folder
+
+
+def test_analyze_reports_a_broken_file_and_still_analyses_the_others(tmp_path, capsys):
+    folder = write_inputs(tmp_path / "in")
+    out = tmp_path / "rows.csv"
+    assert main(["analyze", str(folder), "--model", "lite_cascade", "--out", str(out)]) == 1
+    rows = pd.read_csv(out)
+    assert [p.rsplit("/", 1)[-1] for p in rows["input"]] == ["a.png", "b.jpg"]
+    for column in ("input", "model", "label", "label_index", "confidence", "flops", "flops_full", "latency_ms",
+                   "exit", "exit_name"):
+        assert column in rows.columns
+    assert (rows["flops"] <= rows["flops"].max()).all() and (rows["flops_full"] > 0).all()
+    errors = capsys.readouterr().err
+    assert "broken.jpg: " in errors and "1 of 3 inputs failed" in errors
+
+
+def test_analyze_follows_the_knobs(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(pattern(seed=3), "PNG"))
+    out = tmp_path / "traces.json"
+    assert main(["analyze", str(image), "--model", "lite_cascade", "--set", "tau_1=1.01", "--set", "tau_2=1.01",
+                 "--out", str(out)]) == 0
+    trace = json.loads(out.read_text())[0]
+    assert [r["computed"] for r in trace["records"]] == [True, True, True]
+    assert main(["analyze", str(image), "--model", "lite_cascade", "--set", "tau_1=0"]) == 0
+    assert ",0,Lite0 @ 160 px" in capsys.readouterr().out
+
+
+def test_models_lists_every_card(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {row["model"]: row for row in json.loads(capsys.readouterr().out)}
+    assert {"lite0", "lite1", "lite2", "lite_cascade"} <= set(rows)
+    assert rows["lite_cascade"]["mean_flops"] < rows["lite_cascade"]["flops_full"]
+
+
+def test_eval_on_a_labelled_folder(tmp_path, capsys):
+    espresso = resources.files("dynviz.examples").joinpath("espresso.jpg").read_bytes()
+    (tmp_path / "n07920052").mkdir()
+    (tmp_path / "n07920052" / "cup.jpg").write_bytes(espresso)
+    (tmp_path / "n07920052_second.JPEG").write_bytes(espresso)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "lite_cascade", "--data", str(tmp_path), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 2
+    default = next(p for p in result["points"] if p["name"] == "harm ≤ 0.4%")
+    assert default["top1"] == 1.0 and default["exit_rates"][0] == 1.0
+    assert {b["name"] for b in result["baselines"]} == {"lite0", "lite1", "lite2"}

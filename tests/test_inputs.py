@@ -1,0 +1,142 @@
+"""Odd and broken files, generated here: each decodes to RGB or fails with one line naming the file."""
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode, pattern
+from dynviz import inputs
+from dynviz.inputs import InputError, load_image
+
+
+def png_16bit_grey() -> bytes:
+    ramp = (np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) * 32).astype(np.uint16)  # 0 .. 65504
+    return encode(Image.fromarray(ramp), "PNG")
+
+
+def float_tiff() -> bytes:
+    return encode(Image.fromarray(np.linspace(-3.0, 5.0, 48 * 24, dtype=np.float32).reshape(24, 48)), "TIFF")
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (40, 30), color) for color in ("red", "green", "blue")]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    return encode(pattern(80, 40), "JPEG", exif=exif)
+
+
+def palette_with_transparency() -> bytes:
+    image = pattern(50, 40).convert("P")
+    return encode(image, "PNG", transparency=0)
+
+
+GOOD = {
+    "photo.jpg": (lambda: encode(pattern(), "JPEG"), ()),
+    "photo.webp": (lambda: encode(pattern(), "WEBP"), ()),
+    "photo.bmp": (lambda: encode(pattern(), "BMP"), ()),
+    "cmyk.jpg": (lambda: encode(pattern().convert("CMYK"), "JPEG"), ()),
+    "rgba.png": (lambda: encode(pattern().convert("RGBA"), "PNG"), ("transparent",)),
+    "grey-alpha.png": (lambda: encode(pattern().convert("LA"), "PNG"), ("transparent",)),
+    "palette.png": (palette_with_transparency, ("transparent",)),
+    "one-bit.png": (lambda: encode(pattern().convert("1"), "PNG"), ()),
+    "depth16.png": (png_16bit_grey, ("16-bit",)),
+    "float.tif": (float_tiff, ("floating-point",)),
+    "animated.gif": (animated_gif, ("first frame",)),
+    "really-a-png.jpg": (lambda: encode(pattern(), "PNG"), ("content is PNG",)),
+}
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_odd_but_valid_files_become_rgb_with_a_note(name):
+    make, expected_notes = GOOD[name]
+    image = load_image(make(), name)
+    assert image.image.mode == "RGB"
+    assert image.name == name and len(image.digest) == 64
+    for expected in expected_notes:
+        assert any(expected in note for note in image.notes), image.notes
+
+
+def test_exif_orientation_is_applied():
+    assert load_image(rotated_jpeg(), "rotated.jpg").size == (40, 80)
+
+
+def test_transparent_areas_are_composited_on_white():
+    transparent = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    assert load_image(encode(transparent, "PNG"), "clear.png").image.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_16_bit_images_are_rescaled_not_clipped():
+    pixels = np.asarray(load_image(png_16bit_grey(), "depth16.png").image)[..., 0]
+    assert pixels.max() == 255 and pixels.min() == 0
+    assert len(np.unique(pixels)) > 200  # clipping at 255 would leave almost every pixel white
+
+
+def test_float_images_are_rescaled_by_their_range():
+    pixels = np.asarray(load_image(float_tiff(), "float.tif").image)[..., 0]
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
+def truncated_jpeg() -> bytes:
+    data = encode(pattern(200, 200), "JPEG")
+    return data[: len(data) // 2]
+
+
+def corrupt_png() -> bytes:
+    data = bytearray(encode(pattern(), "PNG"))
+    data[60:120] = b"\x00" * 60
+    return bytes(data)
+
+
+def bomb_png() -> bytes:
+    return encode(Image.new("1", (9000, 6000)), "PNG")  # 54 MP of nothing: a few kB on disk
+
+
+def bmp_with_absurd_header() -> bytes:
+    header = encode(Image.new("RGB", (4, 4)), "BMP")
+    return header[:18] + struct.pack("<ii", 200000, 200000) + header[26:]
+
+
+BAD = {
+    "empty.jpg": (lambda: b"", "empty"),
+    "notes.jpg": (lambda: b"these are my holiday notes, not a photo", "not an image"),
+    "truncated.jpg": (truncated_jpeg, "corrupt or truncated"),
+    "corrupt.png": (corrupt_png, "corrupt or truncated"),
+    "bomb.png": (bomb_png, "megapixels"),
+    "absurd.bmp": (bmp_with_absurd_header, "decompression bomb"),
+    "vector.svg": (lambda: b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not an image"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_broken_files_get_one_line_naming_the_file(name):
+    make, reason = BAD[name]
+    with pytest.raises(InputError) as error:
+        load_image(make(), name)
+    message = str(error.value)
+    assert message.startswith(f"{name}:") and reason in message and "\n" not in message
+
+
+def test_pillows_own_bomb_guard_stays_on(monkeypatch):
+    monkeypatch.setattr(inputs, "MAX_PIXELS", 10**12)
+    with pytest.raises(InputError, match="decompression bomb"):
+        load_image(encode(Image.new("1", (12000, 12000)), "PNG"), "bomb.png")
+
+
+def test_files_over_the_size_cap_are_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(inputs, "MAX_BYTES", 1000)
+    with pytest.raises(InputError, match="over the"):
+        load_image(encode(pattern(200, 200), "BMP"), "big.bmp")
+
+
+def test_a_file_name_is_only_a_label(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image = load_image(encode(pattern(), "PNG"), "../../etc/passwd")
+    assert image.name == "../../etc/passwd"
+    assert list(tmp_path.iterdir()) == []
