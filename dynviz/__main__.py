@@ -18,7 +18,8 @@ from dynviz.data import SPLITS, labelled_files
 from dynviz.evaluate import evaluate
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
-from dynviz.zoo import Evaluation, ModelCard, Recipe, create_model, load_card, machine_description, model_summaries
+from dynviz.zoo import (Evaluation, ModelCard, Recipe, create_model, load_card, machine_description, model_summaries,
+                        model_table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="list the registered models with their card summary")
-    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output = models.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
 
     analyze = commands.add_parser("analyze", help="analyse images or folders of images; one row per input")
     analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python -m dynviz " + shlex.join(argv)
     if args.command == "models":
-        return list_command(args.json)
+        return list_command(args.json, args.markdown)
     if args.command == "analyze":
         return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out)
     if args.command == "eval":
@@ -68,12 +71,16 @@ def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[st
     return settings
 
 
-def list_command(as_json: bool) -> int:
-    rows = [dataclasses.asdict(summary) for summary in model_summaries()]
+def list_command(as_json: bool, as_markdown: bool) -> int:
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([dataclasses.asdict(summary) for summary in model_summaries()], indent=2))
+    elif as_markdown:
+        rows = model_table()
+        print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
+        for row in rows:
+            print("| " + " | ".join(value.replace("|", "\\|") for value in row.values()) + " |")
     else:
-        print(pd.DataFrame(rows).to_string(index=False))
+        print(pd.DataFrame(model_table()).to_string(index=False))
     return 0
 
 

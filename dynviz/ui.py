@@ -17,7 +17,7 @@ from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.inputs import InputError, InputImage, load_image
 from dynviz.models.base import Memo
 from dynviz.trace import Trace
-from dynviz.zoo import ModelCard, create_model, model_summaries
+from dynviz.zoo import ModelCard, create_model, model_table
 
 INPUT_KEY = "dynviz_input"
 MEMO_ENTRIES = 64
@@ -136,18 +136,7 @@ def answer_header(trace: Trace, decision: str, detail: str) -> None:
 
 def card_table() -> pd.DataFrame:
     """The bundled models, one row each, from their cards."""
-    return pd.DataFrame(
-        {
-            "model": row.model,
-            "what it is": row.title,
-            "family": row.family,
-            "top-1 (default)": "" if row.top1 is None else f"{100 * row.top1:.1f}%",
-            f"mean {FLOPS_UNIT}": "" if row.mean_flops is None else format_flops(row.mean_flops),
-            "static FLOPs": "" if row.flops_full is None else format_flops(row.flops_full),
-            "measured on": row.evaluated_on,
-        }
-        for row in model_summaries()
-    )
+    return pd.DataFrame(model_table())
 
 
 def show_card(card: ModelCard) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.trace import build
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
@@ -159,6 +160,22 @@ def model_summaries() -> list[ModelSummary]:
             f"{evaluation.data} ({evaluation.split}, {evaluation.images} images)" if evaluation else "not evaluated",
         ))
     return rows
+
+
+def model_table() -> list[dict[str, str]]:
+    """The model summaries formatted for people (home page, README)."""
+    return [
+        {
+            "model": row.model,
+            "what it is": row.title,
+            "family": row.family,
+            "top-1 (default)": "" if row.top1 is None else f"{100 * row.top1:.1f}%",
+            f"mean {FLOPS_UNIT}": "" if row.mean_flops is None else format_flops(row.mean_flops),
+            "static FLOPs": "" if row.flops_full is None else format_flops(row.flops_full),
+            "measured on": row.evaluated_on,
+        }
+        for row in model_summaries()
+    ]
 
 
 def weights_path(card: ModelCard) -> Path:

@@ -40,7 +40,7 @@ with right:
     st.caption(f"This photo cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} against the static Lite2. "
                "Coloured: the stages it paid for; grey: what each static network pays on every photo.")
 
-with st.expander("Why was it sure enough to stop? (Grad-CAM of the answering stage)", expanded=True):
+with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=True):
     show_overlay = st.toggle("Show the attribution", value=True, key="show_cam")
     figure = photo(image.image, f"Where did {answered.name} look for “{answered.prediction.label}”?")
     with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))

@@ -1,0 +1,82 @@
+"""Benchmark: batch-1 latency and FLOPs per model, and the cascade's realised speed-up.
+
+    python bench/early_exit.py --data DIR [--split test]
+
+DIR is a labelled ImageNet folder (e.g. the 500-image sample). Prints, in one run on one
+machine: each network's median batch-1 latency and FLOPs at its resolution, then the
+cascade's mean latency and FLOPs against the static Lite2 on the same images (both through
+``python -m dynviz analyze``), so the realised speed-up stands next to the FLOPs ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dynviz.__main__ import main as cli  # noqa: E402
+from dynviz.cost import format_flops, module_macs  # noqa: E402
+from dynviz.data import labelled_files  # noqa: E402
+from dynviz.models.base import ImageNetClassifier  # noqa: E402
+from dynviz.models.efficientnet_lite import NATIVE_RESOLUTION, efficientnet_lite  # noqa: E402
+from dynviz.models.lite_cascade import STAGES  # noqa: E402
+
+
+def median_latency_ms(net: torch.nn.Module, resolution: int, repeats: int = 30) -> float:
+    x = torch.randn(1, 3, resolution, resolution)
+    times = []
+    with torch.inference_mode():
+        for _ in range(5):
+            net(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            net(x)
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def per_network() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'network':<20}{'FLOPs (mult-adds)':>20}{'batch-1 median':>18}")
+    nets = {scale: efficientnet_lite(scale) for scale in NATIVE_RESOLUTION}
+    points = {(scale, res) for scale, res in NATIVE_RESOLUTION.items()} | {(s.scale, s.resolution) for s in STAGES}
+    for scale, resolution in sorted(points):
+        net = nets[scale]
+        flops = module_macs(net, (1, 3, resolution, resolution))
+        print(f"{scale + ' @ ' + str(resolution) + ' px':<20}{format_flops(flops):>20}{median_latency_ms(net, resolution):>15.1f} ms")
+
+
+def cascade_vs_static(data: Path, split: str) -> None:
+    files = [str(f.path) for f in labelled_files(data, ImageNetClassifier.class_keys(), split)]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in ("lite2", "lite_cascade", "lite2"):  # Lite2 twice: the second, warm run is the one kept
+            out = Path(tmp) / f"{model}.json"
+            cli(["analyze", *files, "--model", model, "--out", str(out)])
+            traces = json.loads(out.read_text())
+            results[model] = (statistics.fmean(t["cost"]["flops"] for t in traces),
+                              statistics.fmean(t["cost"]["latency_ms"] for t in traces))
+    (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["lite2"], results["lite_cascade"]
+    flops_ratio, speedup = static_flops / dynamic_flops, static_ms / dynamic_ms
+    print(f"\non {len(files)} images ({data.name}, split {split}):")
+    print(f"  static lite2    {format_flops(static_flops):>9} FLOPs  {static_ms:7.1f} ms mean")
+    print(f"  lite_cascade    {format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean")
+    print(f"  FLOPs ratio {flops_ratio:.2f}x, realised speed-up {speedup:.2f}x "
+          f"(realised / theoretical = {speedup / flops_ratio:.2f})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="test", choices=("all", "calib", "test"))
+    args = parser.parse_args()
+    per_network()
+    cascade_vs_static(args.data, args.split)
