@@ -102,10 +102,11 @@ def memo_for(model_name: str, digest: str) -> Memo:
     memos, lock = _memos()
     with lock:
         key = (model_name, digest)
-        memos[key] = memos.pop(key, None) or {}
+        memo = memos.pop(key, None)
+        memos[key] = memo = {} if memo is None else memo  # most recently used last
         while len(memos) > MEMO_ENTRIES:
             memos.popitem(last=False)
-        return memos[key]
+        return memo
 
 
 def analyze(model_name: str, image: InputImage, settings: dict[str, float] | None = None) -> Trace:

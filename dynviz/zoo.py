@@ -181,7 +181,7 @@ def model_table() -> list[dict[str, str]]:
 def weights_path(card: ModelCard) -> Path:
     """The card's weights file, refused if its bytes are not the ones the card names."""
     path = PRETRAINED / card.weights
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_of(path)
     if digest != card.weights_sha256:
         raise ValueError(f"{path.name}: sha256 {digest[:12]}… does not match its card ({card.weights_sha256[:12]}…)")
     return path

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -37,9 +37,19 @@ class Knob:
 
 
 class DynamicModel(Protocol):
+    """What the zoo hands out: every page, the CLI and the evaluation use only this."""
+
     name: str
+    about: Any
+    """The card's description of the method (:class:`dynviz.zoo.About`)."""
+    baselines: tuple[str, ...]
+    """Static zoo models evaluated beside it, on the same images, for its card."""
 
     def knobs(self) -> list[Knob]: ...
+
+    def operating_points(self) -> dict[str, dict[str, float]]: ...
+
+    def class_keys(self) -> tuple[tuple[str, ...], ...]: ...
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace: ...
 
