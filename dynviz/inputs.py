@@ -92,7 +92,7 @@ def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str]]:
     if suffix in IMAGE_SUFFIXES and not _suffix_matches(suffix, image.format):
         notes.append(f"named {suffix} but the content is {image.format}; read as {image.format}")
     if getattr(image, "n_frames", 1) > 1:
-        notes.append(f"animated ({image.n_frames} frames): the first frame is analysed")
+        notes.append(f"{image.n_frames} frames (animation or pages): the first is analysed")
         image.seek(0)
     image.load()
     image = ImageOps.exif_transpose(image)

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import encode, pattern
+
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -55,3 +57,17 @@ def test_moving_the_thresholds_re_decides(app):
     assert "not run" not in stages["text"]
     share = next(m.delta for m in app.metric if m.label.startswith("FLOPs"))
     assert int(share.split("%")[0]) > 100  # all three stages together cost more than the static Lite2
+
+
+def test_uploads_a_broken_and_a_generated_image_keep_the_good_one(app):
+    app.sidebar.radio(key="source").set_value("Upload").run()
+    app.file_uploader(key="uploads").set_value([
+        ("broken.png", b"\x89PNG\r\n\x1a\n broken", "image/png"),
+        ("mine.png", encode(pattern(seed=5), "PNG"), "image/png"),
+    ]).run()
+    assert any(error.value.startswith("broken") and "png: " in error.value for error in app.sidebar.error)
+    assert app.session_state["dynviz_input"].name == "mine.png"
+    app.switch_page("pages/early_exit.py").run()
+    assert not app.exception
+    assert app.session_state["dynviz_input"].name == "mine.png"
+    assert {"Where did it stop?", "What did it cost?"} <= set(charts(app))

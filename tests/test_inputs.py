@@ -48,7 +48,7 @@ GOOD = {
     "one-bit.png": (lambda: encode(pattern().convert("1"), "PNG"), ()),
     "depth16.png": (png_16bit_grey, ("16-bit",)),
     "float.tif": (float_tiff, ("floating-point",)),
-    "animated.gif": (animated_gif, ("first frame",)),
+    "animated.gif": (animated_gif, ("3 frames", "the first is analysed")),
     "really-a-png.jpg": (lambda: encode(pattern(), "PNG"), ("content is PNG",)),
 }
 
