@@ -8,9 +8,11 @@ st.set_page_config(page_title="dynviz", page_icon=":material/alt_route:", layout
 # Every url_path differs from its file's name on purpose: while a pages/ folder sits beside
 # app.py, Streamlit's legacy multipage discovery maps /<file name> to that file and runs it
 # alone, without this script, so the sidebar's input picker would vanish.
-navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="overview", default=True),
-    st.Page("pages/early_exit.py", title="Early exit", icon=":material/exit_to_app:", url_path="early-exit"),
-])
+navigation = st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="overview", default=True),
+        st.Page("pages/early_exit.py", title="Early exit", icon=":material/exit_to_app:", url_path="early-exit"),
+    ]
+)
 input_sidebar()
 navigation.run()

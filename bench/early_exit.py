@@ -51,7 +51,9 @@ def per_network() -> None:
     for scale, resolution in sorted(points):
         net = nets[scale]
         flops = module_macs(net, (1, 3, resolution, resolution))
-        print(f"{scale + ' @ ' + str(resolution) + ' px':<20}{format_flops(flops):>20}{median_latency_ms(net, resolution):>15.1f} ms")
+        print(
+            f"{scale + ' @ ' + str(resolution) + ' px':<20}{format_flops(flops):>20}{median_latency_ms(net, resolution):>15.1f} ms"
+        )
 
 
 def cascade_vs_static(data: Path, split: str) -> None:
@@ -62,15 +64,19 @@ def cascade_vs_static(data: Path, split: str) -> None:
             out = Path(tmp) / f"{model}.json"
             cli(["analyze", *files, "--model", model, "--out", str(out)])
             traces = json.loads(out.read_text())
-            results[model] = (statistics.fmean(t["cost"]["flops"] for t in traces),
-                              statistics.fmean(t["cost"]["latency_ms"] for t in traces))
+            results[model] = (
+                statistics.fmean(t["cost"]["flops"] for t in traces),
+                statistics.fmean(t["cost"]["latency_ms"] for t in traces),
+            )
     (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["lite2"], results["lite_cascade"]
     flops_ratio, speedup = static_flops / dynamic_flops, static_ms / dynamic_ms
     print(f"\non {len(files)} images ({data.name}, split {split}):")
     print(f"  static lite2    {format_flops(static_flops):>9} FLOPs  {static_ms:7.1f} ms mean")
     print(f"  lite_cascade    {format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean")
-    print(f"  FLOPs ratio {flops_ratio:.2f}x, realised speed-up {speedup:.2f}x "
-          f"(realised / theoretical = {speedup / flops_ratio:.2f})")
+    print(
+        f"  FLOPs ratio {flops_ratio:.2f}x, realised speed-up {speedup:.2f}x "
+        f"(realised / theoretical = {speedup / flops_ratio:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,23 @@ from dynviz.data import SPLITS, labelled_files
 from dynviz.evaluate import evaluate
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
-from dynviz.zoo import (Evaluation, ModelCard, Recipe, create_model, load_card, machine_description, model_summaries,
-                        model_table)
+from dynviz.zoo import (
+    Evaluation,
+    ModelCard,
+    Recipe,
+    create_model,
+    load_card,
+    machine_description,
+    model_summaries,
+    model_table,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m dynviz", description="Run dynviz's dynamic networks from the shell.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dynviz", description="Run dynviz's dynamic networks from the shell."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="list the registered models with their card summary")
@@ -35,13 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     analyze = commands.add_parser("analyze", help="analyse images or folders of images; one row per input")
     analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     analyze.add_argument("--model", required=True)
-    analyze.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="a decision knob, e.g. tau_1=0.9")
-    analyze.add_argument("--out", type=Path, help="FILE.csv (one row per input) or FILE.json (full traces); CSV on stdout if absent")
+    analyze.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=VALUE", help="a decision knob, e.g. tau_1=0.9"
+    )
+    analyze.add_argument(
+        "--out", type=Path, help="FILE.csv (one row per input) or FILE.json (full traces); CSV on stdout if absent"
+    )
 
     evaluation = commands.add_parser("eval", help="accuracy and mean FLOPs per operating point on a labelled folder")
     evaluation.add_argument("name")
-    evaluation.add_argument("--data", required=True, type=Path, help="class subfolders, or ImageNet <synset>_*.JPEG files")
-    evaluation.add_argument("--split", choices=SPLITS, default="all", help="which half of the ImageNet sample (default: all files)")
+    evaluation.add_argument(
+        "--data", required=True, type=Path, help="class subfolders, or ImageNet <synset>_*.JPEG files"
+    )
+    evaluation.add_argument(
+        "--split", choices=SPLITS, default="all", help="which half of the ImageNet sample (default: all files)"
+    )
     evaluation.add_argument("--out", type=Path, help="write the evaluation as JSON")
     evaluation.add_argument("--card", action="store_true", help="write the evaluation into pretrained/NAME.json")
 
@@ -120,16 +138,22 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
     model = create_model(name)
     files = labelled_files(data, model.class_keys(), split)
     points = evaluate(model, files, model.operating_points())
-    baselines = [dataclasses.replace(evaluate(create_model(b), files, {"static": {}})[0], name=b) for b in model.baselines]
+    baselines = [
+        dataclasses.replace(evaluate(create_model(b), files, {"static": {}})[0], name=b) for b in model.baselines
+    ]
     result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines))
     for point in (*points, *baselines):
-        print(f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "
-              f"{format_flops(point.mean_flops)} FLOPs  {point.mean_latency_ms:6.1f} ms"
-              + (f"  exits {[round(r, 3) for r in point.exit_rates]}" if point.exit_rates else ""))
+        print(
+            f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "
+            f"{format_flops(point.mean_flops)} FLOPs  {point.mean_latency_ms:6.1f} ms"
+            + (f"  exits {[round(r, 3) for r in point.exit_rates]}" if point.exit_rates else "")
+        )
     if out is not None:
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
     if write_card:
-        card = load_card(name) or ModelCard(name, model.about, flops_full=0.0, default_point=next(iter(model.operating_points())))
+        card = load_card(name) or ModelCard(
+            name, model.about, flops_full=0.0, default_point=next(iter(model.operating_points()))
+        )
         flops_full = model.analyze(load_image_file(files[0].path)).cost.flops_full
         print(f"card written: {dataclasses.replace(card, flops_full=flops_full, evaluation=result).save()}")
     return 0
@@ -143,7 +167,9 @@ def train_command(name: str, data: Path, command: str) -> int:
         return 2
     start = time.perf_counter()
     card = RECIPES[name](data)
-    card = dataclasses.replace(card, recipe=Recipe(command, round(time.perf_counter() - start, 1), machine_description()))
+    card = dataclasses.replace(
+        card, recipe=Recipe(command, round(time.perf_counter() - start, 1), machine_description())
+    )
     card.save()
     return main(["eval", name, "--data", str(data), "--split", "test", "--card"])
 

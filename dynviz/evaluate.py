@@ -31,7 +31,9 @@ class _Tally:
         self.exits.update(r.index for r in trace.records_of(ExitRecord) if r.taken)
 
 
-def evaluate(model: DynamicModel, files: list[LabelledFile], points: Mapping[str, dict[str, float]]) -> list[PointResult]:
+def evaluate(
+    model: DynamicModel, files: list[LabelledFile], points: Mapping[str, dict[str, float]]
+) -> list[PointResult]:
     """Run every operating point on every file; each input's computed parts are shared between points."""
     tallies = {name: _Tally() for name in points}
     evaluated = 0
@@ -49,7 +51,14 @@ def evaluate(model: DynamicModel, files: list[LabelledFile], points: Mapping[str
         raise ValueError("no image could be evaluated")
     exit_count = 1 + max((k for t in tallies.values() for k in t.exits), default=-1)
     return [
-        PointResult(name, points[name], t.top1 / evaluated, t.top5 / evaluated, t.flops / evaluated,
-                    t.latency_ms / evaluated, tuple(t.exits[k] / evaluated for k in range(exit_count)))
+        PointResult(
+            name,
+            points[name],
+            t.top1 / evaluated,
+            t.top5 / evaluated,
+            t.flops / evaluated,
+            t.latency_ms / evaluated,
+            tuple(t.exits[k] / evaluated for k in range(exit_count)),
+        )
         for name, t in tallies.items()
     ]

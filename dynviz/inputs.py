@@ -87,7 +87,9 @@ def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str]]:
     image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise InputError(f"{name}: {width}×{height} is {width * height / 1e6:.0f} megapixels, over the {MAX_PIXELS / 1e6:.0f} MP limit.")
+        raise InputError(
+            f"{name}: {width}×{height} is {width * height / 1e6:.0f} megapixels, over the {MAX_PIXELS / 1e6:.0f} MP limit."
+        )
     suffix = Path(name).suffix.lower()
     if suffix in IMAGE_SUFFIXES and not _suffix_matches(suffix, image.format):
         notes.append(f"named {suffix} but the content is {image.format}; read as {image.format}")
@@ -100,8 +102,13 @@ def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str]]:
 
 
 def _suffix_matches(suffix: str, image_format: str | None) -> bool:
-    aliases = {"JPEG": (".jpg", ".jpeg", ".jpe"), "MPO": (".jpg", ".jpeg"), "TIFF": (".tif", ".tiff"),
-               "BMP": (".bmp", ".dib"), "DIB": (".bmp", ".dib")}
+    aliases = {
+        "JPEG": (".jpg", ".jpeg", ".jpe"),
+        "MPO": (".jpg", ".jpeg"),
+        "TIFF": (".tif", ".tiff"),
+        "BMP": (".bmp", ".dib"),
+        "DIB": (".bmp", ".dib"),
+    }
     return suffix in aliases.get(image_format or "", (f".{(image_format or '').lower()}",))
 
 

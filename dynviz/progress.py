@@ -17,5 +17,10 @@ def progress(items: Iterable[T], total: int, what: str, every_seconds: float = 2
         now = time.perf_counter()
         if now - last >= every_seconds or done == total:
             eta = (now - start) / done * (total - done)
-            print(f"\r{what}: {done}/{total}  ETA {eta:5.0f} s", end="\n" if done == total else "", file=sys.stderr, flush=True)
+            print(
+                f"\r{what}: {done}/{total}  ETA {eta:5.0f} s",
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
             last = now

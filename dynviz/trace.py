@@ -151,7 +151,9 @@ def build(hint: Any, value: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
-        return hint(**{f.name: build(hints[f.name], value[f.name]) for f in dataclasses.fields(hint) if f.name in value})
+        return hint(
+            **{f.name: build(hints[f.name], value[f.name]) for f in dataclasses.fields(hint) if f.name in value}
+        )
     if origin in (typing.Union, types.UnionType):
         if isinstance(value, dict) and "kind" in value:
             return build(RECORD_TYPES[value["kind"]], value)

@@ -50,8 +50,9 @@ def input_sidebar() -> None:
         chosen: InputImage | None = None
         if source == "Example photos":
             entries = examples()
-            entry = st.selectbox("Example", entries, format_func=lambda e: f"{e['title']} ({e['scene'].split(':')[0]})",
-                                 key="example")
+            entry = st.selectbox(
+                "Example", entries, format_func=lambda e: f"{e['title']} ({e['scene'].split(':')[0]})", key="example"
+            )
             chosen = example(entry)
             st.caption(f"{entry['scene']}. {entry['author']}, {entry['license']}.")
         elif source == "Upload":
@@ -117,8 +118,9 @@ def analyze(model_name: str, image: InputImage, settings: dict[str, float] | Non
 def knob_sliders(model_name: str) -> dict[str, float]:
     """A slider per decision knob, starting at the model's default operating point."""
     return {
-        knob.name: st.slider(knob.label, knob.low, knob.high, knob.default, knob.step, help=knob.help,
-                             key=f"{model_name}:{knob.name}")
+        knob.name: st.slider(
+            knob.label, knob.low, knob.high, knob.default, knob.step, help=knob.help, key=f"{model_name}:{knob.name}"
+        )
         for knob in model(model_name).knobs()
     }
 
@@ -126,13 +128,24 @@ def knob_sliders(model_name: str) -> dict[str, float]:
 def answer_header(trace: Trace, decision: str, detail: str) -> None:
     """The answer first: label, confidence, where it was decided and the cost."""
     label, where, cost, latency = st.columns(4)
-    label.metric("Answer", trace.prediction.label, f"{trace.prediction.confidence:.0%} sure", delta_color="off",
-                 delta_arrow="off")
+    label.metric(
+        "Answer",
+        trace.prediction.label,
+        f"{trace.prediction.confidence:.0%} sure",
+        delta_color="off",
+        delta_arrow="off",
+    )
     where.metric("Stopped at stage", decision, detail, delta_color="off", delta_arrow="off")
-    cost.metric(FLOPS_UNIT, format_flops(trace.cost.flops),
-                f"{trace.cost.fraction:.0%} of {format_flops(trace.cost.flops_full)} static", delta_color="off",
-                delta_arrow="off")
-    latency.metric("Latency", f"{trace.cost.latency_ms:.0f} ms", help="Measured wall time of the parts that ran, on this server.")
+    cost.metric(
+        FLOPS_UNIT,
+        format_flops(trace.cost.flops),
+        f"{trace.cost.fraction:.0%} of {format_flops(trace.cost.flops_full)} static",
+        delta_color="off",
+        delta_arrow="off",
+    )
+    latency.metric(
+        "Latency", f"{trace.cost.latency_ms:.0f} ms", help="Measured wall time of the parts that ran, on this server."
+    )
 
 
 def card_table() -> pd.DataFrame:
@@ -153,9 +166,17 @@ def show_card(card: ModelCard) -> None:
         evaluation = card.evaluation
         st.markdown(f"**Measured** on {evaluation.data}, split `{evaluation.split}`, {evaluation.images} images, by:")
         st.code(evaluation.command, language="bash")
-        rows = [{"operating point": p.name, "default": p.name == card.default_point, "top-1": f"{100 * p.top1:.1f}%",
-                 "top-5": f"{100 * p.top5:.1f}%", f"mean {FLOPS_UNIT}": format_flops(p.mean_flops),
-                 "of static": f"{p.mean_flops / card.flops_full:.0%}", "mean latency": f"{p.mean_latency_ms:.0f} ms",
-                 "answered at each exit": ", ".join(f"{r:.0%}" for r in p.exit_rates)}
-                for p in (*evaluation.points, *evaluation.baselines)]
+        rows = [
+            {
+                "operating point": p.name,
+                "default": p.name == card.default_point,
+                "top-1": f"{100 * p.top1:.1f}%",
+                "top-5": f"{100 * p.top5:.1f}%",
+                f"mean {FLOPS_UNIT}": format_flops(p.mean_flops),
+                "of static": f"{p.mean_flops / card.flops_full:.0%}",
+                "mean latency": f"{p.mean_latency_ms:.0f} ms",
+                "answered at each exit": ", ".join(f"{r:.0%}" for r in p.exit_rates),
+            }
+            for p in (*evaluation.points, *evaluation.baselines)
+        ]
         st.dataframe(pd.DataFrame(rows), hide_index=True)

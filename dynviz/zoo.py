@@ -154,11 +154,19 @@ def model_summaries() -> list[ModelSummary]:
             rows.append(ModelSummary(name, "", "", None, None, None, "no card yet"))
             continue
         point, evaluation = card.point(card.default_point), card.evaluation
-        rows.append(ModelSummary(
-            name, card.about.title, card.about.family, point.top1 if point else None,
-            point.mean_flops if point else None, card.flops_full,
-            f"{evaluation.data} ({evaluation.split}, {evaluation.images} images)" if evaluation else "not evaluated",
-        ))
+        rows.append(
+            ModelSummary(
+                name,
+                card.about.title,
+                card.about.family,
+                point.top1 if point else None,
+                point.mean_flops if point else None,
+                card.flops_full,
+                f"{evaluation.data} ({evaluation.split}, {evaluation.images} images)"
+                if evaluation
+                else "not evaluated",
+            )
+        )
     return rows
 
 

@@ -20,16 +20,20 @@ controls, chart = st.columns([1, 3])
 with controls:
     st.markdown("**Exit thresholds**")
     settings = ui.knob_sliders(name)
-    st.caption("Lower a threshold and more photos stop at that stage: cheaper, but riskier. "
-               "Stages already computed for this photo are reused, not re-run.")
+    st.caption(
+        "Lower a threshold and more photos stop at that stage: cheaper, but riskier. "
+        "Stages already computed for this photo are reused, not re-run."
+    )
 trace = ui.analyze(name, image, settings)
 exits = trace.records_of(ExitRecord)
 answered = next(r for r in exits if r.taken)
 with chart:
     ui.answer_header(trace, f"{answered.index + 1} of {len(exits)}", answered.name)
     st.plotly_chart(exit_timeline(trace), key="timeline")
-    st.caption("Each bar is a stage, cheapest first. Its height is how sure that stage was; the black tick is the "
-               "confidence it needed to stop. Grey hatched stages were never run.")
+    st.caption(
+        "Each bar is a stage, cheapest first. Its height is how sure that stage was; the black tick is the "
+        "confidence it needed to stop. Grey hatched stages were never run."
+    )
 
 left, right = st.columns(2)
 with left:
@@ -37,8 +41,10 @@ with left:
     st.caption(f"The five most likely ImageNet classes according to the answering stage, {answered.name}.")
 with right:
     st.plotly_chart(cost_bars(trace), key="cost")
-    st.caption(f"This photo cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} against the static Lite2. "
-               "Coloured: the stages it paid for; grey: what each static network pays on every photo.")
+    st.caption(
+        f"This photo cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} against the static Lite2. "
+        "Coloured: the stages it paid for; grey: what each static network pays on every photo."
+    )
 
 with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=True):
     show_overlay = st.toggle("Show the attribution", value=True, key="show_cam")
@@ -49,8 +55,10 @@ with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=Tr
             target = ui.model(name).explain_exit(image, answered.index, answered.prediction.index)
             with_heatmap(figure, grad_cam(target), "Grad-CAM")
     st.plotly_chart(figure, key="cam")
-    st.caption("Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "
-               "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score.")
+    st.caption(
+        "Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "
+        "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score."
+    )
 
 with st.expander("Stage by stage (table and downloads)"):
     table = exit_table(trace)

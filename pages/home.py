@@ -28,5 +28,7 @@ st.markdown(
 """
 )
 st.subheader("Bundled models")
-st.caption("From each model's card: accuracy and mean FLOPs at the default operating point, measured by the eval command.")
+st.caption(
+    "From each model's card: accuracy and mean FLOPs at the default operating point, measured by the eval command."
+)
 st.dataframe(ui.card_table(), hide_index=True)

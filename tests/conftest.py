@@ -23,7 +23,7 @@ def pattern(width: int = 96, height: int = 72, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1).astype(np.uint8)
-    pixels[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = rng.integers(0, 255, 3, dtype=np.uint8)
+    pixels[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = rng.integers(0, 255, 3, dtype=np.uint8)
     return Image.fromarray(pixels)
 
 

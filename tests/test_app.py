@@ -61,10 +61,12 @@ def test_moving_the_thresholds_re_decides(app):
 
 def test_uploads_a_broken_and_a_generated_image_keep_the_good_one(app):
     app.sidebar.radio(key="source").set_value("Upload").run()
-    app.file_uploader(key="uploads").set_value([
-        ("broken.png", b"\x89PNG\r\n\x1a\n broken", "image/png"),
-        ("mine.png", encode(pattern(seed=5), "PNG"), "image/png"),
-    ]).run()
+    app.file_uploader(key="uploads").set_value(
+        [
+            ("broken.png", b"\x89PNG\r\n\x1a\n broken", "image/png"),
+            ("mine.png", encode(pattern(seed=5), "PNG"), "image/png"),
+        ]
+    ).run()
     assert any(error.value.startswith("broken") and "png: " in error.value for error in app.sidebar.error)
     assert app.session_state["dynviz_input"].name == "mine.png"
     app.switch_page("pages/early_exit.py").run()

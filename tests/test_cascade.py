@@ -52,7 +52,9 @@ def test_stages_after_the_answer_are_not_run(cascade, photo):
 
 def test_knob_defaults_are_the_cards_default_operating_point(cascade):
     card = load_card("lite_cascade")
-    assert {k.name: k.default for k in cascade.knobs()} == pytest.approx(card.point(card.default_point).settings, abs=1e-3)
+    assert {k.name: k.default for k in cascade.knobs()} == pytest.approx(
+        card.point(card.default_point).settings, abs=1e-3
+    )
 
 
 def test_the_card_meets_the_default_operating_point_target():

@@ -21,8 +21,18 @@ def test_analyze_reports_a_broken_file_and_still_analyses_the_others(tmp_path, c
     assert main(["analyze", str(folder), "--model", "lite_cascade", "--out", str(out)]) == 1
     rows = pd.read_csv(out)
     assert [p.rsplit("/", 1)[-1] for p in rows["input"]] == ["a.png", "b.jpg"]
-    for column in ("input", "model", "label", "label_index", "confidence", "flops", "flops_full", "latency_ms",
-                   "exit", "exit_name"):
+    for column in (
+        "input",
+        "model",
+        "label",
+        "label_index",
+        "confidence",
+        "flops",
+        "flops_full",
+        "latency_ms",
+        "exit",
+        "exit_name",
+    ):
         assert column in rows.columns
     assert (rows["flops"] <= rows["flops"].max()).all() and (rows["flops_full"] > 0).all()
     errors = capsys.readouterr().err
@@ -33,8 +43,23 @@ def test_analyze_follows_the_knobs(tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(encode(pattern(seed=3), "PNG"))
     out = tmp_path / "traces.json"
-    assert main(["analyze", str(image), "--model", "lite_cascade", "--set", "tau_1=1.01", "--set", "tau_2=1.01",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(image),
+                "--model",
+                "lite_cascade",
+                "--set",
+                "tau_1=1.01",
+                "--set",
+                "tau_2=1.01",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     trace = json.loads(out.read_text())[0]
     assert [r["computed"] for r in trace["records"]] == [True, True, True]
     assert main(["analyze", str(image), "--model", "lite_cascade", "--set", "tau_1=0"]) == 0

@@ -1,6 +1,5 @@
 """Odd and broken files, generated here: each decodes to RGB or fails with one line naming the file."""
 
-import io
 import struct
 
 import numpy as np

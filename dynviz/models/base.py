@@ -51,7 +51,9 @@ class DynamicModel(Protocol):
 
     def class_keys(self) -> tuple[tuple[str, ...], ...]: ...
 
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace: ...
+    def analyze(
+        self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None
+    ) -> Trace: ...
 
 
 @functools.cache

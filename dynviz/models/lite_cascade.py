@@ -33,8 +33,14 @@ from torch import nn
 from dynviz.inputs import InputImage
 from dynviz.models.base import ImageNetClassifier, Knob, Memo, imagenet_labels, prediction_from_probabilities
 from dynviz.explain import ExplainTarget
-from dynviz.models.efficientnet_lite import (NATIVE_RESOLUTION, ViewOutput, center_crop_box, efficientnet_lite,
-                                             image_to_tensor, run_view)
+from dynviz.models.efficientnet_lite import (
+    NATIVE_RESOLUTION,
+    ViewOutput,
+    center_crop_box,
+    efficientnet_lite,
+    image_to_tensor,
+    run_view,
+)
 from dynviz.cost import module_macs
 from dynviz.trace import Cost, ExitRecord, Trace
 from dynviz.zoo import About, load_card, register_model, weights_path
@@ -76,13 +82,12 @@ REFERENCE = "lite2"
 
 class LiteCascade(ImageNetClassifier, nn.Module):
     name = "lite_cascade"
-    STAGES = STAGES
+    stages = STAGES
     about = ABOUT
     baselines = ("lite0", "lite1", "lite2")
 
     def __init__(self, temperatures: torch.Tensor, operating_points: dict[str, tuple[float, ...]], default_point: str):
         super().__init__()
-        self.stages = STAGES
         self.nets = nn.ModuleDict({scale: efficientnet_lite(scale) for scale in dict.fromkeys(s.scale for s in STAGES)})
         self.register_buffer("temperatures", temperatures.float())
         self.point_thresholds = operating_points
@@ -101,8 +106,15 @@ class LiteCascade(ImageNetClassifier, nn.Module):
     def knobs(self) -> list[Knob]:
         defaults = self.point_thresholds[self.default_point]
         return [
-            Knob(f"tau_{k + 1}", f"Exit threshold after {stage.name}", 0.0, 1.0, 0.01, round(defaults[k], 3),
-                 f"Stop after stage {k + 1} when its calibrated confidence is at least this. 1.0 never stops here.")
+            Knob(
+                f"tau_{k + 1}",
+                f"Exit threshold after {stage.name}",
+                0.0,
+                1.0,
+                0.01,
+                round(defaults[k], 3),
+                f"Stop after stage {k + 1} when its calibrated confidence is at least this. 1.0 never stops here.",
+            )
             for k, stage in enumerate(self.stages[:-1])
         ]
 
@@ -118,6 +130,13 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         stage = self.stages[k]
         return module_macs(self.nets[stage.scale], (1, 3, stage.resolution, stage.resolution))
 
+    def baseline_flops(self) -> dict[str, int]:
+        """What each static network of the cascade costs at its own native resolution."""
+        return {
+            scale: module_macs(net, (1, 3, NATIVE_RESOLUTION[scale], NATIVE_RESOLUTION[scale]))
+            for scale, net in self.nets.items()
+        }
+
     def stage_output(self, image: InputImage, k: int, memo: Memo) -> ViewOutput:
         """Run stage k once per input: later knob settings reuse it from ``memo``."""
         if k not in memo:
@@ -132,8 +151,22 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         for k, (stage, threshold) in enumerate(zip(self.stages, thresholds)):
             flops = self.stage_flops(k)
             if answer is not None:  # the cascade already answered: this stage is never run
-                records.append(ExitRecord(k, stage.name, stage.resolution, center_crop_box(*image.size), False, False,
-                                          threshold, None, None, flops, spent + flops, None))
+                records.append(
+                    ExitRecord(
+                        k,
+                        stage.name,
+                        stage.resolution,
+                        center_crop_box(*image.size),
+                        False,
+                        False,
+                        threshold,
+                        None,
+                        None,
+                        flops,
+                        spent + flops,
+                        None,
+                    )
+                )
                 continue
             out = self.stage_output(image, k, memo)
             spent, latency = spent + flops, latency + out.latency_ms
@@ -142,10 +175,23 @@ class LiteCascade(ImageNetClassifier, nn.Module):
             prediction = prediction_from_probabilities(probabilities, imagenet_labels())
             taken = threshold is None or prediction.confidence >= threshold
             answer = prediction if taken else None
-            records.append(ExitRecord(k, stage.name, stage.resolution, out.view_box, True, taken, threshold,
-                                      prediction.confidence, prediction, flops, spent, out.latency_ms))
-        baselines = {name: module_macs(self.nets[name], (1, 3, res, res))
-                     for name, res in NATIVE_RESOLUTION.items() if name in self.nets}
+            records.append(
+                ExitRecord(
+                    k,
+                    stage.name,
+                    stage.resolution,
+                    out.view_box,
+                    True,
+                    taken,
+                    threshold,
+                    prediction.confidence,
+                    prediction,
+                    flops,
+                    spent,
+                    out.latency_ms,
+                )
+            )
+        baselines = self.baseline_flops()
         cost = Cost(spent, baselines[REFERENCE], breakdown, latency, baselines)
         applied = {f"tau_{k + 1}": t for k, t in enumerate(thresholds[:-1])}
         return Trace(self.name, image.name, image.size, answer, cost, tuple(records), applied, image.notes)

@@ -43,8 +43,13 @@ def exit_index(confidences: torch.Tensor, thresholds: tuple[float, ...]) -> torc
     return passes.float().argmax(0) if exits > 1 else torch.zeros(confidences.shape[1], dtype=torch.long)
 
 
-def search_thresholds(confidences: torch.Tensor, correct: torch.Tensor, cumulative_flops: torch.Tensor,
-                      harm_cap: float, grid: torch.Tensor | None = None) -> tuple[float, ...]:
+def search_thresholds(
+    confidences: torch.Tensor,
+    correct: torch.Tensor,
+    cumulative_flops: torch.Tensor,
+    harm_cap: float,
+    grid: torch.Tensor | None = None,
+) -> tuple[float, ...]:
     """The thresholds (one per early exit) of least mean FLOPs whose harm rate is ≤ ``harm_cap``.
 
     ``confidences`` and ``correct`` are [exits, inputs]; ``cumulative_flops`` is [exits]."""

@@ -32,7 +32,7 @@ def point_name(cap: float) -> str:
 
 def calibrate(data: Path) -> ModelCard:
     files = labelled_files(data, LiteCascade.class_keys(), split="calib")
-    stages = len(LiteCascade.STAGES)
+    stages = len(LiteCascade.stages)
     model = LiteCascade(torch.ones(stages), {"uncalibrated": (1.0,) * (stages - 1)}, "uncalibrated")
     logits = [[] for _ in range(stages)]
     for item in progress(files, len(files), "running every stage on the calibration half"):
@@ -45,12 +45,24 @@ def calibrate(data: Path) -> ModelCard:
     probabilities = [(z / t).softmax(-1) for z, t in zip(stage_logits, temperatures)]
     confidences = torch.stack([p.max(-1).values for p in probabilities])
     correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
-    cumulative = torch.tensor(list(itertools.accumulate(model.stage_flops(k) for k in range(stages))), dtype=torch.float64)
+    cumulative = torch.tensor(
+        list(itertools.accumulate(model.stage_flops(k) for k in range(stages))), dtype=torch.float64
+    )
     thresholds = torch.tensor([search_thresholds(confidences, correct, cumulative, cap) for cap in HARM_CAPS])
     weights = PRETRAINED / f"{LiteCascade.name}.safetensors"
-    save_file({"temperatures": temperatures, "thresholds": thresholds}, weights,
-              metadata={"operating_points": json.dumps([point_name(c) for c in HARM_CAPS]),
-                        "calibration_images": str(len(files))})
-    flops_full = model.stage_flops(len(LiteCascade.STAGES) - 1)
-    assert LiteCascade.STAGES[-1].scale == REFERENCE
-    return ModelCard(LiteCascade.name, ABOUT, flops_full, point_name(DEFAULT_CAP), weights.name, sha256_of(weights))
+    save_file(
+        {"temperatures": temperatures, "thresholds": thresholds},
+        weights,
+        metadata={
+            "operating_points": json.dumps([point_name(c) for c in HARM_CAPS]),
+            "calibration_images": str(len(files)),
+        },
+    )
+    return ModelCard(
+        LiteCascade.name,
+        ABOUT,
+        model.baseline_flops()[REFERENCE],
+        point_name(DEFAULT_CAP),
+        weights.name,
+        sha256_of(weights),
+    )

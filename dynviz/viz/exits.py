@@ -30,7 +30,9 @@ def exit_timeline(trace: Trace) -> go.Figure:
     thresholds = [(n, r.threshold) for n, r in zip(names, records) if r.threshold is not None]
     if thresholds:
         figure.add_scatter(
-            x=[n for n, _ in thresholds], y=[t for _, t in thresholds], mode="markers",
+            x=[n for n, _ in thresholds],
+            y=[t for _, t in thresholds],
+            mode="markers",
             marker=dict(symbol="line-ew-open", size=60, color=THRESHOLD, line=dict(width=3, color=THRESHOLD)),
             name="exit threshold",
         )
@@ -58,11 +60,26 @@ def cost_bars(trace: Trace) -> go.Figure:
     records = {r.name: r for r in trace.records_of(ExitRecord)}
     for part, flops in trace.cost.breakdown.items():
         color = exit_color(records[part].index) if part in records else exit_color(0)
-        figure.add_bar(y=["this input"], x=[flops / 1e9], orientation="h", name=part, marker_color=color,
-                       text=f"{flops / 1e9:.2f} G", textposition="inside")
+        figure.add_bar(
+            y=["this input"],
+            x=[flops / 1e9],
+            orientation="h",
+            name=part,
+            marker_color=color,
+            text=f"{flops / 1e9:.2f} G",
+            textposition="inside",
+        )
     for name, flops in trace.cost.baselines.items():
-        figure.add_bar(y=[f"static {name}"], x=[flops / 1e9], orientation="h", name=f"static {name}",
-                       marker_color=STATIC, showlegend=False, text=f"{flops / 1e9:.2f} G", textposition="inside")
+        figure.add_bar(
+            y=[f"static {name}"],
+            x=[flops / 1e9],
+            orientation="h",
+            name=f"static {name}",
+            marker_color=STATIC,
+            showlegend=False,
+            text=f"{flops / 1e9:.2f} G",
+            textposition="inside",
+        )
     figure.update_layout(barmode="stack")
     figure.update_xaxes(title=f"{FLOPS_UNIT}, G")
     return titled(figure, "What did it cost?", height=260)
@@ -70,8 +87,14 @@ def cost_bars(trace: Trace) -> go.Figure:
 
 def top_classes(prediction: Prediction, color_index: int = 0) -> go.Figure:
     top = list(reversed(prediction.top))
-    figure = go.Figure(go.Bar(x=[c.probability for c in top], y=[c.label for c in top], orientation="h",
-                              marker_color=exit_color(color_index)))
+    figure = go.Figure(
+        go.Bar(
+            x=[c.probability for c in top],
+            y=[c.label for c in top],
+            orientation="h",
+            marker_color=exit_color(color_index),
+        )
+    )
     figure.update_xaxes(range=[0, 1], title="probability")
     return titled(figure, "What did it answer? (top-5)", height=260)
 

@@ -21,16 +21,23 @@ def photo(image: Image.Image, title: str) -> go.Figure:
     shown = image.resize((round(image.width / scale), round(image.height / scale))) if scale > 1 else image
     figure = go.Figure(go.Image(z=np.asarray(shown), x0=scale / 2, y0=scale / 2, dx=scale, dy=scale, hoverinfo="skip"))
     figure.update_xaxes(range=[0, image.width], showticklabels=False, showgrid=False, zeroline=False)
-    figure.update_yaxes(range=[image.height, 0], showticklabels=False, showgrid=False, zeroline=False,
-                        scaleanchor="x")
+    figure.update_yaxes(range=[image.height, 0], showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x")
     return titled(figure, title, height=420)
 
 
 def with_box(figure: go.Figure, box: Box, label: str, color: str) -> go.Figure:
     x0, y0, x1, y1 = box
     figure.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color=color, width=3))
-    figure.add_annotation(x=x0, y=y0, text=label, showarrow=False, xanchor="left", yanchor="bottom",
-                          font=dict(color="white"), bgcolor=color)
+    figure.add_annotation(
+        x=x0,
+        y=y0,
+        text=label,
+        showarrow=False,
+        xanchor="left",
+        yanchor="bottom",
+        font=dict(color="white"),
+        bgcolor=color,
+    )
     return figure
 
 
@@ -38,6 +45,17 @@ def with_heatmap(figure: go.Figure, heatmap: Heatmap, name: str) -> go.Figure:
     x0, y0, x1, y1 = heatmap.box
     rows, cols = heatmap.values.shape
     dx, dy = (x1 - x0) / cols, (y1 - y0) / rows
-    figure.add_heatmap(z=heatmap.values, x0=x0 + dx / 2, dx=dx, y0=y0 + dy / 2, dy=dy, colorscale=RELEVANCE,
-                       zmin=0, zmax=1, name=name, colorbar=dict(title="relevance", len=0.8), hoverinfo="skip")
+    figure.add_heatmap(
+        z=heatmap.values,
+        x0=x0 + dx / 2,
+        dx=dx,
+        y0=y0 + dy / 2,
+        dy=dy,
+        colorscale=RELEVANCE,
+        zmin=0,
+        zmax=1,
+        name=name,
+        colorbar=dict(title="relevance", len=0.8),
+        hoverinfo="skip",
+    )
     return figure

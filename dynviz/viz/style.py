@@ -17,6 +17,10 @@ def exit_color(index: int) -> str:
 
 def titled(figure: go.Figure, title: str, height: int = 320) -> go.Figure:
     """Every chart asks its question in its title."""
-    figure.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=60, b=10),
-                         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    figure.update_layout(
+        title=title,
+        height=height,
+        margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
+    )
     return figure
