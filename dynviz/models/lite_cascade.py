@@ -92,6 +92,10 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         self.register_buffer("temperatures", temperatures.float())
         self.point_thresholds = operating_points
         self.default_point = default_point
+        # Measure every part's cost now, before any request: FlopCounterMode's module hooks are process-wide.
+        self.baseline_flops()
+        for k in range(len(self.stages)):
+            self.stage_flops(k)
 
     @classmethod
     def pretrained(cls) -> LiteCascade:
