@@ -62,8 +62,10 @@ def input_sidebar() -> None:
             chosen = decoded_or_error(shot.getvalue(), "camera photo") if shot is not None else None
         if chosen is not None:
             st.session_state[INPUT_KEY] = chosen
-            st.image(chosen.image, caption=chosen.name)
-            for note in chosen.notes:
+        current = current_input()  # with no new choice, the earlier input stays analysed
+        if current is not None:
+            st.image(current.image, caption=f"Analysing: {current.name}")
+            for note in current.notes:
                 st.caption(f"Note: {text(note)}")
 
 
