@@ -114,6 +114,9 @@ def expand(paths: list[Path]) -> Iterator[Path]:
 def analyze_command(paths: list[Path], name: str, settings: dict[str, float], out: Path | None) -> int:
     model = create_model(name)
     files = list(expand(paths))
+    if not files:
+        print(f"no image files in {', '.join(map(str, paths))}", file=sys.stderr)
+        return 1
     traces, failures = [], 0
     for path in progress(files, len(files), f"analyze {name}") if len(files) > 1 else files:
         try:
@@ -131,7 +134,7 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
         table.to_csv(out if out is not None else sys.stdout, index=False)
     if failures:
         print(f"{failures} of {len(files)} inputs failed", file=sys.stderr)
-    return 1 if failures or not files else 0
+    return 1 if failures else 0
 
 
 def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:

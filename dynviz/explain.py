@@ -16,7 +16,7 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from dynviz.models.base import exclusive
+from dynviz.runtime import exclusive
 from dynviz.trace import Box
 
 

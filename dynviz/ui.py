@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.explain import Heatmap, grad_cam
 from dynviz.inputs import InputError, InputImage, load_image
 from dynviz.models.base import Memo
 from dynviz.trace import Trace
@@ -115,6 +116,12 @@ def memo_for(model_name: str, digest: str) -> Memo:
 def analyze(model_name: str, image: InputImage, settings: dict[str, float] | None = None) -> Trace:
     with st.spinner("Running the network…"):
         return model(model_name).analyze(image, settings, memo_for(model_name, image.digest))
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
+def exit_heatmap(model_name: str, digest: str, exit_index: int, target: int, _image: InputImage) -> Heatmap:
+    """Grad-CAM of one exit's class, cached per input (``digest`` stands for the unhashed image)."""
+    return grad_cam(model(model_name).explain_exit(_image, exit_index, target))
 
 
 def knob_sliders(model_name: str) -> dict[str, float]:

@@ -2,7 +2,6 @@ import streamlit as st
 
 from dynviz import ui
 from dynviz.cost import spent_of_full
-from dynviz.explain import grad_cam
 from dynviz.trace import ExitRecord
 from dynviz.viz.exits import cost_bars, exit_table, exit_timeline, top_classes
 from dynviz.viz.image import photo, with_box, with_heatmap
@@ -42,7 +41,7 @@ with left:
 with right:
     st.plotly_chart(cost_bars(trace), key="cost")
     st.caption(
-        f"This photo cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} against the static Lite2. "
+        f"This photo cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network it replaces. "
         "Coloured: the stages it paid for; grey: what each static network pays on every photo."
     )
 
@@ -51,9 +50,9 @@ with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=Tr
     figure = photo(image.image, f"Where did {answered.name} look for “{answered.prediction.label}”?")
     with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
     if show_overlay:
-        with st.spinner("Computing Grad-CAM…"):
-            target = ui.model(name).explain_exit(image, answered.index, answered.prediction.index)
-            with_heatmap(figure, grad_cam(target), "Grad-CAM")
+        with_heatmap(
+            figure, ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image), "Grad-CAM"
+        )
     st.plotly_chart(figure, key="cam")
     st.caption(
         "Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "

@@ -2,8 +2,8 @@ import json
 from importlib import resources
 
 import pandas as pd
-
 from conftest import encode, pattern
+
 from dynviz.__main__ import main
 
 

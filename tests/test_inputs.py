@@ -4,9 +4,9 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import encode, pattern
 from PIL import Image
 
-from conftest import encode, pattern
 from dynviz import inputs
 from dynviz.inputs import InputError, load_image
 

@@ -4,7 +4,7 @@ import threading
 
 import torch
 
-from dynviz.models import base
+from dynviz import runtime
 
 
 def test_concurrent_analyses_queue_for_the_slot_and_run_in_inference_mode(cascade, photo, monkeypatch):
@@ -31,5 +31,5 @@ def test_concurrent_analyses_queue_for_the_slot_and_run_in_inference_mode(cascad
     for thread in threads:
         thread.join()
     assert len(modes) == 4 and all(modes)
-    assert peak[0] == base.MAX_CONCURRENT == 1
+    assert peak[0] == runtime.MAX_CONCURRENT == 1
     assert not any(p.requires_grad for p in cascade.parameters())  # shared weights are never trained

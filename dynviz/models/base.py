@@ -1,19 +1,13 @@
-"""What every bundled model shares: knobs, class names, predictions, the run slot."""
+"""What every bundled model shares: knobs, class names, predictions."""
 
 from __future__ import annotations
 
 import functools
-import os
-import threading
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from dynviz.inputs import InputImage
 from dynviz.trace import Prediction, TopClass, Trace
@@ -71,33 +65,6 @@ def imagenet_synsets() -> tuple[str, ...]:
 def prediction_from_probabilities(probabilities: torch.Tensor, labels: tuple[str, ...], k: int = 5) -> Prediction:
     values, indices = probabilities.topk(min(k, probabilities.numel()))
     return Prediction(tuple(TopClass(int(i), labels[int(i)], float(v)) for v, i in zip(values, indices)))
-
-
-# Several browser sessions share one model object and two cores: inferences queue
-# for a slot rather than thrash, and each uses a bounded number of torch threads.
-MAX_CONCURRENT = int(os.environ.get("DYNVIZ_MAX_CONCURRENT", "1"))
-_slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-torch.set_num_threads(max(1, (os.cpu_count() or 1) // MAX_CONCURRENT))
-
-
-@contextmanager
-def inference_slot() -> Iterator[None]:
-    """Wait for a free slot, then run read-only: inference mode is entered in this thread."""
-    with _slots, torch.inference_mode():
-        yield
-
-
-_locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
-
-
-@contextmanager
-def exclusive(model: nn.Module) -> Iterator[None]:
-    """Hold the model alone, for work that attaches hooks (captum, FlopCounterMode)."""
-    with _locks_guard:
-        lock = _locks.setdefault(model, threading.Lock())
-    with _slots, lock:
-        yield
 
 
 class ImageNetClassifier:

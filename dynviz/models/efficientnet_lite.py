@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from dynviz.cost import module_macs, stopwatch
@@ -31,9 +31,9 @@ from dynviz.models.base import (
     Knob,
     Memo,
     imagenet_labels,
-    inference_slot,
     prediction_from_probabilities,
 )
+from dynviz.runtime import inference_slot
 from dynviz.trace import Cost, Trace
 from dynviz.zoo import About, register_model
 

@@ -30,9 +30,16 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from dynviz.inputs import InputImage
-from dynviz.models.base import ImageNetClassifier, Knob, Memo, imagenet_labels, prediction_from_probabilities
+from dynviz.cost import module_macs
 from dynviz.explain import ExplainTarget
+from dynviz.inputs import InputImage
+from dynviz.models.base import (
+    ImageNetClassifier,
+    Knob,
+    Memo,
+    imagenet_labels,
+    prediction_from_probabilities,
+)
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
     ViewOutput,
@@ -41,7 +48,6 @@ from dynviz.models.efficientnet_lite import (
     image_to_tensor,
     run_view,
 )
-from dynviz.cost import module_macs
 from dynviz.trace import Cost, ExitRecord, Trace
 from dynviz.zoo import About, load_card, register_model, weights_path
 
