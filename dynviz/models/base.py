@@ -51,15 +51,15 @@ class DynamicModel(Protocol):
 
 
 @functools.cache
-def imagenet_labels() -> tuple[str, ...]:
+def _imagenet_classes() -> tuple[tuple[str, str], ...]:
+    """(synset, label) per ImageNet-1k index, from the bundled class list."""
     text = resources.files("dynviz.assets").joinpath("imagenet_classes.tsv").read_text()
-    return tuple(line.split("\t")[2].replace("_", " ") for line in text.splitlines()[1:])
+    return tuple((row[1], row[2].replace("_", " ")) for row in (line.split("\t") for line in text.splitlines()[1:]))
 
 
 @functools.cache
-def imagenet_synsets() -> tuple[str, ...]:
-    text = resources.files("dynviz.assets").joinpath("imagenet_classes.tsv").read_text()
-    return tuple(line.split("\t")[1] for line in text.splitlines()[1:])
+def imagenet_labels() -> tuple[str, ...]:
+    return tuple(label for _, label in _imagenet_classes())
 
 
 def prediction_from_probabilities(probabilities: torch.Tensor, labels: tuple[str, ...], k: int = 5) -> Prediction:
@@ -72,4 +72,4 @@ class ImageNetClassifier:
 
     @staticmethod
     def class_keys() -> tuple[tuple[str, ...], ...]:
-        return tuple(zip(imagenet_synsets(), imagenet_labels()))
+        return _imagenet_classes()
