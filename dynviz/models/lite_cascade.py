@@ -157,48 +157,34 @@ class LiteCascade(ImageNetClassifier, nn.Module):
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
         thresholds = self.thresholds(settings) + [None]
+        box = center_crop_box(*image.size)  # every stage sees the same centre crop, at its own resolution
         records, answer, spent, latency, breakdown = [], None, 0.0, 0.0, {}
         for k, (stage, threshold) in enumerate(zip(self.stages, thresholds)):
             flops = self.stage_flops(k)
-            if answer is not None:  # the cascade already answered: this stage is never run
-                records.append(
-                    ExitRecord(
-                        k,
-                        stage.name,
-                        stage.resolution,
-                        center_crop_box(*image.size),
-                        False,
-                        False,
-                        threshold,
-                        None,
-                        None,
-                        flops,
-                        spent + flops,
-                        None,
-                    )
-                )
-                continue
-            out = self.stage_output(image, k, memo)
-            spent, latency = spent + flops, latency + out.latency_ms
-            breakdown[stage.name] = flops
-            probabilities = (out.logits / self.temperatures[k]).softmax(-1)
-            prediction = prediction_from_probabilities(probabilities, imagenet_labels())
-            taken = threshold is None or prediction.confidence >= threshold
-            answer = prediction if taken else None
+            computed = answer is None  # once the cascade has answered, later stages never run
+            out = self.stage_output(image, k, memo) if computed else None
+            prediction = None
+            if out is not None:
+                spent, latency = spent + flops, latency + out.latency_ms
+                breakdown[stage.name] = flops
+                probabilities = (out.logits / self.temperatures[k]).softmax(-1)
+                prediction = prediction_from_probabilities(probabilities, imagenet_labels())
+                if threshold is None or prediction.confidence >= threshold:
+                    answer = prediction
             records.append(
                 ExitRecord(
-                    k,
-                    stage.name,
-                    stage.resolution,
-                    out.view_box,
-                    True,
-                    taken,
-                    threshold,
-                    prediction.confidence,
-                    prediction,
-                    flops,
-                    spent,
-                    out.latency_ms,
+                    index=k,
+                    name=stage.name,
+                    resolution=stage.resolution,
+                    view_box=box,
+                    computed=computed,
+                    taken=computed and answer is not None,
+                    threshold=threshold,
+                    confidence=prediction.confidence if prediction else None,
+                    prediction=prediction,
+                    flops=flops,
+                    flops_cumulative=spent if computed else spent + flops,
+                    latency_ms=out.latency_ms if out else None,
                 )
             )
         baselines = self.baseline_flops()
