@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from dynviz.cost import FLOPS_UNIT
+from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.trace import ExitRecord, Prediction, Trace
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
 
@@ -50,8 +50,8 @@ def _stage_text(record: ExitRecord) -> str:
 
 def _stage_hover(record: ExitRecord) -> str:
     if not record.computed:
-        return f"{record.name}: skipped, saved {record.flops / 1e9:.2f} G FLOPs"
-    return f"{record.name}: {record.prediction.label} ({record.confidence:.2f}), {record.flops / 1e9:.2f} G FLOPs"
+        return f"{record.name}: skipped, saved {format_flops(record.flops)} FLOPs"
+    return f"{record.name}: {record.prediction.label} ({record.confidence:.2f}), {format_flops(record.flops)} FLOPs"
 
 
 def cost_bars(trace: Trace) -> go.Figure:
@@ -66,7 +66,7 @@ def cost_bars(trace: Trace) -> go.Figure:
             orientation="h",
             name=part,
             marker_color=color,
-            text=f"{flops / 1e9:.2f} G",
+            text=format_flops(flops),
             textposition="inside",
         )
     for name, flops in trace.cost.baselines.items():
@@ -77,7 +77,7 @@ def cost_bars(trace: Trace) -> go.Figure:
             name=f"static {name}",
             marker_color=STATIC,
             showlegend=False,
-            text=f"{flops / 1e9:.2f} G",
+            text=format_flops(flops),
             textposition="inside",
         )
     figure.update_layout(barmode="stack")
