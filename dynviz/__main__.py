@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from dynviz.cost import format_flops
-from dynviz.data import SPLITS, labelled_files
+from dynviz.data import SPLITS, labelled_images
 from dynviz.evaluate import evaluate
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
+from dynviz.train.loop import TrainOptions
 from dynviz.zoo import (
     Evaluation,
     ModelCard,
@@ -65,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
     train = commands.add_parser("train", help="produce a model's weights, then evaluate it into its card")
     train.add_argument("name")
-    train.add_argument("--data", required=True, type=Path)
+    train.add_argument(
+        "--data", type=Path, help="the training data (CIFAR-10: train/ and test/ folders, or python batches)"
+    )
+    train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
 
     args = parser.parse_args(argv)
     command = "python -m dynviz " + shlex.join(argv)
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out)
     if args.command == "eval":
         return eval_command(args.name, args.data, args.split, args.out, args.card, command)
-    return train_command(args.name, args.data, command)
+    return train_command(args.name, TrainOptions(args.data, args.epochs, args.device, args.resume), command)
 
 
 def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
@@ -139,11 +145,16 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
 
 def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
     model = create_model(name)
-    files = labelled_files(data, model.class_keys(), split)
+    files = labelled_images(data, model.class_keys(), split)
     points = evaluate(model, files, model.operating_points())
-    baselines = [
-        dataclasses.replace(evaluate(create_model(b), files, {"static": {}})[0], name=b) for b in model.baselines
-    ]
+    baselines = []
+    for baseline in model.baselines:
+        try:
+            static = create_model(baseline)
+        except FileNotFoundError as error:
+            print(f"baseline skipped: {error}", file=sys.stderr)
+            continue
+        baselines.append(dataclasses.replace(evaluate(static, files, {"static": {}})[0], name=baseline))
     result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines))
     for point in (*points, *baselines):
         print(
@@ -157,24 +168,24 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         card = load_card(name) or ModelCard(
             name, model.about, flops_full=0.0, default_point=next(iter(model.operating_points()))
         )
-        flops_full = model.analyze(load_image_file(files[0].path)).cost.flops_full
+        flops_full = model.analyze(files[0].load()).cost.flops_full
         print(f"card written: {dataclasses.replace(card, flops_full=flops_full, evaluation=result).save()}")
     return 0
 
 
-def train_command(name: str, data: Path, command: str) -> int:
+def train_command(name: str, options: TrainOptions, command: str) -> int:
     from dynviz.train import RECIPES
 
     if name not in RECIPES:
         print(f"no recipe for {name!r}; recipes: {', '.join(sorted(RECIPES))}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    card = RECIPES[name](data)
+    card = RECIPES[name](options)
     card = dataclasses.replace(
         card, recipe=Recipe(command, round(time.perf_counter() - start, 1), machine_description())
     )
     card.save()
-    return main(["eval", name, "--data", str(data), "--split", "test", "--card"])
+    return main(["eval", name, "--data", str(options.data), "--split", "test", "--card"])
 
 
 if __name__ == "__main__":

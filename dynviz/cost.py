@@ -30,6 +30,19 @@ def count_macs(run: Callable[[], object]) -> int:
     return counter.get_total_flops() // 2
 
 
+def macs_by_module(root: nn.Module, run: Callable[[], object]) -> dict[str, int]:
+    """Multiply–accumulates of every submodule of ``root`` while ``run`` executes, by qualified name
+    (``""`` for ``root`` itself): one FlopCounterMode pass prices every part of a network."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    prefix = type(root).__name__
+    return {
+        name.removeprefix(prefix).removeprefix("."): sum(ops.values()) // 2
+        for name, ops in counter.get_flop_counts().items()
+        if name == prefix or name.startswith(prefix + ".")
+    }
+
+
 _measured: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()
 _measure_lock = threading.Lock()
 

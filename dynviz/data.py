@@ -1,21 +1,33 @@
-"""Labelled image folders for evaluation and calibration.
+"""Labelled image sets for evaluation, calibration and training.
 
-Two layouts: class-named subfolders (``<root>/<class>/*.jpg``, class given by
-its name or ImageNet synset), or ImageNet files named ``<synset>_*.JPEG``.
-The 500-image ImageNet sample is split in two halves by a hash of each file
-name: ``calib`` (temperatures, thresholds, distillation) and ``test`` (every
-figure on a card), so that no figure is measured on what was fitted.
+Three layouts are read:
+
+- class-named subfolders (``<root>/<class>/*.jpg``, class given by its name or
+  ImageNet synset), optionally under a split folder (``<root>/{train,test}/…``,
+  the layout of the CIFAR-10 JPEG archive);
+- ImageNet files named ``<synset>_*.JPEG`` in one folder;
+- CIFAR-10's python batches (``cifar-10-batches-py/``: ``data_batch_1..5``, ``test_batch``).
+
+A flat folder with no split folders (the 500-image ImageNet sample) is split in
+two halves by a hash of each file name: ``calib`` (temperatures, thresholds,
+distillation) and ``test`` (every figure on a card), so that no figure is
+measured on what was fitted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynviz.inputs import IMAGE_SUFFIXES
+import numpy as np
+from PIL import Image
 
-SPLITS = ("all", "calib", "test")
+from dynviz.inputs import IMAGE_SUFFIXES, InputImage, load_image_file
+
+SPLITS = ("all", "calib", "test", "train")
+CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 
 @dataclass(frozen=True)
@@ -23,16 +35,55 @@ class LabelledFile:
     path: Path
     label: int
 
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def load(self) -> InputImage:
+        return load_image_file(self.path)
+
+
+@dataclass(frozen=True)
+class LabelledArray:
+    """One image of a python-pickled CIFAR batch."""
+
+    name: str
+    label: int
+    pixels: np.ndarray
+    """[32, 32, 3] uint8."""
+
+    def load(self) -> InputImage:
+        return InputImage(self.name, Image.fromarray(self.pixels), hashlib.sha256(self.pixels.tobytes()).hexdigest())
+
+
+LabelledImage = LabelledFile | LabelledArray
+
 
 def split_of(path: Path) -> str:
     return "calib" if int(hashlib.sha256(path.name.encode()).hexdigest(), 16) % 2 == 0 else "test"
 
 
-def labelled_files(root: str | Path, class_keys: tuple[tuple[str, ...], ...], split: str = "all") -> list[LabelledFile]:
-    """Every image under ``root`` whose class is known, sorted by path.
+def labelled_images(
+    root: str | Path, class_keys: tuple[tuple[str, ...], ...], split: str = "all"
+) -> list[LabelledImage]:
+    """The labelled images of ``split`` under ``root``, in a fixed order.
 
     ``class_keys[i]`` holds the names a folder or file prefix may use for class i
     (e.g. its synset and its label)."""
+    root = Path(root)
+    batches = next((b for b in (root / "cifar-10-batches-py", root) if (b / "test_batch").is_file()), None)
+    if batches is not None:
+        parts = ("train", "test") if split == "all" else (split,)
+        if any(part not in CIFAR_BATCHES for part in parts):
+            raise ValueError(f"{root}: CIFAR python batches have the splits 'train' and 'test', not {split!r}")
+        return [item for part in parts for item in read_cifar_batches(batches, part)]
+    if split in ("train", "test") and (root / split).is_dir():
+        return labelled_files(root / split, class_keys)
+    return labelled_files(root, class_keys, split)
+
+
+def labelled_files(root: str | Path, class_keys: tuple[tuple[str, ...], ...], split: str = "all") -> list[LabelledFile]:
+    """Every image under ``root`` whose class is known, sorted by path (``split``: a hash half, or all)."""
     lookup = {key.lower(): index for index, keys in enumerate(class_keys) for key in keys}
     files = []
     for path in sorted(Path(root).rglob("*")):
@@ -44,3 +95,18 @@ def labelled_files(root: str | Path, class_keys: tuple[tuple[str, ...], ...], sp
     if not files:
         raise FileNotFoundError(f"{root}: no labelled images (class subfolders or <synset>_*.JPEG files)")
     return files
+
+
+def read_cifar_batches(folder: Path, part: str) -> list[LabelledArray]:
+    """CIFAR-10's python batches (pickled dicts of uint8 rows), as labelled images."""
+    items = []
+    for batch_name in CIFAR_BATCHES[part]:
+        with open(folder / batch_name, "rb") as handle:
+            # The batches are the dataset authors' own pickle format: read only from a path the user named.
+            batch = pickle.load(handle, encoding="bytes")
+        pixels = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        items += [
+            LabelledArray(f"{batch_name}#{i}", int(label), np.ascontiguousarray(pixels[i]))
+            for i, label in enumerate(batch[b"labels"])
+        ]
+    return items

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dynviz.data import LabelledFile
-from dynviz.inputs import InputError, load_image_file
+from dynviz.data import LabelledImage
+from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
 from dynviz.progress import progress
 from dynviz.trace import ExitRecord, Trace
@@ -32,14 +32,14 @@ class _Tally:
 
 
 def evaluate(
-    model: DynamicModel, files: list[LabelledFile], points: Mapping[str, dict[str, float]]
+    model: DynamicModel, files: list[LabelledImage], points: Mapping[str, dict[str, float]]
 ) -> list[PointResult]:
     """Run every operating point on every file; each input's computed parts are shared between points."""
     tallies = {name: _Tally() for name in points}
     evaluated = 0
     for item in progress(files, len(files), f"eval {model.name}"):
         try:
-            image = load_image_file(item.path)
+            image = item.load()
         except InputError as error:
             print(error, file=sys.stderr)
             continue

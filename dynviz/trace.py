@@ -90,8 +90,29 @@ class ExitRecord:
         return {"exit": taken.index, "exit_name": taken.name}
 
 
-Record = ExitRecord
-RECORD_TYPES: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Record) or (Record,)}
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node of a network's computation grid (MSDNet: a layer at one scale): computed, or
+    skipped because the input left at an earlier exit."""
+
+    kind: ClassVar[str] = "node"
+    layer: int
+    scale: int
+    """0 = finest."""
+    resolution: int
+    """Side of its feature map, in pixels."""
+    block: int
+    """The exit whose block holds it (0-based)."""
+    computed: bool
+    flops: float
+
+    @staticmethod
+    def summarize(records: list[NodeRecord]) -> dict[str, Any]:
+        return {"nodes_computed": sum(r.computed for r in records), "nodes": len(records)}
+
+
+Record = ExitRecord | NodeRecord
+RECORD_TYPES: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Record)}
 
 
 @dataclass(frozen=True)

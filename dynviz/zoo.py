@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.trace import build
@@ -193,6 +194,15 @@ def weights_path(card: ModelCard) -> Path:
     if digest != card.weights_sha256:
         raise ValueError(f"{path.name}: sha256 {digest[:12]}… does not match its card ({card.weights_sha256[:12]}…)")
     return path
+
+
+def load_weights(name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of ``pretrained/<name>.safetensors``, checked against its card."""
+    card = load_card(name)
+    if card is None or card.weights is None:
+        raise FileNotFoundError(f"{name}: no weights yet; train them with python -m dynviz train {name}")
+    with safe_open(weights_path(card), "pt") as weights:
+        return {key: weights.get_tensor(key) for key in weights.keys()}, weights.metadata() or {}
 
 
 def sha256_of(path: Path) -> str:

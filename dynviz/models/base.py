@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 import torch
 
 from dynviz.inputs import InputImage
-from dynviz.trace import Prediction, TopClass, Trace
+from dynviz.trace import Box, ExitRecord, Prediction, TopClass, Trace
 
 Memo = dict
 """Parts a model already computed for one input (e.g. cascade stages), so that a
@@ -73,3 +74,90 @@ class ImageNetClassifier:
     @staticmethod
     def class_keys() -> tuple[tuple[str, ...], ...]:
         return _imagenet_classes()
+
+
+NEVER = 1.0
+"""An exit threshold of 1.0 means "never stop here" (a saturated softmax can reach 1.0 exactly)."""
+
+
+@dataclass(frozen=True)
+class ExitPart:
+    """An exit (or cascade stage) as built, before any input."""
+
+    name: str
+    resolution: int
+    flops: int
+    """What running it costs beyond the previous exit."""
+
+
+class ExitOutput(Protocol):
+    logits: torch.Tensor
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    records: tuple[ExitRecord, ...]
+    answer: Prediction
+    flops: float
+    latency_ms: float
+    breakdown: dict[str, float]
+
+
+def run_exits(
+    parts: Sequence[ExitPart],
+    thresholds: Sequence[float],
+    view_box: Box,
+    compute: Callable[[int], ExitOutput],
+    temperatures: torch.Tensor,
+    labels: tuple[str, ...],
+) -> ExitDecision:
+    """Early exiting: compute exit k = 1, 2, … in turn; answer at the first whose calibrated confidence
+
+        c_k = max_y softmax(z_k / T_k)(y)
+
+    reaches its threshold τ_k (the last exit always answers). Exits after the answer are never computed."""
+    records, answer, spent, latency, breakdown = [], None, 0.0, 0.0, {}
+    for k, (part, threshold) in enumerate(zip(parts, [*thresholds, None])):
+        computed = answer is None
+        out = compute(k) if computed else None
+        prediction = None
+        if out is not None:
+            spent, latency = spent + part.flops, latency + out.latency_ms
+            breakdown[part.name] = part.flops
+            prediction = prediction_from_probabilities((out.logits / temperatures[k]).softmax(-1), labels)
+            if threshold is None or (threshold < NEVER and prediction.confidence >= threshold):
+                answer = prediction
+        records.append(
+            ExitRecord(
+                index=k,
+                name=part.name,
+                resolution=part.resolution,
+                view_box=view_box,
+                computed=computed,
+                taken=computed and answer is not None,
+                threshold=threshold,
+                confidence=prediction.confidence if prediction else None,
+                prediction=prediction,
+                flops=part.flops,
+                flops_cumulative=spent if computed else spent + part.flops,
+                latency_ms=out.latency_ms if out else None,
+            )
+        )
+    return ExitDecision(tuple(records), answer, spent, latency, breakdown)
+
+
+def threshold_knobs(exit_names: Sequence[str], defaults: Sequence[float]) -> list[Knob]:
+    """One threshold knob per early exit (the last exit has none: it always answers)."""
+    return [
+        Knob(
+            f"tau_{k + 1}",
+            f"Exit threshold after {name}",
+            0.0,
+            NEVER,
+            0.01,
+            round(default, 3),
+            f"Stop after exit {k + 1} when its calibrated confidence is at least this. {NEVER} never stops here.",
+        )
+        for k, (name, default) in enumerate(zip(exit_names, defaults))
+    ]

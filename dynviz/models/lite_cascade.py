@@ -34,11 +34,13 @@ from dynviz.cost import module_macs
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
+    ExitPart,
     ImageNetClassifier,
     Knob,
     Memo,
     imagenet_labels,
-    prediction_from_probabilities,
+    run_exits,
+    threshold_knobs,
 )
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
@@ -114,19 +116,7 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         return cls(temperatures, points, card.default_point).eval()
 
     def knobs(self) -> list[Knob]:
-        defaults = self.point_thresholds[self.default_point]
-        return [
-            Knob(
-                f"tau_{k + 1}",
-                f"Exit threshold after {stage.name}",
-                0.0,
-                1.0,
-                0.01,
-                round(defaults[k], 3),
-                f"Stop after stage {k + 1} when its calibrated confidence is at least this. 1.0 never stops here.",
-            )
-            for k, stage in enumerate(self.stages[:-1])
-        ]
+        return threshold_knobs([s.name for s in self.stages[:-1]], self.point_thresholds[self.default_point])
 
     def operating_points(self) -> dict[str, dict[str, float]]:
         names = [knob.name for knob in self.knobs()]
@@ -156,41 +146,16 @@ class LiteCascade(ImageNetClassifier, nn.Module):
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        thresholds = self.thresholds(settings) + [None]
+        thresholds = self.thresholds(settings)
+        parts = [ExitPart(s.name, s.resolution, self.stage_flops(k)) for k, s in enumerate(self.stages)]
         box = center_crop_box(*image.size)  # every stage sees the same centre crop, at its own resolution
-        records, answer, spent, latency, breakdown = [], None, 0.0, 0.0, {}
-        for k, (stage, threshold) in enumerate(zip(self.stages, thresholds)):
-            flops = self.stage_flops(k)
-            computed = answer is None  # once the cascade has answered, later stages never run
-            out = self.stage_output(image, k, memo) if computed else None
-            prediction = None
-            if out is not None:
-                spent, latency = spent + flops, latency + out.latency_ms
-                breakdown[stage.name] = flops
-                probabilities = (out.logits / self.temperatures[k]).softmax(-1)
-                prediction = prediction_from_probabilities(probabilities, imagenet_labels())
-                if threshold is None or prediction.confidence >= threshold:
-                    answer = prediction
-            records.append(
-                ExitRecord(
-                    index=k,
-                    name=stage.name,
-                    resolution=stage.resolution,
-                    view_box=box,
-                    computed=computed,
-                    taken=computed and answer is not None,
-                    threshold=threshold,
-                    confidence=prediction.confidence if prediction else None,
-                    prediction=prediction,
-                    flops=flops,
-                    flops_cumulative=spent if computed else spent + flops,
-                    latency_ms=out.latency_ms if out else None,
-                )
-            )
+        decision = run_exits(
+            parts, thresholds, box, lambda k: self.stage_output(image, k, memo), self.temperatures, imagenet_labels()
+        )
         baselines = self.baseline_flops()
-        cost = Cost(spent, baselines[REFERENCE], breakdown, latency, baselines)
-        applied = {f"tau_{k + 1}": t for k, t in enumerate(thresholds[:-1])}
-        return Trace(self.name, image.name, image.size, answer, cost, tuple(records), applied, image.notes)
+        cost = Cost(decision.flops, baselines[REFERENCE], decision.breakdown, decision.latency_ms, baselines)
+        applied = {f"tau_{k + 1}": t for k, t in enumerate(thresholds)}
+        return Trace(self.name, image.name, image.size, decision.answer, cost, decision.records, applied, image.notes)
 
     def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
         """Stage k's network, its last feature map and its input, for an attribution of class ``target``."""

@@ -1,5 +1,14 @@
 """Recipes that produce the bundled weights: ``python -m dynviz train NAME``."""
 
-from dynviz.train import lite_cascade
+import functools
 
-RECIPES = {"lite_cascade": lite_cascade.calibrate}
+from dynviz.train import lite_cascade, msdnet, resnet_cifar
+from dynviz.train.loop import TrainOptions
+
+RECIPES = {
+    "lite_cascade": lite_cascade.calibrate,
+    "msdnet_cifar": msdnet.train,
+    **{f"resnet{d}_cifar": functools.partial(resnet_cifar.train, d) for d in (20, 32, 56)},
+}
+
+__all__ = ["RECIPES", "TrainOptions"]

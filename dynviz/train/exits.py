@@ -16,9 +16,12 @@ than the last one by luck); harm counts only what exiting early broke.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
+
+from dynviz.models.base import NEVER
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -36,9 +39,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def exit_index(confidences: torch.Tensor, thresholds: tuple[float, ...]) -> torch.Tensor:
-    """Per input, the first exit k with confidence ≥ τ_k; the last exit when none is."""
+    """Per input, the first exit k with confidence ≥ τ_k (τ_k < 1); the last exit when none is."""
     exits, last = confidences.shape[0], confidences.shape[0] - 1
-    passes = confidences[:last] >= torch.tensor(thresholds).unsqueeze(1)
+    tau = torch.tensor(thresholds, dtype=confidences.dtype).unsqueeze(1)
+    passes = (confidences[:last] >= tau) & (tau < NEVER)
     passes = torch.cat([passes, torch.ones_like(passes[:1])])
     return passes.float().argmax(0) if exits > 1 else torch.zeros(confidences.shape[1], dtype=torch.long)
 
@@ -54,14 +58,41 @@ def search_thresholds(
 
     ``confidences`` and ``correct`` are [exits, inputs]; ``cumulative_flops`` is [exits]."""
     grid = torch.linspace(0.0, 1.0, 201) if grid is None else grid
-    never = float(grid.max()) + 1e-6  # above every confidence: this exit is never taken
-    choices = [*grid.tolist(), never]
+    choices = sorted({*grid.tolist(), NEVER})
     columns = torch.arange(confidences.shape[1])
     harmed_by = correct[-1] & ~correct  # [exits, inputs]: last exit right, exit k wrong
-    best, best_flops = (never,) * (confidences.shape[0] - 1), float(cumulative_flops[-1])
+    best, best_flops = (NEVER,) * (confidences.shape[0] - 1), float(cumulative_flops[-1])
     for thresholds in itertools.product(choices, repeat=confidences.shape[0] - 1):
         exits = exit_index(confidences, thresholds)
         flops = float(cumulative_flops[exits].mean())
         if flops < best_flops and float(harmed_by[exits, columns].float().mean()) <= harm_cap:
             best, best_flops = thresholds, flops
     return best
+
+
+def budgeted_thresholds(confidences: torch.Tensor, base: float) -> tuple[float, ...]:
+    """Budgeted batch classification (MSDNet, Huang et al., ICLR 2018, §4): thresholds under which exit k
+    takes a share q_k ∝ base^k of the held-out inputs ([exits, inputs] ``confidences``), fitted exit by
+    exit on the inputs still left. base < 1 sends most inputs out early (a small budget), base > 1 late.
+
+    Thresholds are rounded down to 3 decimals (what a slider shows) and kept below 1 (which means never)."""
+    exits, count = confidences.shape
+    shares = base ** torch.arange(1, exits + 1, dtype=torch.float64)
+    shares /= shares.sum()
+    remaining = torch.ones(count, dtype=torch.bool)
+    thresholds = []
+    for k in range(exits - 1):
+        wanted = int(round(float(shares[k]) * count))
+        candidates = confidences[k][remaining].sort(descending=True).values
+        if wanted == 0 or len(candidates) == 0:
+            thresholds.append(NEVER)
+            continue
+        threshold = min(math.floor(float(candidates[min(wanted, len(candidates)) - 1]) * 1000) / 1000, 0.999)
+        thresholds.append(threshold)
+        remaining &= confidences[k] < threshold
+    return tuple(thresholds)
+
+
+def forced_exit(exits: int, k: int) -> tuple[float, ...]:
+    """Thresholds that send every input out at exit k: anytime prediction's view of exit k."""
+    return tuple(0.0 if j == k else NEVER for j in range(exits - 1))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
-
 import torch
 from safetensors.torch import save_file
 
@@ -19,6 +17,7 @@ from dynviz.data import labelled_files
 from dynviz.inputs import load_image_file
 from dynviz.models.lite_cascade import ABOUT, REFERENCE, LiteCascade
 from dynviz.progress import progress
+from dynviz.train.loop import TrainOptions, require_data
 from dynviz.train.exits import fit_temperature, search_thresholds
 from dynviz.zoo import PRETRAINED, ModelCard, sha256_of
 
@@ -30,8 +29,8 @@ def point_name(cap: float) -> str:
     return f"harm ≤ {100 * cap:.1f}%"
 
 
-def calibrate(data: Path) -> ModelCard:
-    files = labelled_files(data, LiteCascade.class_keys(), split="calib")
+def calibrate(options: TrainOptions) -> ModelCard:
+    files = labelled_files(require_data(options, "the ImageNet sample folder"), LiteCascade.class_keys(), split="calib")
     stages = len(LiteCascade.stages)
     model = LiteCascade(torch.ones(stages), {"uncalibrated": (1.0,) * (stages - 1)}, "uncalibrated")
     logits = [[] for _ in range(stages)]

@@ -1,0 +1,64 @@
+"""What the CIFAR-10 models share: the ten classes and the 32×32 view of a photo.
+
+A CIFAR network sees 32×32 pixels. A photo of any other size is cut to its
+central square and resized (with antialiasing) to 32×32; the trace notes it, so
+the page can say so and show the view the network really saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dynviz.inputs import InputImage
+from dynviz.trace import Box
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR_SIZE = 32
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, 32, 32] → the float input every CIFAR model here was trained on."""
+    return (pixels.float() / 255.0 - MEAN.to(pixels.device)) / STD.to(pixels.device)
+
+
+@dataclass(frozen=True)
+class CifarView:
+    pixels: Image.Image
+    """The 32×32 RGB image the network sees."""
+    box: Box
+    """The part of the input it was cut from, in input pixels."""
+    note: str | None
+    """Set when the input had to be cropped or resized."""
+
+    def tensor(self) -> torch.Tensor:
+        array = np.asarray(self.pixels, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return normalize(torch.from_numpy(array).unsqueeze(0))
+
+
+def cifar_view(image: InputImage) -> CifarView:
+    width, height = image.size
+    side = min(width, height)
+    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+    if (width, height) == (CIFAR_SIZE, CIFAR_SIZE):
+        return CifarView(image.image, box, None)
+    pixels = image.image.resize((CIFAR_SIZE, CIFAR_SIZE), Image.Resampling.LANCZOS, box=box)
+    cropped = "its central square " if width != height else ""
+    return CifarView(
+        pixels, box, f"CIFAR-10 model: {cropped}resized from {width}×{height} to {CIFAR_SIZE}×{CIFAR_SIZE} pixels."
+    )
+
+
+class Cifar10Classifier:
+    """Mixin for models answering in CIFAR-10's ten classes."""
+
+    labels = CIFAR10_CLASSES
+
+    @staticmethod
+    def class_keys() -> tuple[tuple[str, ...], ...]:
+        return tuple((name,) for name in CIFAR10_CLASSES)

@@ -1,0 +1,380 @@
+"""MSDNet: multi-scale dense networks with early exits (Huang et al., ICLR 2018).
+
+Survey §3.1 (sample-wise dynamic depth: early exiting within one network).
+
+Early classifiers in a chain-structured network fail for two reasons: their
+features are too fine to classify, and training them hurts the later layers.
+MSDNet answers both with a two-dimensional layout:
+
+- **scales** s = 1..S: feature maps at 32², 16² and 8² on CIFAR. The first layer
+  builds all of them (strided convolutions); every exit classifier reads only
+  the coarsest scale, where features are already abstract;
+- **dense connectivity** across depth: layer ℓ at scale s concatenates
+
+      x_s^ℓ = [ x_s^{ℓ-1},  h_s(x_s^{ℓ-1}),  h̃_s(x_{s-1}^{ℓ-1}) ]
+
+  (h: bottleneck 1×1 → 3×3 convolution; h̃: the same with stride 2 from the
+  finer scale), so later layers reuse every earlier feature and need not be
+  disturbed by the early classifiers' needs;
+- scale **pruning** ("max") and 1×1 **transitions**: deep in the network the
+  finest scales are dropped, as no exit can read them any more.
+
+Exits k = 1..K sit after blocks of layers (``base`` layers, then ``step`` more
+per block). Inference is budgeted early exiting: exit k answers when its
+temperature-calibrated confidence passes τ_k, so an input costs
+
+    FLOPs(x) = Σ_{j ≤ k*(x)} (block_j + classifier_j).
+
+The τ_k come from the paper's budgeted-batch rule (a geometric schedule of exit
+shares, fitted on validation images; :mod:`dynviz.train.msdnet`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dynviz.cost import macs_by_module, stopwatch
+from dynviz.explain import ExplainTarget
+from dynviz.inputs import InputImage
+from dynviz.models.base import ExitPart, Knob, Memo, run_exits, threshold_knobs
+from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
+from dynviz.runtime import inference_slot
+from dynviz.trace import Cost, ExitRecord, NodeRecord, Trace, build
+from dynviz.zoo import About, load_card, load_weights, register_model
+
+ABOUT = About(
+    title="MSDNet: multi-scale dense network with 7 exits (CIFAR-10)",
+    family="sample-wise · dynamic depth · early exiting (intermediate classifiers)",
+    summary=(
+        "One network, seven classifiers along its depth. Features are kept at three scales (32², 16², 8²) and "
+        "densely connected across depth, so every classifier reads coarse, abstract features from the first "
+        "block on. An image stops at the first exit whose calibrated confidence reaches that exit's threshold: "
+        "easy images pay for one block, hard ones for all seven."
+    ),
+    papers=(
+        "Huang et al., Multi-scale dense networks for resource efficient image classification, ICLR 2018",
+        "Li et al., Improved techniques for training adaptive deep networks, ICCV 2019 (in-place distillation)",
+        "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §3.1",
+    ),
+    license="Weights: trained by this project (same license as the code)",
+    data="CIFAR-10 train split less 5,000 validation images (which calibrate the exits); measured on the 10,000 test images",
+)
+
+
+@dataclass(frozen=True)
+class MSDNetConfig:
+    """The paper's CIFAR layout; ``tiny()`` is a fast one for tests."""
+
+    exits: int = 7
+    base: int = 4
+    """Layers before the first exit."""
+    step: int = 2
+    """Layers between two exits."""
+    channels: int = 16
+    growth: int = 6
+    scale_factors: tuple[int, ...] = (1, 2, 4)
+    """Channel multiplier of each scale (grFactor); bottleneck widths use the same (bnFactor)."""
+    reduction: float = 0.5
+    classifier_width: int = 128
+    classes: int = 10
+
+    @property
+    def scales(self) -> int:
+        return len(self.scale_factors)
+
+    @property
+    def layers(self) -> int:
+        return self.base + self.step * (self.exits - 1)
+
+    def scales_at(self, layer: int) -> tuple[int, int]:
+        """(scales in, scales out) of layer ``layer`` = 1..L under the paper's 'max' pruning."""
+        interval = math.ceil(self.layers / self.scales)
+        return (
+            self.scales - max(0, layer - 2) // interval,
+            self.scales - (layer - 1) // interval,
+        )
+
+    def block_of(self, layer: int) -> int:
+        """The exit block (0-based) a layer 1..L belongs to."""
+        return 0 if layer <= self.base else 1 + (layer - self.base - 1) // self.step
+
+    @classmethod
+    def tiny(cls) -> MSDNetConfig:
+        return cls(exits=3, base=2, step=1, channels=4, growth=2, classifier_width=8)
+
+
+def conv_bn_relu(width_in: int, width_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(width_in, width_out, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(width_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def bottleneck(width_in: int, width_out: int, bottleneck_factor: int, stride: int) -> nn.Sequential:
+    inner = min(width_in, bottleneck_factor * width_out)
+    return nn.Sequential(conv_bn_relu(width_in, inner, 1), conv_bn_relu(inner, width_out, 3, stride))
+
+
+class ScaleUnit(nn.Module):
+    """One node of the grid: new features at one scale, from that scale (h) and the finer one (h̃)."""
+
+    def __init__(self, width_same: int, width_finer: int | None, growth: int, factors: tuple[int, int]):
+        super().__init__()
+        from_finer = width_finer is not None
+        self.same = bottleneck(width_same, growth // 2 if from_finer else growth, factors[1], 1)
+        self.finer = bottleneck(width_finer, growth // 2, factors[0], 2) if from_finer else None
+
+    def forward(self, same: torch.Tensor, finer: torch.Tensor | None) -> torch.Tensor:
+        new = [self.same(same)] + ([self.finer(finer)] if self.finer is not None else [])
+        return torch.cat([same, *new], 1)
+
+
+class MSDLayer(nn.Module):
+    """One layer across the scales it keeps. When it drops the finest scale, its new finest
+    scale is still fed by the dropped one (``discard``)."""
+
+    def __init__(self, config: MSDNetConfig, width: int, scales_in: int, scales_out: int):
+        super().__init__()
+        self.offset = config.scales - scales_out  # index of its finest output scale
+        self.discard = scales_in - scales_out
+        f = config.scale_factors
+        self.units = nn.ModuleList(
+            ScaleUnit(
+                width * f[s],
+                width * f[s - 1] if s > self.offset or self.discard else None,
+                config.growth * f[s],
+                (f[s - 1] if s > 0 else f[s], f[s]),
+            )
+            for s in range(self.offset, config.scales)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.discard:  # the dropped finest scale only feeds the next one down
+            features = features[self.discard - 1 :]
+            return [unit(features[i + 1], features[i]) for i, unit in enumerate(self.units)]
+        return [unit(features[i], features[i - 1] if i else None) for i, unit in enumerate(self.units)]
+
+
+class Transition(nn.Module):
+    """1×1 convolutions that compress every kept scale after a scale is dropped."""
+
+    def __init__(self, config: MSDNetConfig, width_in: int, width_out: int, scales: int):
+        super().__init__()
+        offset = config.scales - scales
+        factors = config.scale_factors[offset:]
+        self.convs = nn.ModuleList(conv_bn_relu(width_in * f, width_out * f, 1) for f in factors)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(x) for conv, x in zip(self.convs, features)]
+
+
+class FirstLayer(nn.Module):
+    """Builds every scale from the image: a 3×3 convolution, then strided ones."""
+
+    def __init__(self, config: MSDNetConfig):
+        super().__init__()
+        widths = [config.channels * f for f in config.scale_factors]
+        self.convs = nn.ModuleList(
+            conv_bn_relu(3 if s == 0 else widths[s - 1], widths[s], 3, 1 if s == 0 else 2) for s in range(len(widths))
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for conv in self.convs:
+            x = conv(x)
+            features.append(x)
+        return features
+
+
+class Classifier(nn.Module):
+    """An exit on the coarsest scale: two strided 3×3 convolutions, pooling, a linear layer."""
+
+    def __init__(self, width_in: int, width: int, classes: int):
+        super().__init__()
+        self.features = nn.Sequential(conv_bn_relu(width_in, width, 3, 2), conv_bn_relu(width, width, 3, 2))
+        self.linear = nn.Linear(width, classes)
+
+    def forward(self, coarsest: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.features(coarsest).mean((2, 3)))
+
+
+@dataclass(frozen=True)
+class GridNode:
+    """Where a node of the scales × depth grid sits, for the picture of what was computed."""
+
+    layer: int
+    """0 for the first layer, then 1..L."""
+    scale: int
+    block: int
+    module: str
+    """Qualified name of the module that computes it (for its FLOPs)."""
+
+
+class MSDNet(nn.Module):
+    def __init__(self, config: MSDNetConfig = MSDNetConfig()):
+        super().__init__()
+        self.config = config
+        blocks, classifiers, nodes = [], [], []
+        nodes += [GridNode(0, s, 0, f"blocks.0.0.convs.{s}") for s in range(config.scales)]
+        width, layer = config.channels, 0
+        for k in range(config.exits):
+            parts: list[nn.Module] = [FirstLayer(config)] if k == 0 else []
+            for _ in range(config.base if k == 0 else config.step):
+                layer += 1
+                scales_in, scales_out = config.scales_at(layer)
+                nodes += [
+                    GridNode(layer, config.scales - scales_out + i, k, f"blocks.{k}.{len(parts)}.units.{i}")
+                    for i in range(scales_out)
+                ]
+                parts.append(MSDLayer(config, width, scales_in, scales_out))
+                width += config.growth
+                if scales_out < scales_in and config.reduction:
+                    compressed = math.floor(config.reduction * width)
+                    parts.append(Transition(config, width, compressed, scales_out))
+                    width = compressed
+            blocks.append(nn.Sequential(*parts))
+            classifiers.append(Classifier(width * config.scale_factors[-1], config.classifier_width, config.classes))
+        self.blocks = nn.ModuleList(blocks)
+        self.classifiers = nn.ModuleList(classifiers)
+        self.nodes = tuple(nodes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Training and batch evaluation: the logits of every exit."""
+        logits = []
+        for block, classifier in zip(self.blocks, self.classifiers):
+            x = block(x)
+            logits.append(classifier(x[-1]))
+        return logits
+
+    def exit_logits(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Only what exit ``k`` needs: blocks 1..k and classifier k."""
+        for block in self.blocks[: k + 1]:
+            x = block(x)
+        return self.classifiers[k](x[-1])
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    features: list[torch.Tensor]
+    logits: torch.Tensor
+    latency_ms: float
+
+
+class MSDNetClassifier(Cifar10Classifier, nn.Module):
+    """MSDNet behind the zoo's interface: calibrated exits, operating points, traces."""
+
+    name = "msdnet_cifar"
+    about = ABOUT
+    baselines = ("resnet20_cifar", "resnet32_cifar", "resnet56_cifar")
+
+    def __init__(
+        self,
+        net: MSDNet,
+        temperatures: torch.Tensor,
+        operating_points: dict[str, tuple[float, ...]],
+        default_point: str,
+    ):
+        super().__init__()
+        self.net = net.eval()
+        self.register_buffer("temperatures", temperatures.float())
+        self.point_thresholds = operating_points
+        self.default_point = default_point
+        # Every part's cost, measured once now (FlopCounterMode's hooks are process-wide).
+        probe = torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)
+        with torch.inference_mode():
+            self.module_flops = macs_by_module(net, lambda: net(probe))
+        self.exit_parts = [
+            ExitPart(
+                f"exit {k + 1} (layer {self.exit_layer(k)})",
+                CIFAR_SIZE,
+                self.module_flops[f"blocks.{k}"] + self.module_flops[f"classifiers.{k}"],
+            )
+            for k in range(net.config.exits)
+        ]
+
+    @classmethod
+    def pretrained(cls) -> MSDNetClassifier:
+        card = load_card(cls.name)
+        state, metadata = load_weights(cls.name)
+        net = MSDNet(build(MSDNetConfig, json.loads(metadata["config"])))
+        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        names = json.loads(metadata["operating_points"])
+        points = {name: tuple(round(float(t), 4) for t in row) for name, row in zip(names, state["thresholds"])}
+        return cls(net, state["temperatures"], points, card.default_point)
+
+    def exit_layer(self, k: int) -> int:
+        return self.net.config.base + self.net.config.step * k
+
+    def knobs(self) -> list[Knob]:
+        names = [part.name for part in self.exit_parts[:-1]]
+        return threshold_knobs(names, self.point_thresholds[self.default_point])
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        names = [knob.name for knob in self.knobs()]
+        return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
+
+    def block_output(self, x: torch.Tensor, k: int, memo: Memo) -> BlockOutput:
+        """Block k and its classifier, once per input: later knob settings reuse them from ``memo``."""
+        if k not in memo:
+            features = x if k == 0 else self.block_output(x, k - 1, memo).features
+            with inference_slot(), stopwatch() as watch:
+                features = self.net.blocks[k](features)
+                logits = self.net.classifiers[k](features[-1])[0]
+            memo[k] = BlockOutput(features, logits, watch.ms)
+        return memo[k]
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        memo = {} if memo is None else memo
+        view = cifar_view(image)
+        x = view.tensor()
+        knobs = self.knobs()
+        thresholds = [(settings or {}).get(knob.name, knob.default) for knob in knobs]
+        decision = run_exits(
+            self.exit_parts,
+            thresholds,
+            view.box,
+            lambda k: self.block_output(x, k, memo),
+            self.temperatures,
+            self.labels,
+        )
+        answered = next(r.index for r in decision.records if r.taken)
+        nodes = tuple(
+            NodeRecord(
+                layer=node.layer,
+                scale=node.scale,
+                resolution=CIFAR_SIZE >> node.scale,
+                block=node.block,
+                computed=node.block <= answered,
+                flops=self.module_flops[node.module],
+            )
+            for node in self.net.nodes
+        )
+        full = sum(part.flops for part in self.exit_parts)
+        cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms)
+        applied = {knob.name: t for knob, t in zip(knobs, thresholds)}
+        notes = image.notes + ((view.note,) if view.note else ())
+        return Trace(self.name, image.name, image.size, decision.answer, cost, decision.records + nodes, applied, notes)
+
+    def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
+        """Exit k's path (blocks 1..k, classifier k) and the classifier's last feature map."""
+        view = cifar_view(image)
+        return ExplainTarget(
+            self,
+            lambda x: self.net.exit_logits(x, k),
+            self.net.classifiers[k].features[-1],
+            view.tensor(),
+            target,
+            view.box,
+        )
+
+
+register_model(MSDNetClassifier.name, emits=(ExitRecord, NodeRecord))(MSDNetClassifier.pretrained)

@@ -1,0 +1,128 @@
+"""CIFAR ResNets (He et al., CVPR 2016, §4.2): the static baselines of the CIFAR models.
+
+Three stages of n basic blocks at 16, 32 and 64 channels on 32², 16² and 8²
+feature maps; depth 6n + 2 (ResNet-20, 32, 56 for n = 3, 5, 9). A block computes
+
+    y = relu(x' + BN(conv(relu(BN(conv(x)))))),
+
+with the parameter-free shortcut of the paper's option A: x' = x, or x
+subsampled by 2 and zero-padded to the new width where the stage changes.
+Every input pays the same cost: the dynamic CIFAR models are measured against
+them, trained with the same recipe and epochs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynviz.cost import module_macs, stopwatch
+from dynviz.inputs import InputImage
+from dynviz.models.base import Knob, Memo, prediction_from_probabilities
+from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
+from dynviz.runtime import inference_slot
+from dynviz.trace import Cost, Trace
+from dynviz.zoo import About, load_weights, register_model
+
+DEPTHS = (20, 32, 56)
+WIDTHS = (16, 32, 64)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, width_in: int, width: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width_in, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.extra_channels = width - width_in
+        self.stride = stride
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and not self.extra_channels:
+            return x
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.shortcut(x) + self.bn2(self.conv2(y)))
+
+
+class ResNetCifar(nn.Module):
+    def __init__(self, depth: int, classes: int = 10):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"a CIFAR ResNet has depth 6n + 2, not {depth}")
+        blocks_per_stage = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(3, WIDTHS[0], 3, 1, 1, bias=False), nn.BatchNorm2d(WIDTHS[0]), nn.ReLU())
+        blocks, width_in = [], WIDTHS[0]
+        for stage, width in enumerate(WIDTHS):
+            for i in range(blocks_per_stage):
+                blocks.append(BasicBlock(width_in, width, 2 if stage > 0 and i == 0 else 1))
+                width_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(WIDTHS[-1], classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.blocks(self.stem(x))
+        return self.classifier(features.mean((2, 3)))
+
+
+def about(depth: int) -> About:
+    return About(
+        title=f"ResNet-{depth} for CIFAR-10 (static)",
+        family="static reference network",
+        summary=(
+            f"The {depth}-layer CIFAR ResNet of He et al.: every image pays the same cost. It is trained here with "
+            "the same recipe and epochs as the dynamic CIFAR models, so that the trade-off explorer compares like with like."
+        ),
+        papers=("He et al., Deep residual learning for image recognition, CVPR 2016, §4.2",),
+        license="Weights: trained by this project (same license as the code)",
+        data="CIFAR-10 train split less 5,000 validation images; measured on the 10,000 test images",
+    )
+
+
+class StaticResNetCifar(Cifar10Classifier, nn.Module):
+    baselines: tuple[str, ...] = ()
+
+    def __init__(self, depth: int, net: ResNetCifar | None = None):
+        super().__init__()
+        self.name = f"resnet{depth}_cifar"
+        self.about = about(depth)
+        self.net = (net or ResNetCifar(depth)).eval()
+        self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
+
+    @classmethod
+    def pretrained(cls, depth: int) -> StaticResNetCifar:
+        net = ResNetCifar(depth)
+        net.load_state_dict(load_weights(f"resnet{depth}_cifar")[0])
+        return cls(depth, net)
+
+    def knobs(self) -> list[Knob]:
+        return []
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        return {"static": {}}
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        memo = {} if memo is None else memo
+        view = cifar_view(image)
+        if "logits" not in memo:
+            with inference_slot(), stopwatch() as watch:
+                memo["logits"] = self.net(view.tensor())[0]
+            memo["latency_ms"] = watch.ms
+        cost = Cost(self.flops, self.flops, {self.name: self.flops}, memo["latency_ms"])
+        prediction = prediction_from_probabilities(memo["logits"].softmax(-1), self.labels)
+        notes = image.notes + ((view.note,) if view.note else ())
+        return Trace(self.name, image.name, image.size, prediction, cost, (), {}, notes)
+
+
+for _depth in DEPTHS:
+    register_model(f"resnet{_depth}_cifar")(functools.partial(StaticResNetCifar.pretrained, _depth))

@@ -1,0 +1,83 @@
+"""CIFAR-10 training data and the recipe shared by every CIFAR model.
+
+Data: the train split of an image folder (``<root>/train/<class>/*.jpg``) or of
+CIFAR-10's python batches; 5,000 of its images (a fixed, seeded draw) are held
+out for validation and calibration, so the test split is only ever used by the
+eval command. Augmentation is the standard one: 4-pixel zero padding with a
+random 32×32 crop, and random horizontal flips.
+
+Every CIFAR model, dynamic or static, trains with the same schedule and number
+of epochs (:data:`EPOCHS`), so that the cards and the trade-off explorer compare
+like with like.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from dynviz.data import labelled_images
+from dynviz.models.cifar import Cifar10Classifier, cifar_view, normalize
+from dynviz.train.loop import CHECKPOINTS, Schedule, TensorSet, TrainOptions, require_data
+from dynviz.zoo import PRETRAINED, About, ModelCard, sha256_of
+
+EPOCHS = 10
+"""What a 2-core CPU affords: ResNet-56 trains in about half an hour (the papers train for 160–300)."""
+VALIDATION_IMAGES = 5000
+PADDING = 4
+
+
+def load_train_split(options: TrainOptions, seed: int = 0) -> tuple[TensorSet, TensorSet]:
+    """(train, validation) tensors from the train split under ``--data``."""
+    start = time.perf_counter()
+    root = require_data(options, "a folder with train/<class>/*.jpg, or CIFAR-10's cifar-10-batches-py/")
+    items = labelled_images(root, Cifar10Classifier.class_keys(), "train")
+    images = np.stack([np.asarray(cifar_view(item.load()).pixels) for item in items])
+    data = TensorSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor([i.label for i in items]))
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    held_out, kept = order[:VALIDATION_IMAGES], order[VALIDATION_IMAGES:]
+    print(f"read {len(data)} training images in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return (
+        TensorSet(data.images[kept], data.labels[kept]),
+        TensorSet(data.images[held_out], data.labels[held_out]),
+    )
+
+
+def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Normalise a uint8 batch; with a generator, augment it first (crop from padding, flip)."""
+    if generator is not None:
+        size = batch.shape[-1]
+        padded = F.pad(batch, (PADDING,) * 4)
+        offsets = torch.randint(0, 2 * PADDING + 1, (len(batch), 2), generator=generator).tolist()
+        batch = torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
+        flip = torch.rand(len(batch), generator=generator) < 0.5
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+    return normalize(batch)
+
+
+def schedule(options: TrainOptions) -> Schedule:
+    return Schedule(epochs=options.epochs or EPOCHS)
+
+
+def checkpoint_path(name: str) -> Path:
+    return CHECKPOINTS / f"{name}.pt"
+
+
+def save_weights(
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    about: About,
+    flops_full: float,
+    default_point: str,
+    metadata: dict[str, str],
+) -> ModelCard:
+    """Write ``pretrained/<name>.safetensors`` and the card's head (the eval command adds the figures)."""
+    weights = PRETRAINED / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, weights, metadata=metadata)
+    return ModelCard(name, about, flops_full, default_point, weights.name, sha256_of(weights))

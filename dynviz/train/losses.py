@@ -1,0 +1,44 @@
+"""Losses as reusable pieces: exits, distillation.
+
+Multi-exit networks are trained on the weighted sum of their exits' losses
+(MSDNet, Huang et al., ICLR 2018, §4):
+
+    L = Σ_k w_k · CE(z_k, y).
+
+Knowledge distillation (Hinton et al., 2015) lets a cheap student match a
+teacher's softened distribution; applied from a network's last exit to its
+earlier ones it is the in-place distillation of IMTA (Li et al., ICCV 2019):
+
+    KD(z_s, z_t) = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def exit_losses(
+    logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    weights = weights or [1.0] * len(logits)
+    return sum(w * F.cross_entropy(z, labels) for w, z in zip(weights, logits))
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+    """The teacher is detached: only the student learns from this term."""
+    log_student = F.log_softmax(student / temperature, -1)
+    log_teacher = F.log_softmax(teacher.detach() / temperature, -1)
+    return temperature**2 * F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+
+
+def self_distilled_exit_losses(
+    logits: Sequence[torch.Tensor], labels: torch.Tensor, alpha: float = 0.5
+) -> torch.Tensor:
+    """Every exit learns from the labels; the early ones also from the last exit (IMTA)."""
+    *early, last = logits
+    return F.cross_entropy(last, labels) + sum(
+        (1 - alpha) * F.cross_entropy(z, labels) + alpha * distillation(z, last) for z in early
+    )

@@ -1,0 +1,85 @@
+"""Recipe for ``msdnet_cifar``: joint training of all exits, then budgeted calibration.
+
+1. Train every exit at once on the shared CIFAR schedule: the last exit on the
+   labels, the earlier ones on the labels and on the last exit's softened
+   output (:func:`dynviz.train.losses.self_distilled_exit_losses`).
+2. On the 5,000 held-out validation images: one temperature per exit, then exit
+   thresholds for a range of budgets by the paper's geometric schedule of exit
+   shares (:func:`dynviz.train.exits.budgeted_thresholds`), plus the anytime
+   points that force every input out at one exit.
+3. The default operating point is the cheapest budget whose validation accuracy
+   is within 0.5 pt of the best single exit's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import torch
+
+from dynviz.models.msdnet import ABOUT, MSDNet, MSDNetClassifier, MSDNetConfig
+from dynviz.train.cifar import checkpoint_path, load_train_split, prepare, save_weights, schedule
+from dynviz.train.exits import budgeted_thresholds, exit_index, fit_temperature, forced_exit
+from dynviz.train.loop import TrainOptions, fit, predict
+from dynviz.train.losses import self_distilled_exit_losses
+from dynviz.zoo import ModelCard
+
+BUDGET_BASES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
+DEFAULT_TOLERANCE = 0.005
+
+
+def anytime_name(k: int) -> str:
+    return f"anytime: exit {k + 1}"
+
+
+def budget_name(base: float) -> str:
+    return f"budget: p={base:.2f}"
+
+
+def train(options: TrainOptions) -> ModelCard:
+    name = MSDNetClassifier.name
+    train_set, validation = load_train_split(options)
+    config = MSDNetConfig()
+    net = MSDNet(config)
+    fit(
+        net,
+        self_distilled_exit_losses,
+        train_set,
+        validation,
+        prepare,
+        schedule(options),
+        checkpoint_path(name),
+        options.device,
+        options.resume,
+    )
+    logits = predict(net, validation, prepare)
+    labels = validation.labels
+    temperatures = torch.tensor([fit_temperature(z, labels) for z in logits])
+    probabilities = [(z / t).softmax(-1) for z, t in zip(logits, temperatures)]
+    confidences = torch.stack([p.max(-1).values for p in probabilities])
+    correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
+    points = {anytime_name(k): forced_exit(config.exits, k) for k in range(config.exits)}
+    points |= {budget_name(base): budgeted_thresholds(confidences, base) for base in BUDGET_BASES}
+    model = MSDNetClassifier(net, temperatures, points, anytime_name(config.exits - 1))
+    cumulative = torch.tensor(list(itertools.accumulate(p.flops for p in model.exit_parts)), dtype=torch.float64)
+    columns = torch.arange(len(labels))
+
+    def on_validation(thresholds: tuple[float, ...]) -> tuple[float, float]:
+        exits = exit_index(confidences, thresholds)
+        return float(correct[exits, columns].float().mean()), float(cumulative[exits].mean())
+
+    best_exit = max(on_validation(points[anytime_name(k)])[0] for k in range(config.exits))
+    budgets = [budget_name(base) for base in BUDGET_BASES]
+    acceptable = [p for p in budgets if on_validation(points[p])[0] >= best_exit - DEFAULT_TOLERANCE]
+    default = min(acceptable or budgets[-1:], key=lambda p: on_validation(points[p])[1])
+    names = list(points)
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    tensors |= {"temperatures": temperatures, "thresholds": torch.tensor([points[p] for p in names])}
+    metadata = {
+        "config": json.dumps(dataclasses.asdict(config)),
+        "operating_points": json.dumps(names),
+        "validation": json.dumps({p: on_validation(points[p]) for p in names}),
+    }
+    return save_weights(name, tensors, ABOUT, float(cumulative[-1]), default, metadata)
