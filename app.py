@@ -12,6 +12,8 @@ navigation = st.navigation(
     [
         st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="overview", default=True),
         st.Page("pages/early_exit.py", title="Early exit", icon=":material/exit_to_app:", url_path="early-exit"),
+        st.Page("pages/gallery.py", title="Easy vs hard", icon=":material/photo_library:", url_path="easy-vs-hard"),
+        st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:", url_path="trade-off-explorer"),
     ]
 )
 input_sidebar()

@@ -131,6 +131,11 @@ class Trace:
     def records_of(self, kind: type) -> list:
         return [r for r in self.records if isinstance(r, kind)]
 
+    @property
+    def answered_at(self) -> ExitRecord | None:
+        """The exit that answered, for early-exit models."""
+        return next((r for r in self.records_of(ExitRecord) if r.taken), None)
+
     def summary(self) -> dict[str, Any]:
         """One flat row: the answer, the cost and each record kind's decision summary."""
         row: dict[str, Any] = {

@@ -4,23 +4,27 @@ renderers in :mod:`dynviz.viz`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 from collections import OrderedDict
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.explain import Heatmap, grad_cam
+from dynviz.gallery import GalleryItem, GalleryResult, default_gallery, labelled_gallery, run_gallery
 from dynviz.inputs import InputError, InputImage, load_image
 from dynviz.models.base import Memo
 from dynviz.trace import Trace
-from dynviz.zoo import ModelCard, create_model, model_table
+from dynviz.zoo import ModelCard, create_model, load_card, model_table
 
 INPUT_KEY = "dynviz_input"
+PICKED_KEY = "dynviz_sidebar_pick"
 MEMO_ENTRIES = 64
 
 
@@ -39,8 +43,12 @@ def examples() -> list[dict[str, str]]:
     return json.loads(resources.files("dynviz.examples").joinpath("examples.json").read_text())
 
 
+def example_bytes(entry: dict[str, str]) -> bytes:
+    return resources.files("dynviz.examples").joinpath(entry["file"]).read_bytes()
+
+
 def example(entry: dict[str, str]) -> InputImage:
-    return decode(resources.files("dynviz.examples").joinpath(entry["file"]).read_bytes(), entry["title"])
+    return decode(example_bytes(entry), entry["title"])
 
 
 def input_sidebar() -> None:
@@ -61,7 +69,9 @@ def input_sidebar() -> None:
         else:
             shot = st.camera_input("Take a photo", key="camera")
             chosen = decoded_or_error(shot.getvalue(), "camera photo") if shot is not None else None
-        if chosen is not None:
+        # Only a new pick replaces the analysed input: an image sent from the gallery stays until then.
+        if chosen is not None and chosen.digest != st.session_state.get(PICKED_KEY):
+            st.session_state[PICKED_KEY] = chosen.digest
             st.session_state[INPUT_KEY] = chosen
         current = current_input()  # with no new choice, the earlier input stays analysed
         if current is not None:
@@ -89,6 +99,16 @@ def decoded_or_error(data: bytes, name: str) -> InputImage | None:
 
 def current_input() -> InputImage | None:
     return st.session_state.get(INPUT_KEY)
+
+
+EXIT_MODEL_KEY = "exit_model"
+
+
+def send_to_analysis(image: InputImage, model_name: str) -> None:
+    """Make ``image`` the analysed input and open it on the early-exit page with ``model_name``."""
+    st.session_state[INPUT_KEY] = image
+    st.session_state[EXIT_MODEL_KEY] = model_name
+    st.switch_page("pages/early_exit.py")
 
 
 @st.cache_resource(show_spinner="Loading the model (once for all users)…")
@@ -122,6 +142,45 @@ def analyze(model_name: str, image: InputImage, settings: dict[str, float] | Non
 def exit_heatmap(model_name: str, digest: str, exit_index: int, target: int, _image: InputImage) -> Heatmap:
     """Grad-CAM of one exit's class, cached per input (``digest`` stands for the unhashed image)."""
     return grad_cam(model(model_name).explain_exit(_image, exit_index, target))
+
+
+def example_photos() -> list[tuple[bytes, str]]:
+    return [(example_bytes(entry), entry["title"]) for entry in examples()]
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the gallery's images…")
+def gallery_items(model_name: str, folder: str | None) -> list[GalleryItem]:
+    """The bundled set for this model, or the labelled images under ``folder`` (a path on this server)."""
+    chosen = model(model_name)
+    if folder:
+        return labelled_gallery(Path(folder).expanduser(), chosen.class_keys())
+    return default_gallery(chosen, example_photos)
+
+
+@st.cache_resource(max_entries=4)
+def _gallery_memos(model_name: str, folder: str | None) -> dict[str, Memo]:
+    return {}
+
+
+def gallery(model_name: str, folder: str | None, settings: dict[str, float]) -> list[GalleryResult]:
+    """Every gallery image decided under ``settings``; exits are computed once per image, for every session."""
+    items = gallery_items(model_name, folder)
+    memos = _gallery_memos(model_name, folder)
+    message = "Running the model on the gallery (once; then only the decisions are re-made)…"
+    with st.spinner(message) if len(memos) < len(items) else contextlib.nullcontext():
+        return run_gallery(model(model_name), items, settings, memos)
+
+
+def operating_point_picker(model_name: str, key: str) -> str:
+    """A choice among the model's measured operating points, its default first."""
+    chosen = model(model_name)
+    card = load_card(model_name)
+    names = list(chosen.operating_points())
+    default = card.default_point if card and card.default_point in names else names[0]
+    names.sort(key=lambda n: n != default)
+    return st.selectbox(
+        "Operating point", names, key=key, format_func=lambda n: f"{n} (default)" if n == default else n
+    )
 
 
 def knob_sliders(model_name: str) -> dict[str, float]:

@@ -80,6 +80,14 @@ class Recipe:
     machine: str
 
 
+ANYTIME = "anytime: exit "
+"""Operating points named ANYTIME + k send every input out at exit k (anytime prediction)."""
+
+
+def anytime_point(k: int) -> str:
+    return f"{ANYTIME}{k + 1}"
+
+
 @dataclass(frozen=True)
 class PointResult:
     """Accuracy and cost of one operating point on the evaluation split."""

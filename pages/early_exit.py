@@ -2,9 +2,9 @@ import streamlit as st
 
 from dynviz import ui
 from dynviz.cost import spent_of_full
-from dynviz.trace import ExitRecord
-from dynviz.viz.exits import cost_bars, exit_table, exit_timeline, top_classes
-from dynviz.viz.image import photo, with_box, with_heatmap
+from dynviz.trace import ExitRecord, NodeRecord
+from dynviz.viz.exits import computation_grid, cost_bars, exit_table, exit_timeline, top_classes
+from dynviz.viz.image import network_view, photo, with_box, with_heatmap
 from dynviz.viz.style import exit_color
 from dynviz.zoo import list_models, load_card
 
@@ -14,7 +14,7 @@ if image is None:
     st.info("Choose a photo in the sidebar: an example, an upload or the camera.")
     st.stop()
 
-name = st.selectbox("Model", list_models(emitting=ExitRecord), key="exit_model")
+name = st.selectbox("Model", list_models(emitting=ExitRecord), key=ui.EXIT_MODEL_KEY)
 controls, chart = st.columns([1, 3])
 with controls:
     st.markdown("**Exit thresholds**")
@@ -25,19 +25,35 @@ with controls:
     )
 trace = ui.analyze(name, image, settings)
 exits = trace.records_of(ExitRecord)
-answered = next(r for r in exits if r.taken)
+answered = trace.answered_at
 with chart:
     ui.answer_header(trace, f"{answered.index + 1} of {len(exits)}", answered.name)
+    for note in trace.notes:
+        st.info(ui.text(note), icon=":material/info:")
     st.plotly_chart(exit_timeline(trace), key="timeline")
     st.caption(
         "Each bar is a stage, cheapest first. Its height is how sure that stage was; the black tick is the "
         "confidence it needed to stop. Grey hatched stages were never run."
     )
 
+if trace.records_of(NodeRecord):
+    view, grid = st.columns([1, 4])
+    view.image(
+        network_view(image.image, answered.view_box, answered.resolution),
+        caption=f"What the network saw: {answered.resolution}×{answered.resolution} pixels",
+    )
+    with grid:
+        st.plotly_chart(computation_grid(trace), key="grid")
+        st.caption(
+            "Every square is one layer at one scale; the triangles are the classifiers, all reading the coarsest "
+            "scale. Coloured: computed for this image (the colour of the exit whose block it belongs to); grey: "
+            "never computed, because the image left at the ticked exit."
+        )
+
 left, right = st.columns(2)
 with left:
     st.plotly_chart(top_classes(answered.prediction, answered.index), key="top5")
-    st.caption(f"The five most likely ImageNet classes according to the answering stage, {answered.name}.")
+    st.caption(f"The five most likely classes according to the answering stage, {answered.name}.")
 with right:
     st.plotly_chart(cost_bars(trace), key="cost")
     st.caption(

@@ -39,6 +39,8 @@ class DynamicModel(Protocol):
     """The card's description of the method (:class:`dynviz.zoo.About`)."""
     baselines: tuple[str, ...]
     """Static zoo models evaluated beside it, on the same images, for its card."""
+    labels: tuple[str, ...]
+    """Class names, by class index."""
 
     def knobs(self) -> list[Knob]: ...
 
@@ -70,6 +72,10 @@ def prediction_from_probabilities(probabilities: torch.Tensor, labels: tuple[str
 
 class ImageNetClassifier:
     """Mixin for models answering in the 1000 ImageNet-1k classes."""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return imagenet_labels()
 
     @staticmethod
     def class_keys() -> tuple[tuple[str, ...], ...]:

@@ -38,11 +38,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dynviz.cost import macs_by_module, stopwatch
+from dynviz.cost import macs_by_module, module_macs, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import ExitPart, Knob, Memo, run_exits, threshold_knobs
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
+from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar
 from dynviz.runtime import inference_slot
 from dynviz.trace import Cost, ExitRecord, NodeRecord, Trace, build
 from dynviz.zoo import About, load_card, load_weights, register_model
@@ -263,10 +264,10 @@ class MSDNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class BlockOutput:
-    features: list[torch.Tensor]
+class ExitOutput:
     logits: torch.Tensor
     latency_ms: float
+    """Of its block and classifier."""
 
 
 class MSDNetClassifier(Cifar10Classifier, nn.Module):
@@ -292,6 +293,9 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
         probe = torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)
         with torch.inference_mode():
             self.module_flops = macs_by_module(net, lambda: net(probe))
+        self.baseline_flops = {
+            f"ResNet-{depth}": module_macs(ResNetCifar(depth), (1, 3, CIFAR_SIZE, CIFAR_SIZE)) for depth in DEPTHS
+        }
         self.exit_parts = [
             ExitPart(
                 f"exit {k + 1} (layer {self.exit_layer(k)})",
@@ -322,15 +326,24 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
         names = [knob.name for knob in self.knobs()]
         return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
 
-    def block_output(self, x: torch.Tensor, k: int, memo: Memo) -> BlockOutput:
-        """Block k and its classifier, once per input: later knob settings reuse them from ``memo``."""
+    def exit_output(self, x: torch.Tensor, k: int, memo: Memo) -> ExitOutput:
+        """Block k and its classifier, once per input: later knob settings reuse them from ``memo``.
+        Only the deepest block's features are kept (a gallery holds thousands of memos)."""
         if k not in memo:
-            features = x if k == 0 else self.block_output(x, k - 1, memo).features
+            features = x if k == 0 else self._frontier_features(x, k - 1, memo)
             with inference_slot(), stopwatch() as watch:
                 features = self.net.blocks[k](features)
                 logits = self.net.classifiers[k](features[-1])[0]
-            memo[k] = BlockOutput(features, logits, watch.ms)
+            memo[k] = ExitOutput(logits, watch.ms)
+            if k < len(self.net.blocks) - 1:
+                memo["frontier"] = features  # the deepest block's features: all the next block needs
+            else:
+                memo.pop("frontier", None)
         return memo[k]
+
+    def _frontier_features(self, x: torch.Tensor, k: int, memo: Memo) -> list[torch.Tensor]:
+        self.exit_output(x, k, memo)
+        return memo["frontier"]
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
@@ -342,7 +355,7 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
             self.exit_parts,
             thresholds,
             view.box,
-            lambda k: self.block_output(x, k, memo),
+            lambda k: self.exit_output(x, k, memo),
             self.temperatures,
             self.labels,
         )
@@ -359,18 +372,18 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
             for node in self.net.nodes
         )
         full = sum(part.flops for part in self.exit_parts)
-        cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms)
+        cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms, self.baseline_flops)
         applied = {knob.name: t for knob, t in zip(knobs, thresholds)}
         notes = image.notes + ((view.note,) if view.note else ())
         return Trace(self.name, image.name, image.size, decision.answer, cost, decision.records + nodes, applied, notes)
 
     def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
-        """Exit k's path (blocks 1..k, classifier k) and the classifier's last feature map."""
+        """Exit k's path (blocks 1..k, classifier k) and the classifier's first feature map."""
         view = cifar_view(image)
         return ExplainTarget(
             self,
             lambda x: self.net.exit_logits(x, k),
-            self.net.classifiers[k].features[-1],
+            self.net.classifiers[k].features[0],  # 4×4 at the coarsest scale: the finest map an exit owns
             view.tensor(),
             target,
             view.box,

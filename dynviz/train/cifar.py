@@ -33,7 +33,9 @@ VALIDATION_IMAGES = 5000
 PADDING = 4
 
 
-def load_train_split(options: TrainOptions, seed: int = 0) -> tuple[TensorSet, TensorSet]:
+def load_train_split(
+    options: TrainOptions, validation_images: int = VALIDATION_IMAGES, seed: int = 0
+) -> tuple[TensorSet, TensorSet]:
     """(train, validation) tensors from the train split under ``--data``."""
     start = time.perf_counter()
     root = require_data(options, "a folder with train/<class>/*.jpg, or CIFAR-10's cifar-10-batches-py/")
@@ -41,7 +43,7 @@ def load_train_split(options: TrainOptions, seed: int = 0) -> tuple[TensorSet, T
     images = np.stack([np.asarray(cifar_view(item.load()).pixels) for item in items])
     data = TensorSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor([i.label for i in items]))
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    held_out, kept = order[:VALIDATION_IMAGES], order[VALIDATION_IMAGES:]
+    held_out, kept = order[:validation_images], order[validation_images:]
     print(f"read {len(data)} training images in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return (
         TensorSet(data.images[kept], data.labels[kept]),

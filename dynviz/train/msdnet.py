@@ -24,14 +24,10 @@ from dynviz.train.cifar import checkpoint_path, load_train_split, prepare, save_
 from dynviz.train.exits import budgeted_thresholds, exit_index, fit_temperature, forced_exit
 from dynviz.train.loop import TrainOptions, fit, predict
 from dynviz.train.losses import self_distilled_exit_losses
-from dynviz.zoo import ModelCard
+from dynviz.zoo import ModelCard, anytime_point
 
 BUDGET_BASES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
 DEFAULT_TOLERANCE = 0.005
-
-
-def anytime_name(k: int) -> str:
-    return f"anytime: exit {k + 1}"
 
 
 def budget_name(base: float) -> str:
@@ -60,9 +56,9 @@ def train(options: TrainOptions) -> ModelCard:
     probabilities = [(z / t).softmax(-1) for z, t in zip(logits, temperatures)]
     confidences = torch.stack([p.max(-1).values for p in probabilities])
     correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
-    points = {anytime_name(k): forced_exit(config.exits, k) for k in range(config.exits)}
+    points = {anytime_point(k): forced_exit(config.exits, k) for k in range(config.exits)}
     points |= {budget_name(base): budgeted_thresholds(confidences, base) for base in BUDGET_BASES}
-    model = MSDNetClassifier(net, temperatures, points, anytime_name(config.exits - 1))
+    model = MSDNetClassifier(net, temperatures, points, anytime_point(config.exits - 1))
     cumulative = torch.tensor(list(itertools.accumulate(p.flops for p in model.exit_parts)), dtype=torch.float64)
     columns = torch.arange(len(labels))
 
@@ -70,7 +66,7 @@ def train(options: TrainOptions) -> ModelCard:
         exits = exit_index(confidences, thresholds)
         return float(correct[exits, columns].float().mean()), float(cumulative[exits].mean())
 
-    best_exit = max(on_validation(points[anytime_name(k)])[0] for k in range(config.exits))
+    best_exit = max(on_validation(points[anytime_point(k)])[0] for k in range(config.exits))
     budgets = [budget_name(base) for base in BUDGET_BASES]
     acceptable = [p for p in budgets if on_validation(points[p])[0] >= best_exit - DEFAULT_TOLERANCE]
     default = min(acceptable or budgets[-1:], key=lambda p: on_validation(points[p])[1])

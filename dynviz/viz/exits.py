@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dynviz.cost import FLOPS_UNIT, format_flops
-from dynviz.trace import ExitRecord, Prediction, Trace
+from dynviz.trace import ExitRecord, NodeRecord, Prediction, Trace
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
 
 
@@ -117,3 +117,54 @@ def exit_table(trace: Trace) -> pd.DataFrame:
         }
         for r in trace.records_of(ExitRecord)
     )
+
+
+def computation_grid(trace: Trace) -> go.Figure:
+    """MSDNet's picture, for this input: every layer at every scale it keeps, coloured by the exit whose
+    block holds it when it was computed, grey when the input left before it."""
+    nodes = trace.records_of(NodeRecord)
+    exits = trace.records_of(ExitRecord)
+    figure = go.Figure()
+    figure.add_scatter(
+        x=[n.layer for n in nodes],
+        y=[f"{n.resolution}×{n.resolution}" for n in nodes],
+        mode="markers",
+        marker=dict(
+            symbol="square",
+            size=26,
+            color=[exit_color(n.block) if n.computed else SKIPPED for n in nodes],
+            line=dict(width=1, color="white"),
+        ),
+        hovertext=[
+            f"layer {n.layer}, {n.resolution}² features: {'computed' if n.computed else 'skipped'}, "
+            f"{format_flops(n.flops)} FLOPs"
+            for n in nodes
+        ],
+        hoverinfo="text",
+        showlegend=False,
+    )
+    coarsest = f"{min(n.resolution for n in nodes)}×{min(n.resolution for n in nodes)}"
+    last_layer = {block: max(n.layer for n in nodes if n.block == block) for block in {n.block for n in nodes}}
+    figure.add_scatter(
+        x=[last_layer[r.index] + 0.5 for r in exits],
+        y=[coarsest] * len(exits),
+        mode="markers+text",
+        marker=dict(
+            symbol="triangle-right",
+            size=16,
+            color=[exit_color(r.index) if r.computed else SKIPPED for r in exits],
+            line=dict(width=2, color=[THRESHOLD if r.taken else "white" for r in exits]),
+        ),
+        text=[f"exit {r.index + 1}" + (" ✓" if r.taken else "") for r in exits],
+        textposition="bottom center",
+        hovertext=[_stage_hover(r) for r in exits],
+        hoverinfo="text",
+        name="classifier (exit)",
+    )
+    figure.update_xaxes(title="depth (layer)", dtick=1)
+    figure.update_yaxes(
+        title="scale (feature map)",
+        categoryorder="array",
+        categoryarray=sorted({f"{n.resolution}×{n.resolution}" for n in nodes}, key=lambda s: int(s.split("×")[0])),
+    )
+    return titled(figure, "What did the network compute? (scales × depth)", height=300)

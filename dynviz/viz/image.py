@@ -59,3 +59,15 @@ def with_heatmap(figure: go.Figure, heatmap: Heatmap, name: str) -> go.Figure:
         hoverinfo="skip",
     )
     return figure
+
+
+def network_view(image: Image.Image, box: Box, resolution: int, display_side: int = 160) -> Image.Image:
+    """What a network saw: ``box`` of the input at ``resolution``², enlarged with visible pixels."""
+    view = image.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box)
+    return view.resize((display_side, display_side), Image.Resampling.NEAREST) if resolution < display_side else view
+
+
+def thumbnail(image: Image.Image, side: int = 64) -> Image.Image:
+    """Small images shown with visible pixels (CIFAR's 32×32), large ones reduced."""
+    resample = Image.Resampling.NEAREST if max(image.size) < side else Image.Resampling.LANCZOS
+    return image.resize((side, side), resample)

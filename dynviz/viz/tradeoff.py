@@ -1,0 +1,66 @@
+"""The trade-off chart: accuracy against mean FLOPs, from the cards' measured points."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.viz.style import EXIT_COLORS, STATIC, THRESHOLD, titled
+from dynviz.zoo import ANYTIME, ModelCard, PointResult
+
+
+def _hover(model: str, point: PointResult) -> str:
+    return f"{model} · {point.name}: {100 * point.top1:.1f}% at {format_flops(point.mean_flops)} FLOPs"
+
+
+def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = None) -> go.Figure:
+    """Each dynamic model's curve (its budgeted operating points), its anytime exits, and the static
+    baselines measured on the same images; ``highlight`` = (model, point) is ringed."""
+    figure = go.Figure()
+    statics: dict[str, PointResult] = {}
+    for i, card in enumerate(cards):
+        color = EXIT_COLORS[i % len(EXIT_COLORS)]
+        points = card.evaluation.points
+        curve = sorted((p for p in points if not p.name.startswith(ANYTIME)), key=lambda p: p.mean_flops)
+        anytime = [p for p in points if p.name.startswith(ANYTIME)]
+        for series, label, mode, symbol in (
+            (curve, f"{card.name} (dynamic)", "lines+markers", "circle"),
+            (anytime, f"{card.name}: one exit for all", "markers", "x"),
+        ):
+            if series:
+                figure.add_scatter(
+                    x=[p.mean_flops / 1e6 for p in series],
+                    y=[100 * p.top1 for p in series],
+                    mode=mode,
+                    marker=dict(symbol=symbol, size=9, color=color),
+                    line=dict(color=color),
+                    name=label,
+                    hovertext=[_hover(card.name, p) for p in series],
+                    hoverinfo="text",
+                )
+        statics |= {b.name: b for b in card.evaluation.baselines}
+        if highlight and highlight[0] == card.name and (chosen := card.point(highlight[1])):
+            figure.add_scatter(
+                x=[chosen.mean_flops / 1e6],
+                y=[100 * chosen.top1],
+                mode="markers",
+                marker=dict(symbol="circle-open", size=22, color=THRESHOLD, line=dict(width=3)),
+                name=f"chosen: {chosen.name}",
+                hovertext=[_hover(card.name, chosen)],
+                hoverinfo="text",
+            )
+    if statics:
+        figure.add_scatter(
+            x=[p.mean_flops / 1e6 for p in statics.values()],
+            y=[100 * p.top1 for p in statics.values()],
+            mode="markers+text",
+            marker=dict(symbol="diamond", size=11, color=STATIC),
+            text=list(statics),
+            textposition="bottom right",
+            name="static networks",
+            hovertext=[_hover(name, p) for name, p in statics.items()],
+            hoverinfo="text",
+        )
+    figure.update_xaxes(title=f"mean {FLOPS_UNIT} per image, M")
+    figure.update_yaxes(title="top-1 accuracy, %")
+    return titled(figure, "How much accuracy for how much computation?", height=440)

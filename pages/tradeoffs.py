@@ -1,0 +1,62 @@
+import streamlit as st
+
+from dynviz import ui
+from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.gallery import exit_changes
+from dynviz.trace import ExitRecord
+from dynviz.viz.image import thumbnail
+from dynviz.viz.tradeoff import tradeoff_chart
+from dynviz.zoo import list_models, load_card
+
+SHOWN_CHANGES = 48
+
+st.title("Trade-offs: accuracy against computation")
+st.caption(
+    "Every point was measured by the eval command on the test images named in the model's card. A dynamic "
+    "model is a curve: each operating point (set of exit thresholds) trades accuracy for FLOPs. Static "
+    "networks are single points; crosses are the dynamic model's single exits used for every image."
+)
+cards = [card for name in list_models(emitting=ExitRecord) if (card := load_card(name)) and card.evaluation]
+if not cards:
+    st.warning("No early-exit model has an evaluated card yet.")
+    st.stop()
+
+name = st.selectbox("Model", [c.name for c in cards], key="tradeoff_model")
+card = next(c for c in cards if c.name == name)
+ordered = sorted(card.evaluation.points, key=lambda p: p.mean_flops)
+default = card.point(card.default_point)
+chosen = st.select_slider(
+    "Operating point (cheapest left)",
+    ordered,
+    value=default,
+    format_func=lambda p: f"{p.name} · {format_flops(p.mean_flops)}",
+    key="tradeoff_point",
+)
+same_data = [c for c in cards if c.evaluation.data == card.evaluation.data]
+st.plotly_chart(tradeoff_chart(same_data, (name, chosen.name)), key="tradeoff")
+st.caption(f"Measured on {card.evaluation.data} ({card.evaluation.split} split, {card.evaluation.images} images).")
+
+top1, flops, versus = st.columns(3)
+top1.metric("Top-1 at this point", f"{chosen.top1:.1%}", f"{chosen.top1 - default.top1:+.1%} vs default")
+flops.metric(
+    f"Mean {FLOPS_UNIT}", format_flops(chosen.mean_flops), f"{chosen.mean_flops / card.flops_full:.0%} of static"
+)
+versus.metric("Answered at each exit", " · ".join(f"{r:.0%}" for r in chosen.exit_rates) or "–")
+
+st.subheader("Which images change their exit?")
+st.caption(f"The gallery's images, decided at “{chosen.name}” against the default “{default.name}”.")
+before = ui.gallery(name, None, default.settings)
+after = ui.gallery(name, None, chosen.settings)
+changes = exit_changes(before, after)
+if not changes:
+    st.info("No gallery image changes its exit between these two operating points.")
+else:
+    earlier = sum(a.exit < b.exit for b, a in changes)
+    st.markdown(
+        f"**{len(changes)}** of {len(before)} images change: {earlier} leave earlier, {len(changes) - earlier} later."
+    )
+    st.image(
+        [thumbnail(a.item.image.image) for _, a in changes[:SHOWN_CHANGES]],
+        caption=[f"exit {b.exit + 1} → {a.exit + 1}" for b, a in changes[:SHOWN_CHANGES]],
+        width=64,
+    )

@@ -1,0 +1,110 @@
+"""The training pipeline without training: data layouts, augmentation, losses, budgeted calibration,
+and one tiny epoch to check checkpoints and resume."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dynviz.data import labelled_images
+from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
+from dynviz.models.msdnet import MSDNet, MSDNetConfig
+from dynviz.train.cifar import load_train_split, prepare
+from dynviz.train.exits import budgeted_thresholds, exit_index, forced_exit
+from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
+from dynviz.train.losses import distillation, exit_losses, self_distilled_exit_losses
+
+KEYS = Cifar10Classifier.class_keys()
+
+
+def write_batches(root: Path, per_batch: int = 4) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8), b"labels": list(range(per_batch))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    return root
+
+
+def write_folders(root: Path) -> Path:
+    for split in ("train", "test"):
+        for label in CIFAR10_CLASSES[:2]:
+            (root / split / label).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(root / split / label / f"{i}.png")
+    return root
+
+
+def test_python_batches_and_image_folders_give_the_same_kind_of_labelled_set(tmp_path):
+    batches = labelled_images(write_batches(tmp_path / "a"), KEYS, "test")
+    assert [item.label for item in batches] == [0, 1, 2, 3]
+    assert batches[1].load().size == (32, 32)
+    assert len(labelled_images(tmp_path / "a", KEYS, "train")) == 20
+    folders = labelled_images(write_folders(tmp_path / "b"), KEYS, "test")
+    assert len(folders) == 6 and {item.label for item in folders} == {0, 1}
+    assert all("test" in item.name for item in folders)
+
+
+def test_the_validation_split_is_carved_from_train_and_fixed(tmp_path):
+    options = TrainOptions(write_batches(tmp_path))
+    train, validation = load_train_split(options, validation_images=5)
+    again = load_train_split(options, validation_images=5)[1]
+    assert len(train) == 15 and len(validation) == 5
+    assert torch.equal(validation.images, again.images)
+
+
+def test_augmentation_crops_and_flips_reproducibly():
+    batch = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    first = prepare(batch, torch.Generator().manual_seed(1))
+    assert first.shape == (8, 3, 32, 32) and first.dtype == torch.float32
+    assert torch.equal(first, prepare(batch, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, prepare(batch, None))
+
+
+def test_losses_sum_exits_and_distillation_vanishes_when_student_equals_teacher():
+    labels = torch.tensor([0, 1])
+    logits = [torch.randn(2, 10) for _ in range(3)]
+    assert torch.isclose(exit_losses(logits, labels), sum(torch.nn.functional.cross_entropy(z, labels) for z in logits))
+    assert distillation(logits[0], logits[0]).abs() < 1e-6
+    assert self_distilled_exit_losses(logits, labels) > 0
+
+
+def test_budgeted_thresholds_follow_the_geometric_exit_shares():
+    torch.manual_seed(0)
+    confidences = torch.rand(4, 10_000)
+    for base, expected in ((0.5, 8 / 15), (1.0, 0.25)):
+        exits = exit_index(confidences, budgeted_thresholds(confidences, base))
+        assert abs(float((exits == 0).float().mean()) - expected) < 0.01
+    small, large = (exit_index(confidences, budgeted_thresholds(confidences, b)).float().mean() for b in (0.2, 2.0))
+    assert small < large  # a smaller base spends less
+
+
+def test_forced_exit_sends_every_input_to_that_exit():
+    confidences = torch.rand(3, 50)
+    for k in range(3):
+        assert set(exit_index(confidences, forced_exit(3, k)).tolist()) == {k}
+
+
+def test_one_tiny_epoch_checkpoints_and_resume_continues(tmp_path):
+    data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
+    schedule = Schedule(epochs=1, batch_size=8)
+    checkpoint = tmp_path / "tiny.pt"
+    net = MSDNet(MSDNetConfig.tiny())
+    accuracies = fit(net, exit_losses, data, data, prepare, schedule, checkpoint)
+    assert checkpoint.exists() and len(accuracies) == MSDNetConfig.tiny().exits
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 0
+    resumed = MSDNet(MSDNetConfig.tiny())
+    fit(resumed, exit_losses, data, data, prepare, schedule, checkpoint, resume=True)  # nothing left to train
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_a_recipe_without_data_says_what_it_needs():
+    from dynviz.train import RECIPES
+
+    with pytest.raises(SystemExit, match="needs --data"):
+        RECIPES["resnet20_cifar"](TrainOptions(None))
