@@ -17,7 +17,13 @@ import streamlit as st
 
 from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.explain import Heatmap, grad_cam
-from dynviz.gallery import GalleryItem, GalleryResult, default_gallery, labelled_gallery, run_gallery
+from dynviz.gallery import (
+    GalleryItem,
+    GalleryResult,
+    default_gallery,
+    labelled_gallery,
+    run_gallery,
+)
 from dynviz.inputs import InputError, InputImage, load_image
 from dynviz.models.base import Memo
 from dynviz.trace import Trace

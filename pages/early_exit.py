@@ -3,7 +3,13 @@ import streamlit as st
 from dynviz import ui
 from dynviz.cost import spent_of_full
 from dynviz.trace import ExitRecord, NodeRecord
-from dynviz.viz.exits import computation_grid, cost_bars, exit_table, exit_timeline, top_classes
+from dynviz.viz.exits import (
+    computation_grid,
+    cost_bars,
+    exit_table,
+    exit_timeline,
+    top_classes,
+)
 from dynviz.viz.image import network_view, photo, with_box, with_heatmap
 from dynviz.viz.style import exit_color
 from dynviz.zoo import list_models, load_card

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import encode, pattern
 
 from dynviz.gallery import (
     GalleryItem,
@@ -17,7 +18,6 @@ from dynviz.gallery import (
 from dynviz.inputs import load_image
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
-from conftest import encode, pattern
 
 EXITS = MSDNetConfig.tiny().exits
 

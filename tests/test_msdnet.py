@@ -4,13 +4,13 @@ import itertools
 
 import pytest
 import torch
+from conftest import encode, pattern
 
 from dynviz.cost import count_macs
 from dynviz.inputs import load_image
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.trace import ExitRecord, NodeRecord, Trace
 from dynviz.train.exits import forced_exit
-from conftest import encode, pattern
 
 EXITS = MSDNetConfig.tiny().exits
 

@@ -24,7 +24,13 @@ from safetensors.torch import save_file
 
 from dynviz.data import labelled_images
 from dynviz.models.cifar import Cifar10Classifier, cifar_view, normalize
-from dynviz.train.loop import CHECKPOINTS, Schedule, TensorSet, TrainOptions, require_data
+from dynviz.train.loop import (
+    CHECKPOINTS,
+    Schedule,
+    TensorSet,
+    TrainOptions,
+    require_data,
+)
 from dynviz.zoo import PRETRAINED, About, ModelCard, sha256_of
 
 EPOCHS = 10

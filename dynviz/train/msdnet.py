@@ -20,8 +20,19 @@ import json
 import torch
 
 from dynviz.models.msdnet import ABOUT, MSDNet, MSDNetClassifier, MSDNetConfig
-from dynviz.train.cifar import checkpoint_path, load_train_split, prepare, save_weights, schedule
-from dynviz.train.exits import budgeted_thresholds, exit_index, fit_temperature, forced_exit
+from dynviz.train.cifar import (
+    checkpoint_path,
+    load_train_split,
+    prepare,
+    save_weights,
+    schedule,
+)
+from dynviz.train.exits import (
+    budgeted_thresholds,
+    exit_index,
+    fit_temperature,
+    forced_exit,
+)
 from dynviz.train.loop import TrainOptions, fit, predict
 from dynviz.train.losses import self_distilled_exit_losses
 from dynviz.zoo import ModelCard, anytime_point

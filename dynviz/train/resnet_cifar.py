@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar, about
-from dynviz.train.cifar import checkpoint_path, load_train_split, prepare, save_weights, schedule
+from dynviz.train.cifar import (
+    checkpoint_path,
+    load_train_split,
+    prepare,
+    save_weights,
+    schedule,
+)
 from dynviz.train.loop import TrainOptions, fit
 from dynviz.train.losses import exit_losses
 from dynviz.zoo import ModelCard
