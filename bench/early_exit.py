@@ -1,11 +1,13 @@
-"""Benchmark: batch-1 latency and FLOPs per model, and the cascade's realised speed-up.
+"""Benchmark: batch-1 latency and FLOPs per model, and the early-exit models' realised speed-ups.
 
-    python bench/early_exit.py --data DIR [--split test]
+    python bench/early_exit.py --data DIR [--split test] [--cifar CIFAR_DIR] [--cifar-images N]
 
 DIR is a labelled ImageNet folder (e.g. the 500-image sample). Prints, in one run on one
 machine: each network's median batch-1 latency and FLOPs at its resolution, then the
 cascade's mean latency and FLOPs against the static Lite2 on the same images (both through
 ``python -m dynviz analyze``), so the realised speed-up stands next to the FLOPs ratio.
+With ``--cifar``, the same for MSDNet at its default operating point against MSDNet run to
+its last exit, on the first N images of the CIFAR-10 test split.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dynviz.__main__ import main as cli  # noqa: E402
 from dynviz.cost import format_flops, module_macs  # noqa: E402
-from dynviz.data import labelled_files  # noqa: E402
+from dynviz.data import labelled_files, labelled_images  # noqa: E402
 from dynviz.models.base import ImageNetClassifier  # noqa: E402
+from dynviz.models.cifar import Cifar10Classifier  # noqa: E402
 from dynviz.models.efficientnet_lite import NATIVE_RESOLUTION, efficientnet_lite  # noqa: E402
 from dynviz.models.lite_cascade import STAGES  # noqa: E402
+from dynviz.zoo import create_model  # noqa: E402
 
 
 def median_latency_ms(net: torch.nn.Module, resolution: int, repeats: int = 30) -> float:
@@ -56,33 +60,58 @@ def per_network() -> None:
         )
 
 
-def cascade_vs_static(data: Path, split: str) -> None:
-    files = [str(f.path) for f in labelled_files(data, ImageNetClassifier.class_keys(), split)]
+def dynamic_vs_static(
+    files: list[str], dynamic: str, static: str, static_settings: tuple[str, ...] = (), what: str = ""
+) -> None:
+    """Mean FLOPs and latency of ``dynamic`` against ``static`` (another model, or the same one with
+    ``static_settings`` that disable its exits), through ``python -m dynviz analyze`` on the same files."""
+    runs = {"static": (static, static_settings), "dynamic": (dynamic, ()), "static, warm": (static, static_settings)}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for model in ("lite2", "lite_cascade", "lite2"):  # Lite2 twice: the second, warm run is the one kept
-            out = Path(tmp) / f"{model}.json"
-            cli(["analyze", *files, "--model", model, "--out", str(out)])
+        for run, (model, settings) in runs.items():  # the static model twice: the second, warm run is kept
+            out = Path(tmp) / "traces.json"
+            cli(["analyze", *files, "--model", model, *[a for s in settings for a in ("--set", s)], "--out", str(out)])
             traces = json.loads(out.read_text())
-            results[model] = (
+            results[run] = (
                 statistics.fmean(t["cost"]["flops"] for t in traces),
                 statistics.fmean(t["cost"]["latency_ms"] for t in traces),
             )
-    (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["lite2"], results["lite_cascade"]
+    (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["static, warm"], results["dynamic"]
     flops_ratio, speedup = static_flops / dynamic_flops, static_ms / dynamic_ms
-    print(f"\non {len(files)} images ({data.name}, split {split}):")
-    print(f"  static lite2    {format_flops(static_flops):>9} FLOPs  {static_ms:7.1f} ms mean")
-    print(f"  lite_cascade    {format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean")
+    print(f"\non {len(files)} images ({what}):")
+    print(
+        f"  {'static ' + static + (' (no early exit)' if static_settings else ''):<40}{format_flops(static_flops):>9} FLOPs  {static_ms:7.1f} ms mean"
+    )
+    print(
+        f"  {dynamic + ' (default operating point)':<40}{format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean"
+    )
     print(
         f"  FLOPs ratio {flops_ratio:.2f}x, realised speed-up {speedup:.2f}x "
         f"(realised / theoretical = {speedup / flops_ratio:.2f})"
     )
 
 
+def imagenet_files(data: Path, split: str) -> list[str]:
+    return [str(f.path) for f in labelled_files(data, ImageNetClassifier.class_keys(), split)]
+
+
+def cifar_test_files(data: Path, count: int) -> list[str]:
+    files = labelled_images(data, Cifar10Classifier.class_keys(), "test")
+    return [str(f.path) for f in files[:: max(1, len(files) // count)][:count]]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default="test", choices=("all", "calib", "test"))
+    parser.add_argument("--cifar", type=Path, help="CIFAR-10 folder with test/<class>/*.jpg")
+    parser.add_argument("--cifar-images", type=int, default=1000)
     args = parser.parse_args()
     per_network()
-    cascade_vs_static(args.data, args.split)
+    dynamic_vs_static(
+        imagenet_files(args.data, args.split), "lite_cascade", "lite2", what=f"{args.data.name}, split {args.split}"
+    )
+    if args.cifar:
+        never = tuple(f"{knob.name}={knob.high}" for knob in create_model("msdnet_cifar").knobs())
+        files = cifar_test_files(args.cifar, args.cifar_images)
+        dynamic_vs_static(files, "msdnet_cifar", "msdnet_cifar", never, what=f"{args.cifar.name} test split")

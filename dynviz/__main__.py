@@ -15,7 +15,7 @@ import pandas as pd
 
 from dynviz.cost import format_flops
 from dynviz.data import SPLITS, labelled_images
-from dynviz.evaluate import evaluate
+from dynviz.evaluate import evaluate, match_best_baseline
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
 from dynviz.train.loop import TrainOptions
@@ -155,13 +155,16 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
             print(f"baseline skipped: {error}", file=sys.stderr)
             continue
         baselines.append(dataclasses.replace(evaluate(static, files, {"static": {}})[0], name=baseline))
-    result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines))
+    match = match_best_baseline(points, baselines)
+    result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match)
     for point in (*points, *baselines):
         print(
             f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "
             f"{format_flops(point.mean_flops)} FLOPs  {point.mean_latency_ms:6.1f} ms"
             + (f"  exits {[round(r, 3) for r in point.exit_rates]}" if point.exit_rates else "")
         )
+    if match is not None:
+        print(match.describe())
     if out is not None:
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
     if write_card:

@@ -12,7 +12,7 @@ from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
 from dynviz.progress import progress
 from dynviz.trace import ExitRecord, Trace
-from dynviz.zoo import PointResult
+from dynviz.zoo import BaselineMatch, PointResult
 
 
 @dataclass
@@ -62,3 +62,19 @@ def evaluate(
         )
         for name, t in tallies.items()
     ]
+
+
+def match_best_baseline(points: list[PointResult], baselines: list[PointResult]) -> BaselineMatch | None:
+    """The cheapest operating point at least as accurate as the most accurate static baseline."""
+    if not baselines:
+        return None
+    best = max(baselines, key=lambda b: (b.top1, -b.mean_flops))
+    matching = [p for p in points if p.top1 >= best.top1]
+    cheapest = min(matching, key=lambda p: p.mean_flops, default=None)
+    return BaselineMatch(
+        best.name,
+        best.top1,
+        best.mean_flops,
+        cheapest.name if cheapest else None,
+        cheapest.mean_flops if cheapest else None,
+    )

@@ -254,3 +254,5 @@ def show_card(card: ModelCard) -> None:
             for p in (*evaluation.points, *evaluation.baselines)
         ]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+        if evaluation.match is not None:
+            st.markdown(evaluation.match.describe())

@@ -14,7 +14,7 @@ import json
 import os
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,28 @@ class PointResult:
 
 
 @dataclass(frozen=True)
+class BaselineMatch:
+    """Where the dynamic curve reaches the best static baseline's accuracy, if it does."""
+
+    baseline: str
+    baseline_top1: float
+    baseline_flops: float
+    point: str | None
+    """The cheapest operating point at least as accurate; None when none is."""
+    point_flops: float | None
+
+    @property
+    def flops_ratio(self) -> float | None:
+        return None if self.point_flops is None else self.point_flops / self.baseline_flops
+
+    def describe(self) -> str:
+        best = f"the most accurate static network, {self.baseline} ({100 * self.baseline_top1:.1f}% top-1)"
+        if self.point is None:
+            return f"No operating point reaches {best}."
+        return f"Reaches {best} at {self.flops_ratio:.2f}× its FLOPs, with “{self.point}”."
+
+
+@dataclass(frozen=True)
 class Evaluation:
     command: str
     data: str
@@ -111,6 +133,7 @@ class Evaluation:
     points: tuple[PointResult, ...]
     baselines: tuple[PointResult, ...] = ()
     """Static reference models on the same images."""
+    match: BaselineMatch | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +147,6 @@ class ModelCard:
     weights_sha256: str | None = None
     recipe: Recipe | None = None
     evaluation: Evaluation | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
     def point(self, name: str) -> PointResult | None:
         points = self.evaluation.points if self.evaluation else ()

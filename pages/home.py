@@ -22,9 +22,15 @@ and what it cost in FLOPs (multiply–adds), always next to the static network's
 st.subheader("Pages")
 st.markdown(
     """
-- **Early exit**: a cascade of networks that stops as soon as it is confident. See the stage where it stopped,
-  the confidence at each stage against its threshold, the FLOPs it saved, and what the answering stage looked at.
-  Move a threshold and the decision is re-made at once, reusing the stages already computed.
+- **Early exit**: networks that stop as soon as they are confident: a cascade of EfficientNet-Lite networks
+  for photos, and MSDNet with seven classifiers for CIFAR-10's 32×32 images. See the exit where it stopped,
+  the confidence at each exit against its threshold, the FLOPs it saved, what the answering exit looked at,
+  and for MSDNet which layers and scales were computed. Move a threshold and the decision is re-made at once,
+  reusing what was already computed.
+- **Easy vs hard**: a whole labelled set through an early-exit model: which images leave at the first exit,
+  which need the last, per class; open any of them on the early-exit page.
+- **Trade-offs**: accuracy against mean FLOPs for every operating point on the cards, next to static networks;
+  slide along the curve and see which images change their exit.
 """
 )
 st.subheader("Bundled models")

@@ -71,3 +71,49 @@ def test_uploads_a_broken_and_a_generated_image_keep_the_good_one(app):
     assert not app.exception
     assert app.session_state["dynviz_input"].name == "mine.png"
     assert {"Where did it stop?", "What did it cost?"} <= set(charts(app))
+
+
+def test_msdnet_on_the_early_exit_page_shows_its_grid_and_the_32_pixel_view(app):
+    app.switch_page("pages/early_exit.py").run()
+    app.selectbox(key="exit_model").select("msdnet_cifar").run()
+    assert not app.exception
+    figures = charts(app)
+    assert {"Where did it stop?", "What did the network compute? (scales × depth)"} <= set(figures)
+    assert any("resized from" in info.value and "32×32" in info.value for info in app.info)  # a big photo
+    app.slider(key="msdnet_cifar:tau_1").set_value(0.0).run()
+    assert metric(app, "Stopped at stage") == "1 of 7"
+    grid = charts(app)["What did the network compute? (scales × depth)"]["data"][0]
+    computed = [c != "#c7c7c7" for c in grid["marker"]["color"]]
+    assert sum(computed) == grid["x"].count(0) + sum(1 for x in grid["x"] if 1 <= x <= 4)  # block 1 only
+
+
+def test_the_gallery_groups_the_bundled_sample_by_exit_and_sends_an_image_to_analysis(app):
+    app.switch_page("pages/gallery.py").run()
+    assert not app.exception
+    assert metric(app, "Images") == "500"
+    figures = charts(app)
+    assert {"Where did the images leave?", "Which exit does each class take?"} <= set(figures)
+    assert sum(figures["Where did the images leave?"]["data"][0]["y"]) == 500
+    heatmap = figures["Which exit does each class take?"]["data"][0]
+    assert [sum(row) for row in heatmap["z"]] == [50] * 10
+    picked = app.selectbox(key="gallery_pick").value
+    app.button(key="gallery_send").click().run()
+    assert not app.exception
+    assert app.session_state["dynviz_input"].digest == picked.item.image.digest
+    assert app.session_state["exit_model"] == "msdnet_cifar"
+
+
+def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes(app):
+    app.switch_page("pages/tradeoffs.py").run()
+    app.selectbox(key="tradeoff_model").select("msdnet_cifar").run()
+    assert not app.exception
+    chart = charts(app)["How much accuracy for how much computation?"]
+    names = {series["name"] for series in chart["data"]}
+    assert {"msdnet_cifar (dynamic)", "static networks"} <= names
+    assert {"resnet20_cifar", "resnet56_cifar"} <= set(
+        next(s for s in chart["data"] if s["name"] == "static networks")["text"]
+    )
+    cheapest = app.select_slider(key="tradeoff_point").options[0]
+    app.select_slider(key="tradeoff_point").set_value(cheapest).run()
+    assert not app.exception
+    assert any("images change" in md.value for md in app.markdown)

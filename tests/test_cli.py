@@ -85,3 +85,22 @@ def test_eval_on_a_labelled_folder(tmp_path, capsys):
     default = next(p for p in result["points"] if p["name"] == "harm ≤ 0.4%")
     assert default["top1"] == 1.0 and default["exit_rates"][0] == 1.0
     assert {b["name"] for b in result["baselines"]} == {"lite0", "lite1", "lite2"}
+
+
+def test_analyze_and_eval_work_for_msdnet_and_its_baselines_on_cifar_batches(tmp_path, capsys):
+    from test_train import write_batches
+
+    image = tmp_path / "small.png"
+    image.write_bytes(encode(pattern(48, 40, seed=4), "PNG"))
+    out = tmp_path / "rows.csv"
+    assert main(["analyze", str(image), "--model", "msdnet_cifar", "--set", "tau_1=0", "--out", str(out)]) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["exit"] == 0 and row["nodes_computed"] < row["nodes"]
+    data = write_batches(tmp_path / "cifar")
+    result = tmp_path / "eval.json"
+    assert main(["eval", "msdnet_cifar", "--data", str(data), "--split", "test", "--out", str(result)]) == 0
+    evaluation = json.loads(result.read_text())
+    assert evaluation["images"] == 4
+    assert [b["name"] for b in evaluation["baselines"]] == ["resnet20_cifar", "resnet32_cifar", "resnet56_cifar"]
+    anytime = [p for p in evaluation["points"] if p["name"].startswith("anytime")]
+    assert [p["mean_flops"] for p in anytime] == sorted(p["mean_flops"] for p in anytime)

@@ -17,11 +17,11 @@ def class_exit_heatmap(table: pd.DataFrame) -> go.Figure:
     """Images per (class, exit): category-specific depth, the dataset-level picture of early exiting."""
     figure = go.Figure(
         go.Heatmap(
-            z=table.values,
+            z=table.values.tolist(),
             x=list(table.columns),
             y=list(table.index),
             colorscale="Blues",
-            text=table.values,
+            text=table.values.tolist(),
             texttemplate="%{text}",
             colorbar=dict(title="images"),
             hovertemplate="%{y} at %{x}: %{z} images<extra></extra>",
