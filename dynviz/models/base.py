@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import torch
 
 from dynviz.inputs import InputImage
-from dynviz.trace import Box, ExitRecord, Prediction, TopClass, Trace
+from dynviz.trace import Box, Cost, ExitRecord, Prediction, TopClass, Trace
 
 Memo = dict
 """Parts a model already computed for one input (e.g. cascade stages), so that a
@@ -167,3 +167,41 @@ def threshold_knobs(exit_names: Sequence[str], defaults: Sequence[float]) -> lis
         )
         for k, (name, default) in enumerate(zip(exit_names, defaults))
     ]
+
+
+@dataclass(frozen=True)
+class StaticOutput:
+    """One run of a static network on one input."""
+
+    logits: torch.Tensor
+    flops: int
+    latency_ms: float
+    part: str
+    """What ran, e.g. "lite0 @ 224 px"."""
+    notes: tuple[str, ...] = ()
+    """What was done to the input to fit the network (e.g. resized to 32×32)."""
+
+
+class StaticClassifier:
+    """A static network behind the zoo's interface: no knobs, one operating point, one part that
+    always runs. Subclasses provide ``name``, ``labels`` and ``run``."""
+
+    baselines: tuple[str, ...] = ()
+
+    def knobs(self) -> list[Knob]:
+        return []
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        return {"static": {}}
+
+    def run(self, image: InputImage) -> StaticOutput:
+        raise NotImplementedError
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        memo = {} if memo is None else memo
+        if "output" not in memo:
+            memo["output"] = self.run(image)
+        out: StaticOutput = memo["output"]
+        cost = Cost(out.flops, out.flops, {out.part: out.flops}, out.latency_ms)
+        prediction = prediction_from_probabilities(out.logits.softmax(-1), self.labels)
+        return Trace(self.name, image.name, image.size, prediction, cost, (), {}, image.notes + out.notes)

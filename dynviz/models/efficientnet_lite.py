@@ -26,15 +26,8 @@ from torch import nn
 
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
-from dynviz.models.base import (
-    ImageNetClassifier,
-    Knob,
-    Memo,
-    imagenet_labels,
-    prediction_from_probabilities,
-)
+from dynviz.models.base import ImageNetClassifier, StaticClassifier, StaticOutput
 from dynviz.runtime import inference_slot
-from dynviz.trace import Cost, Trace
 from dynviz.zoo import About, register_model
 
 BN_EPS = 1e-3
@@ -206,10 +199,8 @@ def run_view(net: EfficientNetLite, image: Image.Image, resolution: int) -> View
     return ViewOutput(logits, box, flops, watch.ms)
 
 
-class StaticLite(ImageNetClassifier, nn.Module):
+class StaticLite(ImageNetClassifier, StaticClassifier, nn.Module):
     """A static EfficientNet-Lite: the reference every dynamic model is compared with."""
-
-    baselines: tuple[str, ...] = ()
 
     def __init__(self, scale: str):
         super().__init__()
@@ -219,20 +210,9 @@ class StaticLite(ImageNetClassifier, nn.Module):
         self.net = efficientnet_lite(scale)
         module_macs(self.net, (1, 3, self.resolution, self.resolution))  # measured before any request
 
-    def knobs(self) -> list[Knob]:
-        return []
-
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        return {"static": {}}
-
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        memo = {} if memo is None else memo
-        if "view" not in memo:
-            memo["view"] = run_view(self.net, image.image, self.resolution)
-        view: ViewOutput = memo["view"]
-        cost = Cost(view.flops, view.flops, {f"{self.name} @ {self.resolution} px": view.flops}, view.latency_ms)
-        prediction = prediction_from_probabilities(view.logits.softmax(-1), imagenet_labels())
-        return Trace(self.name, image.name, image.size, prediction, cost, (), {}, image.notes)
+    def run(self, image: InputImage) -> StaticOutput:
+        view = run_view(self.net, image.image, self.resolution)
+        return StaticOutput(view.logits, view.flops, view.latency_ms, f"{self.name} @ {self.resolution} px")
 
 
 def about(scale: str) -> About:

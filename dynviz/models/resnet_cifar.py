@@ -21,10 +21,9 @@ from torch import nn
 
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
-from dynviz.models.base import Knob, Memo, prediction_from_probabilities
+from dynviz.models.base import StaticClassifier, StaticOutput
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
 from dynviz.runtime import inference_slot
-from dynviz.trace import Cost, Trace
 from dynviz.zoo import About, load_weights, register_model
 
 DEPTHS = (20, 32, 56)
@@ -89,9 +88,7 @@ def about(depth: int) -> About:
     )
 
 
-class StaticResNetCifar(Cifar10Classifier, nn.Module):
-    baselines: tuple[str, ...] = ()
-
+class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
     def __init__(self, depth: int, net: ResNetCifar | None = None):
         super().__init__()
         self.name = f"resnet{depth}_cifar"
@@ -105,23 +102,11 @@ class StaticResNetCifar(Cifar10Classifier, nn.Module):
         net.load_state_dict(load_weights(f"resnet{depth}_cifar")[0])
         return cls(depth, net)
 
-    def knobs(self) -> list[Knob]:
-        return []
-
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        return {"static": {}}
-
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        memo = {} if memo is None else memo
+    def run(self, image: InputImage) -> StaticOutput:
         view = cifar_view(image)
-        if "logits" not in memo:
-            with inference_slot(), stopwatch() as watch:
-                memo["logits"] = self.net(view.tensor())[0]
-            memo["latency_ms"] = watch.ms
-        cost = Cost(self.flops, self.flops, {self.name: self.flops}, memo["latency_ms"])
-        prediction = prediction_from_probabilities(memo["logits"].softmax(-1), self.labels)
-        notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(self.name, image.name, image.size, prediction, cost, (), {}, notes)
+        with inference_slot(), stopwatch() as watch:
+            logits = self.net(view.tensor())[0]
+        return StaticOutput(logits, self.flops, watch.ms, self.name, (view.note,) if view.note else ())
 
 
 for _depth in DEPTHS:

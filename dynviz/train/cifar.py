@@ -21,14 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch import nn
 
 from dynviz.data import labelled_images
 from dynviz.models.cifar import Cifar10Classifier, cifar_view, normalize
 from dynviz.train.loop import (
     CHECKPOINTS,
+    LossFunction,
     Schedule,
     TensorSet,
     TrainOptions,
+    fit,
     require_data,
 )
 from dynviz.zoo import PRETRAINED, About, ModelCard, sha256_of
@@ -89,3 +92,23 @@ def save_weights(
     weights = PRETRAINED / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in tensors.items()}, weights, metadata=metadata)
     return ModelCard(name, about, flops_full, default_point, weights.name, sha256_of(weights))
+
+
+def train_on_cifar(
+    name: str, net: nn.Module, loss_function: LossFunction, options: TrainOptions
+) -> tuple[list[float], TensorSet]:
+    """The shared CIFAR recipe: the train split less validation, the shared schedule, checkpoints
+    under ``name``. Returns each exit's validation accuracy, and the validation set for calibration."""
+    train_set, validation = load_train_split(options)
+    accuracies = fit(
+        net,
+        loss_function,
+        train_set,
+        validation,
+        prepare,
+        schedule(options),
+        checkpoint_path(name),
+        options.device,
+        options.resume,
+    )
+    return accuracies, validation

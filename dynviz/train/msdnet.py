@@ -20,20 +20,14 @@ import json
 import torch
 
 from dynviz.models.msdnet import ABOUT, MSDNet, MSDNetClassifier, MSDNetConfig
-from dynviz.train.cifar import (
-    checkpoint_path,
-    load_train_split,
-    prepare,
-    save_weights,
-    schedule,
-)
+from dynviz.train.cifar import prepare, save_weights, train_on_cifar
 from dynviz.train.exits import (
     budgeted_thresholds,
     exit_index,
     fit_temperature,
     forced_exit,
 )
-from dynviz.train.loop import TrainOptions, fit, predict
+from dynviz.train.loop import TrainOptions, predict
 from dynviz.train.losses import self_distilled_exit_losses
 from dynviz.zoo import ModelCard, anytime_point
 
@@ -47,20 +41,9 @@ def budget_name(base: float) -> str:
 
 def train(options: TrainOptions) -> ModelCard:
     name = MSDNetClassifier.name
-    train_set, validation = load_train_split(options)
     config = MSDNetConfig()
     net = MSDNet(config)
-    fit(
-        net,
-        self_distilled_exit_losses,
-        train_set,
-        validation,
-        prepare,
-        schedule(options),
-        checkpoint_path(name),
-        options.device,
-        options.resume,
-    )
+    _, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
     logits = predict(net, validation, prepare)
     labels = validation.labels
     temperatures = torch.tensor([fit_temperature(z, labels) for z in logits])
