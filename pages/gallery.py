@@ -34,7 +34,7 @@ if source != "Bundled sample":
     )
     if not folder:
         st.stop()
-point = ui.operating_point_picker(name, key="gallery_point")
+point = ui.operating_point_picker(name, key=f"gallery_point:{name}")
 settings = ui.model(name).operating_points()[point]
 try:
     results = ui.gallery(name, folder, settings)

@@ -30,7 +30,7 @@ chosen = st.select_slider(
     ordered,
     value=default,
     format_func=lambda p: f"{p.name} · {format_flops(p.mean_flops)}",
-    key="tradeoff_point",
+    key=f"tradeoff_point:{name}",
 )
 same_data = [c for c in cards if c.evaluation.data == card.evaluation.data]
 st.plotly_chart(tradeoff_chart(same_data, (name, chosen.name)), key="tradeoff")

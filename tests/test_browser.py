@@ -82,7 +82,7 @@ def app_url():
         server.wait(timeout=20)
 
 
-def test_upload_in_chromium_shows_the_exit_chart_and_the_flops(app_url, tmp_path):
+def test_in_chromium_an_upload_shows_the_exit_chart_and_the_gallery_its_charts(app_url, tmp_path):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -110,4 +110,7 @@ def test_upload_in_chromium_shows_the_exit_chart_and_the_flops(app_url, tmp_path
         expect(main.get_by_text("of 0.86 G static")).to_be_visible(timeout=120_000)
         time.sleep(2)  # let plotly finish drawing before the picture
         page.screenshot(path=os.environ.get("DYNVIZ_SCREENSHOT", str(tmp_path / "early_exit.png")), full_page=True)
+        page.get_by_role("link", name="Easy vs hard").click()  # MSDNet on the bundled CIFAR-10 sample
+        expect(main.get_by_text("Where did the images leave?")).to_be_visible(timeout=180_000)
+        expect(main.get_by_text("Which exit does each class take?")).to_be_visible(timeout=60_000)
         browser.close()
