@@ -25,12 +25,14 @@ name = st.selectbox("Model", [c.name for c in cards], key="tradeoff_model")
 card = next(c for c in cards if c.name == name)
 ordered = sorted(card.evaluation.points, key=lambda p: p.mean_flops)
 default = card.point(card.default_point)
-chosen = st.select_slider(
-    "Operating point (cheapest left)",
-    ordered,
-    value=default,
-    format_func=lambda p: f"{p.name} · {format_flops(p.mean_flops)}",
-    key=f"tradeoff_point:{name}",
+chosen = card.point(
+    st.select_slider(
+        "Operating point (cheapest left)",
+        [p.name for p in ordered],
+        value=default.name,
+        format_func=lambda point: f"{point} · {format_flops(card.point(point).mean_flops)}",
+        key=f"tradeoff_point:{name}",
+    )
 )
 same_data = [c for c in cards if c.evaluation.data == card.evaluation.data]
 st.plotly_chart(tradeoff_chart(same_data, (name, chosen.name)), key="tradeoff")
