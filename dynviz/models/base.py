@@ -153,20 +153,44 @@ def run_exits(
     return ExitDecision(tuple(records), answer, spent, latency, breakdown)
 
 
-def threshold_knobs(exit_names: Sequence[str], defaults: Sequence[float]) -> list[Knob]:
-    """One threshold knob per early exit (the last exit has none: it always answers)."""
-    return [
-        Knob(
-            f"tau_{k + 1}",
-            f"Exit threshold after {name}",
-            0.0,
-            NEVER,
-            0.01,
-            round(default, 3),
-            f"Stop after exit {k + 1} when its calibrated confidence is at least this. {NEVER} never stops here.",
-        )
-        for k, (name, default) in enumerate(zip(exit_names, defaults))
-    ]
+class ThresholdExits:
+    """Knobs and operating points of a calibrated early-exit model: one threshold τ_k per early exit
+    (the last exit has none: it always answers). Subclasses set ``point_thresholds`` (operating
+    point → τ), ``default_point`` and ``exit_names()``."""
+
+    point_thresholds: dict[str, tuple[float, ...]]
+    default_point: str
+
+    def exit_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def knobs(self) -> list[Knob]:
+        defaults = self.point_thresholds[self.default_point]
+        return [
+            Knob(
+                f"tau_{k + 1}",
+                f"Exit threshold after {name}",
+                0.0,
+                NEVER,
+                0.01,
+                round(default, 3),
+                f"Stop after exit {k + 1} when its calibrated confidence is at least this. {NEVER} never stops here.",
+            )
+            for k, (name, default) in enumerate(zip(self.exit_names()[:-1], defaults))
+        ]
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        names = [knob.name for knob in self.knobs()]
+        return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
+
+    def thresholds(self, settings: dict[str, float] | None) -> list[float]:
+        """τ per early exit: from ``settings`` where given, else the default operating point's."""
+        settings = settings or {}
+        return [settings.get(knob.name, knob.default) for knob in self.knobs()]
+
+    def applied(self, thresholds: list[float]) -> dict[str, float]:
+        """The knob settings a trace was decided under."""
+        return {f"tau_{k + 1}": t for k, t in enumerate(thresholds)}
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,10 @@ from dynviz.inputs import InputImage
 from dynviz.models.base import (
     ExitPart,
     ImageNetClassifier,
-    Knob,
     Memo,
+    ThresholdExits,
     imagenet_labels,
     run_exits,
-    threshold_knobs,
 )
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
@@ -88,7 +87,7 @@ REFERENCE = "lite2"
 """The static network the cascade replaces: its FLOPs are the cascade's 'full' cost."""
 
 
-class LiteCascade(ImageNetClassifier, nn.Module):
+class LiteCascade(ImageNetClassifier, ThresholdExits, nn.Module):
     name = "lite_cascade"
     stages = STAGES
     about = ABOUT
@@ -115,16 +114,8 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         points = {name: tuple(round(float(t), 4) for t in row) for name, row in zip(names, thresholds)}
         return cls(temperatures, points, card.default_point).eval()
 
-    def knobs(self) -> list[Knob]:
-        return threshold_knobs([s.name for s in self.stages[:-1]], self.point_thresholds[self.default_point])
-
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        names = [knob.name for knob in self.knobs()]
-        return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
-
-    def thresholds(self, settings: dict[str, float] | None) -> list[float]:
-        settings = settings or {}
-        return [settings.get(knob.name, knob.default) for knob in self.knobs()]
+    def exit_names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
 
     def stage_flops(self, k: int) -> int:
         stage = self.stages[k]
@@ -154,8 +145,16 @@ class LiteCascade(ImageNetClassifier, nn.Module):
         )
         baselines = self.baseline_flops()
         cost = Cost(decision.flops, baselines[REFERENCE], decision.breakdown, decision.latency_ms, baselines)
-        applied = {f"tau_{k + 1}": t for k, t in enumerate(thresholds)}
-        return Trace(self.name, image.name, image.size, decision.answer, cost, decision.records, applied, image.notes)
+        return Trace(
+            self.name,
+            image.name,
+            image.size,
+            decision.answer,
+            cost,
+            decision.records,
+            self.applied(thresholds),
+            image.notes,
+        )
 
     def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
         """Stage k's network, its last feature map and its input, for an attribution of class ``target``."""

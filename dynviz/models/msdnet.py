@@ -41,7 +41,7 @@ from torch import nn
 from dynviz.cost import macs_by_module, module_macs, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
-from dynviz.models.base import ExitPart, Knob, Memo, run_exits, threshold_knobs
+from dynviz.models.base import ExitPart, Memo, ThresholdExits, run_exits
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
 from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar
 from dynviz.runtime import inference_slot
@@ -99,10 +99,6 @@ class MSDNetConfig:
             self.scales - max(0, layer - 2) // interval,
             self.scales - (layer - 1) // interval,
         )
-
-    def block_of(self, layer: int) -> int:
-        """The exit block (0-based) a layer 1..L belongs to."""
-        return 0 if layer <= self.base else 1 + (layer - self.base - 1) // self.step
 
     @classmethod
     def tiny(cls) -> MSDNetConfig:
@@ -270,7 +266,7 @@ class ExitOutput:
     """Of its block and classifier."""
 
 
-class MSDNetClassifier(Cifar10Classifier, nn.Module):
+class MSDNetClassifier(Cifar10Classifier, ThresholdExits, nn.Module):
     """MSDNet behind the zoo's interface: calibrated exits, operating points, traces."""
 
     name = "msdnet_cifar"
@@ -318,13 +314,8 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
     def exit_layer(self, k: int) -> int:
         return self.net.config.base + self.net.config.step * k
 
-    def knobs(self) -> list[Knob]:
-        names = [part.name for part in self.exit_parts[:-1]]
-        return threshold_knobs(names, self.point_thresholds[self.default_point])
-
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        names = [knob.name for knob in self.knobs()]
-        return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
+    def exit_names(self) -> list[str]:
+        return [part.name for part in self.exit_parts]
 
     def exit_output(self, x: torch.Tensor, k: int, memo: Memo) -> ExitOutput:
         """Block k and its classifier, once per input: later knob settings reuse them from ``memo``.
@@ -349,8 +340,7 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
         memo = {} if memo is None else memo
         view = cifar_view(image)
         x = view.tensor()
-        knobs = self.knobs()
-        thresholds = [(settings or {}).get(knob.name, knob.default) for knob in knobs]
+        thresholds = self.thresholds(settings)
         decision = run_exits(
             self.exit_parts,
             thresholds,
@@ -373,9 +363,17 @@ class MSDNetClassifier(Cifar10Classifier, nn.Module):
         )
         full = sum(part.flops for part in self.exit_parts)
         cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms, self.baseline_flops)
-        applied = {knob.name: t for knob, t in zip(knobs, thresholds)}
         notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(self.name, image.name, image.size, decision.answer, cost, decision.records + nodes, applied, notes)
+        return Trace(
+            self.name,
+            image.name,
+            image.size,
+            decision.answer,
+            cost,
+            decision.records + nodes,
+            self.applied(thresholds),
+            notes,
+        )
 
     def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
         """Exit k's path (blocks 1..k, classifier k) and the classifier's first feature map."""
