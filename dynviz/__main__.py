@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
+    train.add_argument(
+        "--unlabeled", type=Path, help="extra unlabelled images for distilling recipes (e.g. CIFAR-10's train/)"
+    )
 
     args = parser.parse_args(argv)
     command = "python -m dynviz " + shlex.join(argv)
@@ -81,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out)
     if args.command == "eval":
         return eval_command(args.name, args.data, args.split, args.out, args.card, command)
-    return train_command(args.name, TrainOptions(args.data, args.epochs, args.device, args.resume), command)
+    return train_command(
+        args.name, TrainOptions(args.data, args.epochs, args.device, args.resume, args.unlabeled), command
+    )
 
 
 def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
@@ -146,7 +151,8 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
 def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
     model = create_model(name)
     files = labelled_images(data, model.class_keys(), split)
-    points = evaluate(model, files, model.operating_points())
+    default_point = getattr(model, "default_point", None)
+    points, usage = evaluate(model, files, model.operating_points(), default_point)
     baselines = []
     for baseline in model.baselines:
         try:
@@ -154,9 +160,9 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         except FileNotFoundError as error:
             print(f"baseline skipped: {error}", file=sys.stderr)
             continue
-        baselines.append(dataclasses.replace(evaluate(static, files, {"static": {}})[0], name=baseline))
+        baselines.append(dataclasses.replace(evaluate(static, files, {"static": {}})[0][0], name=baseline))
     match = match_best_baseline(points, baselines)
-    result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match)
+    result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match, usage)
     for point in (*points, *baselines):
         print(
             f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "

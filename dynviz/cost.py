@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,6 +41,24 @@ def macs_by_module(root: nn.Module, run: Callable[[], object]) -> dict[str, int]
         for name, ops in counter.get_flop_counts().items()
         if name == prefix or name.startswith(prefix + ".")
     }
+
+
+def output_sides(modules: Sequence[nn.Module], run: Callable[[], object]) -> list[int]:
+    """The side of each module's output feature map (its first call) while ``run`` executes."""
+    sides: dict[int, int] = {}
+
+    def record(i: int, output: torch.Tensor) -> None:  # a hook that returned a value would replace the output
+        sides.setdefault(i, output.shape[-1])
+
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, output, i=i: record(i, output)) for i, module in enumerate(modules)
+    ]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [sides[i] for i in range(len(modules))]
 
 
 _measured: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()

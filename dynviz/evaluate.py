@@ -11,8 +11,8 @@ from dynviz.data import LabelledImage
 from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
 from dynviz.progress import progress
-from dynviz.trace import ExitRecord, Trace
-from dynviz.zoo import BaselineMatch, PointResult
+from dynviz.trace import RECORD_TYPES, ExitRecord, Trace
+from dynviz.zoo import BaselineMatch, ClassUsage, PointResult
 
 
 @dataclass
@@ -31,11 +31,52 @@ class _Tally:
         self.exits.update(r.index for r in trace.records_of(ExitRecord) if r.taken)
 
 
+def unit_usage(trace: Trace) -> dict[str, float]:
+    """Unit name → the share of it that ran, from every record kind that gates units."""
+    usage: dict[str, float] = {}
+    for kind in RECORD_TYPES.values():
+        if hasattr(kind, "usage") and (records := trace.records_of(kind)):
+            usage |= kind.usage(records)
+    return usage
+
+
+@dataclass
+class _UsageTally:
+    sums: dict[int, dict[str, float]] = field(default_factory=dict)
+    images: Counter = field(default_factory=Counter)
+
+    def add(self, trace: Trace, label: int) -> None:
+        usage = unit_usage(trace)
+        if usage:
+            row = self.sums.setdefault(label, dict.fromkeys(usage, 0.0))
+            for unit, share in usage.items():
+                row[unit] += share
+            self.images[label] += 1
+
+    def result(self, point: str, labels: tuple[str, ...]) -> ClassUsage | None:
+        if not self.sums:
+            return None
+        units = tuple(next(iter(self.sums.values())))
+        present = sorted(self.sums)
+        return ClassUsage(
+            point,
+            units,
+            tuple(labels[c] for c in present),
+            tuple(self.images[c] for c in present),
+            tuple(tuple(round(self.sums[c][u] / self.images[c], 4) for u in units) for c in present),
+        )
+
+
 def evaluate(
-    model: DynamicModel, files: list[LabelledImage], points: Mapping[str, dict[str, float]]
-) -> list[PointResult]:
-    """Run every operating point on every file; each input's computed parts are shared between points."""
+    model: DynamicModel,
+    files: list[LabelledImage],
+    points: Mapping[str, dict[str, float]],
+    usage_point: str | None = None,
+) -> tuple[list[PointResult], ClassUsage | None]:
+    """Run every operating point on every file; each input's computed parts are shared between points.
+    Also returns the per-class usage of gated units at ``usage_point`` (None for models without gates)."""
     tallies = {name: _Tally() for name in points}
+    usage = _UsageTally()
     evaluated = 0
     for item in progress(files, len(files), f"eval {model.name}"):
         try:
@@ -46,11 +87,14 @@ def evaluate(
         evaluated += 1
         memo: dict = {}
         for name, settings in points.items():
-            tallies[name].add(model.analyze(image, settings, memo), item.label)
+            trace = model.analyze(image, settings, memo)
+            tallies[name].add(trace, item.label)
+            if name == usage_point:
+                usage.add(trace, item.label)
     if not evaluated:
         raise ValueError("no image could be evaluated")
     exit_count = 1 + max((k for t in tallies.values() for k in t.exits), default=-1)
-    return [
+    results = [
         PointResult(
             name,
             points[name],
@@ -62,6 +106,7 @@ def evaluate(
         )
         for name, t in tallies.items()
     ]
+    return results, usage.result(usage_point, model.labels) if usage_point else None
 
 
 def match_best_baseline(points: list[PointResult], baselines: list[PointResult]) -> BaselineMatch | None:

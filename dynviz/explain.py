@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import LayerAttribution, LayerGradCam
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from dynviz.runtime import exclusive
@@ -26,7 +26,8 @@ class ExplainTarget:
 
     model: nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor]
-    layer: nn.Module
+    layer: nn.Module | None
+    """The feature map Grad-CAM reads; None for pixel attributions."""
     inputs: torch.Tensor
     target: int
     box: Box
@@ -47,4 +48,16 @@ def grad_cam(target: ExplainTarget) -> Heatmap:
         cam = LayerGradCam(target.forward, target.layer).attribute(inputs, target=target.target, relu_attributions=True)
         cam = LayerAttribution.interpolate(cam.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
     values = cam[0, 0].numpy()
+    return Heatmap(values / values.max() if values.max() > 0 else values, target.box)
+
+
+def pushed_towards(target: ExplainTarget, steps: int = 32) -> Heatmap:
+    """Which input pixels pushed ``target.forward``'s output up: Integrated Gradients (Sundararajan et al.,
+    ICML 2017; captum) from a black image, summed over colour channels, positive part only."""
+    with exclusive(target.model), torch.enable_grad():
+        inputs = target.inputs.clone().requires_grad_(True)
+        attributions = IntegratedGradients(target.forward).attribute(
+            inputs, torch.zeros_like(inputs), target=target.target, n_steps=steps
+        )
+    values = attributions[0].sum(0).clamp(min=0).detach().numpy()
     return Heatmap(values / values.max() if values.max() > 0 else values, target.box)

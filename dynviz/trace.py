@@ -111,7 +111,67 @@ class NodeRecord:
         return {"nodes_computed": sum(r.computed for r in records), "nodes": len(records)}
 
 
-Record = ExitRecord | NodeRecord
+@dataclass(frozen=True)
+class BlockRecord:
+    """One residual block under an execution gate (layer skipping): run or skipped for this input."""
+
+    kind: ClassVar[str] = "block"
+    index: int
+    name: str
+    stage: int
+    resolution: int
+    """Side of its output feature map, in pixels of the network's input."""
+    probability: float | None
+    """The gate's probability of running it; None for a block without a gate (it always runs)."""
+    executed: bool
+    flops: float
+    """What the block costs when it runs (its gate excluded)."""
+
+    @staticmethod
+    def summarize(records: list[BlockRecord]) -> dict[str, Any]:
+        return {
+            "blocks_executed": sum(r.executed for r in records),
+            "blocks": len(records),
+            "block_mask": "".join("1" if r.executed else "0" for r in records),
+        }
+
+    @staticmethod
+    def usage(records: list[BlockRecord]) -> dict[str, float]:
+        """Unit name → how much of it ran (1 or 0), for per-class rates."""
+        return {r.name: float(r.executed) for r in records}
+
+
+@dataclass(frozen=True)
+class ChannelRecord:
+    """One layer's gated channels (channel skipping): which ran for this input."""
+
+    kind: ClassVar[str] = "channels"
+    layer: int
+    name: str
+    resolution: int
+    probabilities: tuple[float, ...]
+    """Each channel's gate probability of running."""
+    active: tuple[bool, ...]
+    flops: float
+    """Spent in the layer's gated convolutions with these channels."""
+    flops_full: float
+    """What they cost with every channel."""
+
+    @property
+    def active_fraction(self) -> float:
+        return sum(self.active) / len(self.active)
+
+    @staticmethod
+    def summarize(records: list[ChannelRecord]) -> dict[str, Any]:
+        active, channels = sum(sum(r.active) for r in records), sum(len(r.active) for r in records)
+        return {"active_channels": active, "channels": channels, "active_channel_fraction": round(active / channels, 4)}
+
+    @staticmethod
+    def usage(records: list[ChannelRecord]) -> dict[str, float]:
+        return {r.name: r.active_fraction for r in records}
+
+
+Record = ExitRecord | NodeRecord | BlockRecord | ChannelRecord
 RECORD_TYPES: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Record)}
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from dynviz.cost import FLOPS_UNIT, format_flops
-from dynviz.explain import Heatmap, grad_cam
+from dynviz.explain import Heatmap, grad_cam, pushed_towards
 from dynviz.gallery import (
     GalleryItem,
     GalleryResult,
@@ -27,6 +27,7 @@ from dynviz.gallery import (
 from dynviz.inputs import InputError, InputImage, load_image
 from dynviz.models.base import Memo
 from dynviz.trace import Trace
+from dynviz.viz.gates import class_usage_heatmap
 from dynviz.zoo import ModelCard, create_model, load_card, model_table
 
 INPUT_KEY = "dynviz_input"
@@ -107,6 +108,15 @@ def current_input() -> InputImage | None:
     return st.session_state.get(INPUT_KEY)
 
 
+def required_input() -> InputImage:
+    """The analysed input; the page stops with a hint while there is none."""
+    image = current_input()
+    if image is None:
+        st.info("Choose a photo in the sidebar: an example, an upload or the camera.")
+        st.stop()
+    return image
+
+
 EXIT_MODEL_KEY = "exit_model"
 
 
@@ -148,6 +158,23 @@ def analyze(model_name: str, image: InputImage, settings: dict[str, float] | Non
 def exit_heatmap(model_name: str, digest: str, exit_index: int, target: int, _image: InputImage) -> Heatmap:
     """Grad-CAM of one exit's class, cached per input (``digest`` stands for the unhashed image)."""
     return grad_cam(model(model_name).explain_exit(_image, exit_index, target))
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the attribution…")
+def gate_heatmap(model_name: str, digest: str, block: int, executed: tuple[bool, ...], _image: InputImage) -> Heatmap:
+    """Integrated Gradients of one block's gate logit, along the path the input took (cached per input)."""
+    return pushed_towards(model(model_name).explain_gate(_image, block, executed))
+
+
+def second_input(key: str) -> InputImage | None:
+    """A second image to compare with the sidebar's: an example photo or an upload."""
+    source = st.radio("Second image", ["Example photos", "Upload"], key=f"{key}:source", horizontal=True)
+    if source == "Upload":
+        upload = st.file_uploader("Image", key=f"{key}:upload")
+        return decoded_or_error(upload.getvalue(), upload.name) if upload is not None else None
+    entries = examples()
+    entry = st.selectbox("Example", entries, index=min(1, len(entries) - 1), format_func=lambda e: e["title"], key=key)
+    return example(entry)
 
 
 def example_photos() -> list[tuple[bytes, str]]:
@@ -199,7 +226,7 @@ def knob_sliders(model_name: str) -> dict[str, float]:
     }
 
 
-def answer_header(trace: Trace, decision: str, detail: str) -> None:
+def answer_header(trace: Trace, decision: str, detail: str, decision_label: str = "Stopped at stage") -> None:
     """The answer first: label, confidence, where it was decided and the cost."""
     label, where, cost, latency = st.columns(4)
     label.metric(
@@ -209,7 +236,7 @@ def answer_header(trace: Trace, decision: str, detail: str) -> None:
         delta_color="off",
         delta_arrow="off",
     )
-    where.metric("Stopped at stage", decision, detail, delta_color="off", delta_arrow="off")
+    where.metric(decision_label, decision, detail, delta_color="off", delta_arrow="off")
     cost.metric(
         FLOPS_UNIT,
         format_flops(trace.cost.flops),
@@ -225,6 +252,23 @@ def answer_header(trace: Trace, decision: str, detail: str) -> None:
 def card_table() -> pd.DataFrame:
     """The bundled models, one row each, from their cards."""
     return pd.DataFrame(model_table())
+
+
+def card_with_class_usage(model_name: str, unit: str) -> None:
+    """The per-class usage heatmap from the model's card (if its evaluation has one), then the card."""
+    card = load_card(model_name)
+    if card is None:
+        return
+    evaluation = card.evaluation
+    if evaluation is not None and evaluation.class_usage is not None:
+        usage = evaluation.class_usage
+        st.plotly_chart(class_usage_heatmap(usage, unit), key="class_usage")
+        st.caption(
+            f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} images, the share "
+            f"of each {unit} that each class ran at “{usage.point}” (in brackets: its images)."
+        )
+    with st.expander("Model card"):
+        show_card(card)
 
 
 def show_card(card: ModelCard) -> None:

@@ -125,6 +125,21 @@ class BaselineMatch:
 
 
 @dataclass(frozen=True)
+class ClassUsage:
+    """How much of each gated unit (block, channel group) ran, per class, at one operating point: the
+    category-specific inference paths of ConvNet-AIG."""
+
+    point: str
+    units: tuple[str, ...]
+    classes: tuple[str, ...]
+    """Classes with at least one evaluated image."""
+    images: tuple[int, ...]
+    """Evaluated images per class."""
+    rates: tuple[tuple[float, ...], ...]
+    """[class][unit]: the mean share of the unit that ran."""
+
+
+@dataclass(frozen=True)
 class Evaluation:
     command: str
     data: str
@@ -134,6 +149,8 @@ class Evaluation:
     baselines: tuple[PointResult, ...] = ()
     """Static reference models on the same images."""
     match: BaselineMatch | None = None
+    class_usage: ClassUsage | None = None
+    """For gated models, at the default operating point."""
 
 
 @dataclass(frozen=True)

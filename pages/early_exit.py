@@ -15,10 +15,7 @@ from dynviz.viz.style import exit_color
 from dynviz.zoo import list_models, load_card
 
 st.title("Early exit: stop as soon as it is sure")
-image = ui.current_input()
-if image is None:
-    st.info("Choose a photo in the sidebar: an example, an upload or the camera.")
-    st.stop()
+image = ui.required_input()
 
 name = st.selectbox("Model", list_models(emitting=ExitRecord), key=ui.EXIT_MODEL_KEY)
 controls, chart = st.columns([1, 3])

@@ -82,7 +82,7 @@ def app_url():
         server.wait(timeout=20)
 
 
-def test_in_chromium_an_upload_shows_the_exit_chart_and_the_gallery_its_charts(app_url, tmp_path):
+def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_and_the_gates(app_url, tmp_path):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -113,4 +113,8 @@ def test_in_chromium_an_upload_shows_the_exit_chart_and_the_gallery_its_charts(a
         page.get_by_role("link", name="Easy vs hard").click()  # MSDNet on the bundled CIFAR-10 sample
         expect(main.get_by_text("Where did the images leave?")).to_be_visible(timeout=180_000)
         expect(main.get_by_text("Which exit does each class take?")).to_be_visible(timeout=60_000)
+        page.get_by_role("link", name="Layer skipping").click()  # the uploaded photo, through Lite0's gates
+        expect(main.get_by_text("Which blocks ran?")).to_be_visible(timeout=120_000)
+        page.get_by_role("link", name="Channel gating").click()
+        expect(main.get_by_text("Which channels ran, layer by layer?")).to_be_visible(timeout=120_000)
         browser.close()

@@ -1,3 +1,10 @@
 """One file per method; importing this package registers every model in the zoo."""
 
-from dynviz.models import efficientnet_lite, lite_cascade, msdnet, resnet_cifar  # noqa: F401
+from dynviz.models import (  # noqa: F401
+    channel_gating,
+    efficientnet_lite,
+    lite_cascade,
+    msdnet,
+    resnet_cifar,
+    skip,
+)

@@ -82,6 +82,18 @@ class ImageNetClassifier:
         return _imagenet_classes()
 
 
+@dataclass(frozen=True)
+class NetworkInput:
+    """An input image as one network sees it."""
+
+    tensor: torch.Tensor
+    """[1, 3, H, W], normalised."""
+    box: Box
+    """The part of the input image it covers, in input pixels."""
+    notes: tuple[str, ...]
+    """What was done to the input to fit the network."""
+
+
 NEVER = 1.0
 """An exit threshold of 1.0 means "never stop here" (a saturated softmax can reach 1.0 exactly)."""
 

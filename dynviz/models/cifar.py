@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from dynviz.inputs import InputImage
+from dynviz.models.base import NetworkInput
 from dynviz.trace import Box
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -52,6 +53,11 @@ def cifar_view(image: InputImage) -> CifarView:
     return CifarView(
         pixels, box, f"CIFAR-10 model: {cropped}resized from {width}×{height} to {CIFAR_SIZE}×{CIFAR_SIZE} pixels."
     )
+
+
+def cifar_input(image: InputImage) -> NetworkInput:
+    view = cifar_view(image)
+    return NetworkInput(view.tensor(), view.box, image.notes + ((view.note,) if view.note else ()))
 
 
 class Cifar10Classifier:

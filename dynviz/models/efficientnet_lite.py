@@ -26,7 +26,12 @@ from torch import nn
 
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
-from dynviz.models.base import ImageNetClassifier, StaticClassifier, StaticOutput
+from dynviz.models.base import (
+    ImageNetClassifier,
+    NetworkInput,
+    StaticClassifier,
+    StaticOutput,
+)
 from dynviz.runtime import inference_slot
 from dynviz.zoo import About, register_model
 
@@ -43,14 +48,15 @@ class SameConv2d(nn.Conv2d):
     size: TF pads the bottom/right by one more pixel than the top/left when the
     total is odd, which a symmetric ``padding=`` cannot express."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.pad(x, pads) if any(pads) else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def conv_bn_act(
@@ -84,11 +90,12 @@ class MBConv(nn.Module):
         self.expand = conv_bn_act(spec.cin, spec.expanded) if spec.expanded != spec.cin else nn.Identity()
         self.depthwise = conv_bn_act(spec.expanded, spec.expanded, spec.kernel, spec.stride, groups=spec.expanded)
         self.project = conv_bn_act(spec.expanded, spec.cout, act=False)
-        self.residual = spec.stride == 1 and spec.cin == spec.cout
+        self.channels_in = spec.cin
+        self.identity_shortcut = spec.stride == 1 and spec.cin == spec.cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.depthwise(self.expand(x)))
-        return x + y if self.residual else y
+        return x + y if self.identity_shortcut else y
 
 
 class EfficientNetLite(nn.Module):
@@ -103,8 +110,12 @@ class EfficientNetLite(nn.Module):
         """The last feature map (after the head conv): the layer explanations use."""
         return self.head(self.blocks(self.stem(x)))
 
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's output."""
+        return self.classifier(self.head(x).mean((2, 3)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean((2, 3)))
+        return self.classify(self.blocks(self.stem(x)))
 
 
 def block_specs_from_state_dict(state: dict[str, torch.Tensor]) -> list[BlockSpec]:
@@ -171,6 +182,12 @@ def center_crop_box(width: int, height: int, fraction: float = CROP_FRACTION) ->
     side = fraction * min(width, height)
     x0, y0 = (width - side) / 2, (height - side) / 2
     return (x0, y0, x0 + side, y0 + side)
+
+
+def lite_input(image: InputImage, resolution: int) -> NetworkInput:
+    """The centre crop a Lite network sees, at ``resolution``²."""
+    box = center_crop_box(*image.size)
+    return NetworkInput(image_to_tensor(image.image, resolution, box), box, image.notes)
 
 
 def image_to_tensor(image: Image.Image, resolution: int, box: tuple[float, float, float, float]) -> torch.Tensor:

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dynviz.cost import macs_by_module, module_macs, stopwatch
+from dynviz.cost import macs_by_module, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import ExitPart, Memo, ThresholdExits, run_exits
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
-from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar
+from dynviz.models.resnet_cifar import resnet_flops
 from dynviz.runtime import inference_slot
 from dynviz.trace import Cost, ExitRecord, NodeRecord, Trace, build
 from dynviz.zoo import About, load_card, load_weights, register_model
@@ -289,9 +289,7 @@ class MSDNetClassifier(Cifar10Classifier, ThresholdExits, nn.Module):
         probe = torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)
         with torch.inference_mode():
             self.module_flops = macs_by_module(net, lambda: net(probe))
-        self.baseline_flops = {
-            f"ResNet-{depth}": module_macs(ResNetCifar(depth), (1, 3, CIFAR_SIZE, CIFAR_SIZE)) for depth in DEPTHS
-        }
+        self.baseline_flops = resnet_flops()
         self.exit_parts = [
             ExitPart(
                 f"exit {k + 1} (layer {self.exit_layer(k)})",

@@ -37,11 +37,13 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
+        self.channels_in = width_in
         self.extra_channels = width - width_in
         self.stride = stride
+        self.identity_shortcut = stride == 1 and not self.extra_channels
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 1 and not self.extra_channels:
+        if self.identity_shortcut:
             return x
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
@@ -69,9 +71,18 @@ class ResNetCifar(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's output."""
+        return self.classifier(x.mean((2, 3)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.blocks(self.stem(x))
-        return self.classifier(features.mean((2, 3)))
+        return self.classify(self.blocks(self.stem(x)))
+
+
+@functools.cache
+def resnet_flops() -> dict[str, int]:
+    """The static CIFAR ResNets' costs ("ResNet-20" → multiply–accumulates): every CIFAR model's yardstick."""
+    return {f"ResNet-{depth}": module_macs(ResNetCifar(depth), (1, 3, CIFAR_SIZE, CIFAR_SIZE)) for depth in DEPTHS}
 
 
 def about(depth: int) -> About:

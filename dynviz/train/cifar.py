@@ -28,6 +28,7 @@ from dynviz.models.cifar import Cifar10Classifier, cifar_view, normalize
 from dynviz.train.loop import (
     CHECKPOINTS,
     LossFunction,
+    Regularizer,
     Schedule,
     TensorSet,
     TrainOptions,
@@ -67,7 +68,7 @@ def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
         padded = F.pad(batch, (PADDING,) * 4)
         offsets = torch.randint(0, 2 * PADDING + 1, (len(batch), 2), generator=generator).tolist()
         batch = torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
-        flip = torch.rand(len(batch), generator=generator) < 0.5
+        flip = (torch.rand(len(batch), generator=generator) < 0.5).to(batch.device)
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
     return normalize(batch)
 
@@ -95,7 +96,11 @@ def save_weights(
 
 
 def train_on_cifar(
-    name: str, net: nn.Module, loss_function: LossFunction, options: TrainOptions
+    name: str,
+    net: nn.Module,
+    loss_function: LossFunction,
+    options: TrainOptions,
+    regularizer: Regularizer | None = None,
 ) -> tuple[list[float], TensorSet]:
     """The shared CIFAR recipe: the train split less validation, the shared schedule, checkpoints
     under ``name``. Returns each exit's validation accuracy, and the validation set for calibration."""
@@ -110,5 +115,6 @@ def train_on_cifar(
         checkpoint_path(name),
         options.device,
         options.resume,
+        regularizer,
     )
     return accuracies, validation

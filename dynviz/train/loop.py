@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynviz.models.gates import GatedOutput
 from dynviz.zoo import PRETRAINED
 
 CHECKPOINTS = Path(os.environ.get("DYNVIZ_CHECKPOINTS", PRETRAINED.parent / "checkpoints"))
@@ -27,6 +28,8 @@ CHECKPOINTS = Path(os.environ.get("DYNVIZ_CHECKPOINTS", PRETRAINED.parent / "che
 
 LossFunction = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
 """(logits of every exit, labels) → scalar loss."""
+Regularizer = Callable[[GatedOutput], torch.Tensor]
+"""A gated network's training output → a penalty on its decisions (e.g. the execution-rate loss)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class TrainOptions:
     """None: the recipe's own number."""
     device: str = "cpu"
     resume: bool = False
+    unlabeled: Path | None = None
+    """Extra images without labels, for recipes that distil (a teacher labels them)."""
 
 
 def require_data(options: TrainOptions, what: str) -> Path:
@@ -67,8 +72,10 @@ class TensorSet:
         return len(self.labels)
 
 
-def exit_logits(output: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
-    """A network's output as a list of exits (a static network has one)."""
+def exit_logits(output: torch.Tensor | list[torch.Tensor] | GatedOutput) -> list[torch.Tensor]:
+    """A network's output as a list of exits (a static or gated network has one)."""
+    if isinstance(output, GatedOutput):
+        return [output.logits]
     return list(output) if isinstance(output, (list, tuple)) else [output]
 
 
@@ -87,14 +94,21 @@ def fit(
     checkpoint: Path,
     device: str = "cpu",
     resume: bool = False,
+    regularizer: Regularizer | None = None,
+    teacher: nn.Module | None = None,
 ) -> list[float]:
     """Train ``net`` in place; returns the validation accuracy of each exit.
 
     ``prepare(uint8 batch, generator)`` augments (with a generator) or only
-    normalises (with None) a batch."""
+    normalises (with None) a batch. A gated network's decisions are also
+    penalised by ``regularizer``. With a ``teacher``, the loss's targets are the
+    teacher's logits on the very same augmented batch instead of the labels
+    (distillation as function matching)."""
     torch.manual_seed(schedule.seed)
     generator = torch.Generator().manual_seed(schedule.seed)
     net.to(device, memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.to(device, memory_format=torch.channels_last).eval()
     optimizer = torch.optim.SGD(
         net.parameters(), lr=schedule.peak_lr, momentum=0.9, nesterov=True, weight_decay=schedule.weight_decay
     )
@@ -125,10 +139,17 @@ def fit(
         order = torch.randperm(len(train), generator=generator)
         for step in range(steps_per_epoch):
             batch = order[step * schedule.batch_size : (step + 1) * schedule.batch_size]
-            inputs = prepare(train.images[batch], generator).to(device, memory_format=torch.channels_last)
+            # Augmentation runs where the network does: on a GPU the CPU would be the bottleneck.
+            inputs = prepare(train.images[batch].to(device), generator).contiguous(memory_format=torch.channels_last)
+            targets = train.labels[batch].to(device)
             with autocast(device):
-                logits = exit_logits(net(inputs))
-            loss = loss_function([z.float() for z in logits], train.labels[batch].to(device))
+                output = net(inputs)
+                if teacher is not None:
+                    with torch.no_grad():
+                        targets = teacher(inputs).float()
+            loss = loss_function([z.float() for z in exit_logits(output)], targets)
+            if regularizer is not None:
+                loss = loss + regularizer(output)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -159,6 +180,8 @@ def fit(
             checkpoint,
         )
     net.to("cpu", memory_format=torch.contiguous_format).eval()
+    if teacher is not None:
+        teacher.to("cpu", memory_format=torch.contiguous_format)
     return accuracies or validation_accuracy(net, validation, prepare, "cpu")
 
 

@@ -10,6 +10,12 @@ teacher's softened distribution; applied from a network's last exit to its
 earlier ones it is the in-place distillation of IMTA (Li et al., ICCV 2019):
 
     KD(z_s, z_t) = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)).
+
+Gated networks add ConvNet-AIG's target-rate loss (Veit & Belongie, ECCV 2018,
+§3.3), which pulls the execution rate of every gate l, averaged over the batch
+(and its channels), towards a target t:
+
+    L_rate = (1 / L) Σ_l (ḡ_l − t)².
 """
 
 from __future__ import annotations
@@ -42,3 +48,7 @@ def self_distilled_exit_losses(
     return F.cross_entropy(last, labels) + sum(
         (1 - alpha) * F.cross_entropy(z, labels) + alpha * distillation(z, last) for z in early
     )
+
+
+def execution_rate_loss(gates: Sequence[torch.Tensor], target: float) -> torch.Tensor:
+    return torch.stack([(g.float().mean() - target) ** 2 for g in gates]).mean()

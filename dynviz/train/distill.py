@@ -1,0 +1,176 @@
+"""Recipes for the gated EfficientNet-Lite0 models: distillation from Lite0 itself.
+
+Only 250 labelled ImageNet images are available here (the calib half of the
+sample), far too few to learn from labels. So the gated student starts from
+Lite0's own weights and learns to match the static Lite0 — its teacher — on
+strongly augmented views, "function matching" in the words of Beyer et al.
+(CVPR 2022): the same random-resized crop, flip and mixup go to both networks,
+and the student minimises
+
+    L = KL(softmax(z_teacher) ‖ softmax(z_student)) + λ · L_rate(g; t)
+
+with the gates' target-rate loss. Upsampled CIFAR-10 train images (or any
+folder of photos, ``--unlabeled``) add variety: the teacher labels them.
+BatchNorm statistics stay those of ImageNet; the schedule is the shared one-cycle
+SGD at a fine-tuning learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from dynviz.data import labelled_files
+from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
+from dynviz.models import channel_gating, skip
+from dynviz.models.efficientnet_lite import efficientnet_lite
+from dynviz.models.gates import GatedOutput
+from dynviz.models.lite_cascade import LiteCascade
+from dynviz.train.cifar import checkpoint_path
+from dynviz.train.gated import rate_penalty, save_gated
+from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
+from dynviz.train.losses import distillation
+from dynviz.zoo import ModelCard
+
+EPOCHS = 6
+"""About half an hour on a 2-core CPU; an epoch is every unlabelled image once and the labelled ones as often."""
+UNLABELED_IMAGES = 2500
+STORED_SIDE = 256
+"""Images are kept as their central square at this side; crops of it are resized to the network's 224."""
+SIDE = 224
+CROP_AREA = (0.25, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def central_square(image: Image.Image, side: int = STORED_SIDE) -> np.ndarray:
+    width, height = image.size
+    edge = min(width, height)
+    box = ((width - edge) / 2, (height - edge) / 2, (width + edge) / 2, (height + edge) / 2)
+    return np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BICUBIC, box=box))
+
+
+def stack(pixels: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
+
+
+def unlabeled_images(folder: Path, count: int, seed: int = 0) -> list[np.ndarray]:
+    """A seeded draw of ``count`` images below ``folder``; unreadable files are reported and left out."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    chosen = [paths[i] for i in torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))[:count]]
+    pixels = []
+    for path in chosen:
+        try:
+            pixels.append(central_square(load_image_file(path).image))
+        except InputError as error:
+            print(error, file=sys.stderr)
+    return pixels
+
+
+def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """uint8 squares → Lite's input, (x − 127) / 128 at 224². With a generator: a random-resized crop and flip
+    per image (as one affine resampling), then mixup of half the images with a partner in the batch."""
+    x = batch.float()
+    if generator is None:
+        margin = (STORED_SIDE - SIDE) // 2  # 224 of 256: the 87.5% centre crop of evaluation
+        return (x[..., margin : margin + SIDE, margin : margin + SIDE] - 127.0) / 128.0
+    n = len(x)
+    area = torch.empty(n).uniform_(*CROP_AREA, generator=generator)
+    ratio = torch.empty(n).uniform_(*map(math.log, CROP_RATIO), generator=generator).exp()
+    width, height = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
+    centre_x = (torch.rand(n, generator=generator) * 2 - 1) * (1 - width)
+    centre_y = (torch.rand(n, generator=generator) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([width * flip, zero, centre_x], 1), torch.stack([zero, height, centre_y], 1)], 1)
+    grid = F.affine_grid(theta, [n, 3, SIDE, SIDE], align_corners=False).to(x.device)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    weight = torch.rand(n, generator=generator).clamp(min=0.5)  # ≥ 0.5: the image stays the main one
+    weight = torch.where(torch.rand(n, generator=generator) < 0.5, weight, torch.ones(n)).view(-1, 1, 1, 1)
+    partner = torch.randperm(n, generator=generator)
+    weight = weight.to(x.device)
+    return (weight * x + (1 - weight) * x[partner.to(x.device)] - 127.0) / 128.0
+
+
+class FrozenNorms(nn.Module):
+    """Fine-tune ``net`` with its BatchNorm statistics kept (small, shifted batches would spoil them)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def train(self, mode: bool = True) -> FrozenNorms:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> GatedOutput:
+        return self.net(x)
+
+
+def distill(
+    name: str, net: nn.Module, target: float, options: TrainOptions, model: Callable, tune_convolutions: bool = True
+) -> ModelCard:
+    """Distil ``net`` from Lite0. Without ``tune_convolutions`` only the gates and BatchNorm's scales and
+    shifts learn: 250 images are too few to re-learn Lite0's filters without memorising them."""
+    start = time.perf_counter()
+    if not tune_convolutions:
+        for module in net.backbone.modules():
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(isinstance(module, nn.BatchNorm2d))
+    root = require_data(options, "the ImageNet sample folder (its calib half is used)")
+    items = labelled_files(root, LiteCascade.class_keys(), split="calib")
+    labelled = stack([central_square(item.load().image) for item in items])
+    labels = torch.tensor([item.label for item in items])
+    extra = unlabeled_images(options.unlabeled, UNLABELED_IMAGES) if options.unlabeled else []
+    repeats = max(1, len(extra) // len(items))
+    images = torch.cat([labelled.repeat(repeats, 1, 1, 1), *([stack(extra)] if extra else [])])
+    train = TensorSet(images, torch.full((len(images),), -1))
+    print(
+        f"{len(items)} labelled images (×{repeats}) and {len(extra)} unlabelled, read in "
+        f"{time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
+
+    def match_teacher(logits: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
+        return distillation(logits[0], teacher, temperature=1.0)
+
+    schedule = Schedule(epochs=options.epochs or EPOCHS, batch_size=64, peak_lr=0.01, weight_decay=1e-5)
+    (accuracy,) = fit(
+        FrozenNorms(net),
+        match_teacher,
+        train,
+        TensorSet(labelled, labels),
+        prepare,
+        schedule,
+        checkpoint_path(name),
+        options.device,
+        options.resume,
+        rate_penalty(target),
+        teacher=efficientnet_lite("lite0"),
+    )
+    return save_gated(net, model, {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})
+
+
+def train_lite0_skip(options: TrainOptions) -> ModelCard:
+    net = skip.SkipNetwork(skip.Lite0Skip.backbone())
+    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip)
+
+
+def train_lite0_channels(options: TrainOptions) -> ModelCard:
+    net = channel_gating.ChannelGatedNetwork(
+        channel_gating.Lite0Channels.backbone(),
+        math.log(channel_gating.LITE_INITIAL_P / (1 - channel_gating.LITE_INITIAL_P)),
+    )
+    name, target = channel_gating.Lite0Channels.name, channel_gating.LITE_TARGET_RATE
+    return distill(name, net, target, options, channel_gating.Lite0Channels, tune_convolutions=False)

@@ -1,0 +1,57 @@
+import streamlit as st
+
+from dynviz import ui
+from dynviz.cost import spent_of_full
+from dynviz.trace import ChannelRecord
+from dynviz.viz.gates import (
+    active_fraction_chart,
+    channel_difference,
+    channel_heatmap,
+)
+from dynviz.zoo import list_models
+
+st.title("Channel gating: compute only the channels this input needs")
+image = ui.required_input()
+
+name = st.selectbox("Model", list_models(emitting=ChannelRecord), key="channel_model")
+controls, chart = st.columns([1, 3])
+with controls:
+    settings = ui.knob_sliders(name)
+    st.caption("Raise θ and channels whose gate is less sure they are needed are skipped: cheaper, but riskier.")
+trace = ui.analyze(name, image, settings)
+summary = trace.summary()
+with chart:
+    ui.answer_header(
+        trace,
+        f"{summary['active_channel_fraction']:.0%} of channels",
+        f"{summary['active_channels']} of {summary['channels']}",
+        "Channels computed",
+    )
+    for note in trace.notes:
+        st.info(ui.text(note), icon=":material/info:")
+st.plotly_chart(active_fraction_chart(trace), key="fractions")
+st.caption(
+    f"Bars: the share of each layer's gated channels that were computed for this input. This input cost "
+    f"{spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
+)
+st.plotly_chart(channel_heatmap(trace), key="channels")
+st.caption("Every gated channel of every layer; hover for its gate's probability of running.")
+
+with st.expander("Two inputs side by side: which channels differ?", expanded=True):
+    other = ui.second_input("channel_second")
+    if other is not None:
+        second = ui.analyze(name, other, settings)
+        left, right = st.columns(2)
+        for column, shown in ((left, trace), (right, second)):
+            column.metric(
+                ui.text(shown.input_name),
+                shown.prediction.label,
+                f"{shown.summary()['active_channel_fraction']:.0%} of channels, "
+                f"{spent_of_full(shown.cost.flops, shown.cost.flops_full)}",
+                delta_color="off",
+                delta_arrow="off",
+            )
+        st.plotly_chart(channel_difference(trace, second), key="difference")
+        st.caption("Green: computed for both; blue or orange: computed for one input only; grey: for neither.")
+
+ui.card_with_class_usage(name, "block's channels")

@@ -1,0 +1,51 @@
+import streamlit as st
+
+from dynviz import ui
+from dynviz.cost import spent_of_full
+from dynviz.trace import BlockRecord
+from dynviz.viz.gates import block_grid
+from dynviz.viz.image import photo, with_box, with_heatmap
+from dynviz.viz.style import exit_color
+from dynviz.zoo import list_models
+
+st.title("Layer skipping: run only the blocks this input needs")
+image = ui.required_input()
+
+name = st.selectbox("Model", list_models(emitting=BlockRecord), key="skip_model")
+controls, chart = st.columns([1, 3])
+with controls:
+    settings = ui.knob_sliders(name)
+    st.caption("Raise θ and blocks whose gate is less sure they are needed are skipped: cheaper, but riskier.")
+trace = ui.analyze(name, image, settings)
+blocks = trace.records_of(BlockRecord)
+with chart:
+    ran = sum(b.executed for b in blocks)
+    ui.answer_header(trace, f"{ran} of {len(blocks)} blocks", f"{len(blocks) - ran} skipped", "Blocks run")
+    for note in trace.notes:
+        st.info(ui.text(note), icon=":material/info:")
+st.plotly_chart(block_grid(trace), key="blocks")
+st.caption(
+    f"Top: each block's gate, the probability that it should run, against θ; a dotted bar is a block without "
+    f"a gate (it changes the feature map's shape, so it always runs). Bottom: what each block cost. This input "
+    f"cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
+)
+
+gated = [b for b in blocks if b.probability is not None]
+with st.expander("Why did a gate decide so? (Integrated Gradients)", expanded=True):
+    chosen = st.selectbox(
+        "Gate",
+        gated,
+        format_func=lambda b: f"{b.name}: p(run) = {b.probability:.2f}, {'ran' if b.executed else 'skipped'}",
+        key=f"{name}:gate",
+    )
+    heatmap = ui.gate_heatmap(name, image.digest, chosen.index, tuple(b.executed for b in blocks), image)
+    figure = photo(image.image, f"Which pixels pushed {chosen.name}'s gate to run?")
+    with_box(figure, heatmap.box, "seen by the network", exit_color(0))
+    with_heatmap(figure, heatmap, "pushed to run")
+    st.plotly_chart(figure, key="gate_attribution")
+    st.caption(
+        "Integrated Gradients (captum) of the chosen gate's logit, from a black image to this one, along the path "
+        "this input took through the earlier blocks. Bright: pixels that raised the gate's wish to run the block."
+    )
+
+ui.card_with_class_usage(name, "block")

@@ -1,0 +1,140 @@
+"""Layer skipping and channel gating on tiny, untrained networks: what is skipped is not computed, the sparse
+executed path equals the masked dense one, decisions follow the knob, and the card's per-class rates."""
+
+import pytest
+import torch
+from conftest import encode, pattern
+
+from dynviz.cost import count_macs
+from dynviz.data import LabelledFile
+from dynviz.evaluate import evaluate
+from dynviz.inputs import load_image
+from dynviz.models.channel_gating import (
+    ChannelGatedNetwork,
+    ChannelGateResNetCifar,
+)
+from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
+from dynviz.models.gates import sample_decisions
+from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.models.skip import SkipNetwork, SkipResNetCifar
+from dynviz.trace import BlockRecord, ChannelRecord, Trace
+from dynviz.train.losses import execution_rate_loss
+
+THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
+
+
+def varied_gates(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Untrained gates are input-independent (zero last layer): give them weights so decisions vary."""
+    torch.manual_seed(seed)
+    for gate in net.gates.values():
+        torch.nn.init.normal_(gate.fc2.weight, std=2.0)
+        torch.nn.init.normal_(gate.fc2.bias, std=1.0)
+    return net
+
+
+def tiny_lite() -> EfficientNetLite:
+    specs = [BlockSpec(8, 8, 8, 3, 1), BlockSpec(8, 12, 48, 3, 2), BlockSpec(12, 12, 72, 5, 1)]
+    return EfficientNetLite(specs, stem=8, head=32, num_classes=10).eval()
+
+
+@pytest.fixture(scope="module", params=["resnet", "mbconv"])
+def skipping(request):
+    backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
+    return SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1))  # CIFAR input, tiny backbone
+
+
+@pytest.fixture(scope="module", params=["resnet", "mbconv"])
+def channels(request):
+    backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
+    return ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2))
+
+
+@pytest.fixture(scope="module")
+def image():
+    return load_image(encode(pattern(40, 32, seed=5), "PNG"), "tiny.png")
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_skipped_blocks_are_not_computed(skipping, image, threshold):
+    settings = {"threshold": threshold}
+    with torch.inference_mode():
+        counted = count_macs(lambda: skipping.analyze(image, settings))
+    trace = skipping.analyze(image, settings)
+    blocks = trace.records_of(BlockRecord)
+    assert trace.cost.flops == counted == skipping.fixed_flops + sum(b.flops for b in blocks if b.executed)
+    assert all(b.executed == (b.probability is None or b.probability >= threshold) for b in blocks)
+
+
+def test_raising_the_threshold_skips_more_blocks(skipping, image):
+    traces = [skipping.analyze(image, {"threshold": t}) for t in THRESHOLDS]
+    executed = [sum(b.executed for b in t.records_of(BlockRecord)) for t in traces]
+    assert executed == sorted(executed, reverse=True) and executed[0] > executed[-1]
+    assert [t.cost.flops for t in traces] == sorted((t.cost.flops for t in traces), reverse=True)
+    assert all(b.executed for b in traces[0].records_of(BlockRecord) if b.probability is None)
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_skipped_channels_are_not_computed(channels, image, threshold):
+    settings = {"threshold": threshold}
+    with torch.inference_mode():
+        counted = count_macs(lambda: channels.analyze(image, settings))
+    trace = channels.analyze(image, settings)
+    layers = trace.records_of(ChannelRecord)
+    assert trace.cost.flops == counted
+    for layer in layers:
+        assert layer.flops == layer.flops_full * sum(layer.active) // len(layer.active)
+        assert layer.active == tuple(p >= threshold for p in layer.probabilities)
+
+
+def test_raising_the_threshold_switches_off_more_channels(channels, image):
+    fractions = [channels.analyze(image, {"threshold": t}).summary()["active_channel_fraction"] for t in THRESHOLDS]
+    assert fractions == sorted(fractions, reverse=True) and fractions[0] > fractions[-1]
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_the_executed_path_answers_as_the_masked_dense_path(skipping, channels, image, threshold):
+    for model in (skipping, channels):
+        trace = model.analyze(image, {"threshold": threshold})
+        with torch.no_grad():
+            dense = model.net(model.network_input(image).tensor, threshold).logits[0].softmax(-1)
+        top = trace.prediction.top
+        assert [c.index for c in top] == dense.topk(len(top)).indices.tolist()
+        assert [c.probability for c in top] == pytest.approx(dense.topk(len(top)).values.tolist(), abs=1e-5)
+
+
+def test_gated_traces_round_trip_through_json(skipping, channels, image):
+    for model in (skipping, channels):
+        trace = model.analyze(image, {"threshold": 0.5})
+        assert Trace.from_json(trace.to_json()) == trace
+    summary = skipping.analyze(image, {"threshold": 0.5}).summary()
+    assert (
+        len(summary["block_mask"]) == summary["blocks"]
+        and summary["block_mask"].count("1") == summary["blocks_executed"]
+    )
+
+
+def test_the_card_gets_each_class_s_execution_rates(skipping, tmp_path):
+    files = []
+    for i, label in enumerate((0, 0, 3)):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
+        files.append(LabelledFile(path, label))
+    points, usage = evaluate(skipping, files, skipping.operating_points(), "θ = 0.5")
+    assert len(points) == len(skipping.operating_points())
+    assert usage.classes == (skipping.labels[0], skipping.labels[3]) and usage.images == (2, 1)
+    assert len(usage.units) == len(skipping.parts)
+    assert all(0.0 <= rate <= 1.0 for row in usage.rates for rate in row)
+    ungated = [i for i, part in enumerate(skipping.parts) if str(i) not in skipping.net.gates]
+    assert all(row[i] == 1.0 for row in usage.rates for i in ungated)
+
+
+def test_training_decisions_are_hard_and_the_rate_loss_pulls_towards_the_target():
+    bias = torch.full((8,), 3.0, requires_grad=True)  # a gate's bias, shared by the batch
+    optimizer = torch.optim.SGD([bias], lr=20.0)
+    for _ in range(100):
+        gates = sample_decisions(bias.expand(256, 8))
+        assert torch.minimum(gates, 1 - gates).abs().max() < 1e-6  # 0 or 1, up to the straight-through's rounding
+        optimizer.zero_grad()
+        execution_rate_loss([gates], 0.3).backward()
+        optimizer.step()
+    assert sample_decisions(bias.detach().expand(4096, 8)).mean().item() == pytest.approx(0.3, abs=0.1)
