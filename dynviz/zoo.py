@@ -257,4 +257,5 @@ def sha256_of(path: Path) -> str:
 
 
 def machine_description() -> str:
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"

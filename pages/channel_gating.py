@@ -23,8 +23,8 @@ summary = trace.summary()
 with chart:
     ui.answer_header(
         trace,
-        f"{summary['active_channel_fraction']:.0%} of channels",
-        f"{summary['active_channels']} of {summary['channels']}",
+        f"{summary['active_channel_fraction']:.0%}",
+        f"{summary['active_channels']} of {summary['channels']} channels",
         "Channels computed",
     )
     for note in trace.notes:

@@ -20,7 +20,7 @@ trace = ui.analyze(name, image, settings)
 blocks = trace.records_of(BlockRecord)
 with chart:
     ran = sum(b.executed for b in blocks)
-    ui.answer_header(trace, f"{ran} of {len(blocks)} blocks", f"{len(blocks) - ran} skipped", "Blocks run")
+    ui.answer_header(trace, f"{ran}/{len(blocks)}", f"{len(blocks) - ran} skipped", "Blocks run")
     for note in trace.notes:
         st.info(ui.text(note), icon=":material/info:")
 st.plotly_chart(block_grid(trace), key="blocks")

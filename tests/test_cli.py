@@ -104,3 +104,23 @@ def test_analyze_and_eval_work_for_msdnet_and_its_baselines_on_cifar_batches(tmp
     assert [b["name"] for b in evaluation["baselines"]] == ["resnet20_cifar", "resnet32_cifar", "resnet56_cifar"]
     anytime = [p for p in evaluation["points"] if p["name"].startswith("anytime")]
     assert [p["mean_flops"] for p in anytime] == sorted(p["mean_flops"] for p in anytime)
+
+
+def test_analyze_adds_the_decision_summary_of_gated_models(tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    image.write_bytes(encode(pattern(64, 48, seed=4), "PNG"))
+    for model, columns in (
+        ("skip_resnet_cifar", {"blocks_executed", "blocks", "block_mask"}),
+        ("channel_gate_resnet_cifar", {"active_channels", "channels", "active_channel_fraction"}),
+    ):
+        rows = {}
+        for threshold in ("0.05", "0.95"):
+            out = tmp_path / f"{model}-{threshold}.csv"
+            assert (
+                main(["analyze", str(image), "--model", model, "--set", f"threshold={threshold}", "--out", str(out)])
+                == 0
+            )
+            rows[threshold] = pd.read_csv(out, dtype={"block_mask": str}).iloc[0]
+            assert columns <= set(rows[threshold].index)
+        assert rows["0.95"]["flops"] < rows["0.05"]["flops"]
+    assert len(rows["0.05"]) and rows["0.05"]["active_channel_fraction"] > rows["0.95"]["active_channel_fraction"]
