@@ -30,7 +30,6 @@ from dynviz.cost import macs_by_module, output_sides, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
-    prediction_from_probabilities,
 )
 from dynviz.models.efficientnet_lite import (
     MBConv,
@@ -51,7 +50,7 @@ from dynviz.models.gates import (
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.runtime import inference_slot
-from dynviz.trace import ChannelRecord, Cost, Trace
+from dynviz.trace import ChannelRecord, Trace
 from dynviz.zoo import About, register_model
 
 TARGET_RATE = 0.4
@@ -212,16 +211,8 @@ class ChannelSkipping(GatedModel, nn.Module):
             )
             for layer in self.layers
         )
-        gated = sum(r.flops for r in records)
-        cost = Cost(
-            self.fixed_flops + gated,
-            self.flops_full,
-            {"ungated layers and gates": self.fixed_flops, "gated channels": gated},
-            watch.ms,
-            self.baseline_flops,
-        )
-        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
-        return Trace(self.name, image.name, image.size, prediction, cost, records, {"threshold": threshold}, seen.notes)
+        spent = ("channels computed", sum(r.flops for r in records))
+        return self.gated_trace(image, seen, logits, records, spent, watch.ms, threshold)
 
 
 ABOUT = About(

@@ -28,7 +28,12 @@ from torch import nn
 
 from dynviz.cost import module_macs
 from dynviz.inputs import InputImage
-from dynviz.models.base import ImageNetClassifier, Knob, NetworkInput
+from dynviz.models.base import (
+    ImageNetClassifier,
+    Knob,
+    NetworkInput,
+    prediction_from_probabilities,
+)
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
@@ -36,6 +41,7 @@ from dynviz.models.efficientnet_lite import (
     lite_input,
 )
 from dynviz.models.resnet_cifar import ResNetCifar, resnet_flops
+from dynviz.trace import Cost, Trace
 from dynviz.zoo import load_weights
 
 GATE_WIDTH = 16
@@ -98,6 +104,30 @@ class GatedModel:
     """What a gate switches: "block" or "channel"."""
     network: type
     default_point = DEFAULT_POINT
+
+    fixed_flops: int
+    """What every input pays whatever the gates decide (stem, head, ungated parts, the gates)."""
+
+    def gated_trace(
+        self,
+        image: InputImage,
+        seen: NetworkInput,
+        logits: torch.Tensor,
+        records: tuple,
+        gated: tuple[str, float],
+        latency_ms: float,
+        threshold: float,
+    ) -> Trace:
+        """The trace of one input: ``gated`` names and prices what the gates let run, beside the fixed part."""
+        cost = Cost(
+            self.fixed_flops + gated[1],
+            self.flops_full,
+            {"always computed (with the gates)": self.fixed_flops, gated[0]: gated[1]},
+            latency_ms,
+            self.baseline_flops,
+        )
+        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
+        return Trace(self.name, image.name, image.size, prediction, cost, records, {"threshold": threshold}, seen.notes)
 
     @classmethod
     def pretrained(cls):

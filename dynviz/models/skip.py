@@ -31,7 +31,6 @@ from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
-    prediction_from_probabilities,
 )
 from dynviz.models.gates import (
     CIFAR_DATA,
@@ -48,7 +47,7 @@ from dynviz.models.gates import (
     decisions,
 )
 from dynviz.runtime import inference_slot
-from dynviz.trace import BlockRecord, Cost, Trace
+from dynviz.trace import BlockRecord, Trace
 from dynviz.zoo import About, register_model
 
 TARGET_RATE = 0.45
@@ -142,16 +141,8 @@ class LayerSkipping(GatedModel, nn.Module):
             BlockRecord(i, part.name, part.stage, part.resolution, p, run, part.flops)
             for i, (part, p, run) in enumerate(zip(self.parts, probabilities, executed))
         )
-        spent = sum(r.flops for r in records if r.executed)
-        cost = Cost(
-            self.fixed_flops + spent,
-            self.flops_full,
-            {"stem, head and gates": self.fixed_flops, "blocks run": spent},
-            watch.ms,
-            self.baseline_flops,
-        )
-        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
-        return Trace(self.name, image.name, image.size, prediction, cost, records, {"threshold": threshold}, seen.notes)
+        spent = ("blocks run", sum(r.flops for r in records if r.executed))
+        return self.gated_trace(image, seen, logits, records, spent, watch.ms, threshold)
 
     def explain_gate(self, image: InputImage, block: int, executed: Sequence[bool]) -> ExplainTarget:
         """Block ``block``'s gate logit (its push towards running), along the path the trace took."""
