@@ -3,7 +3,7 @@ import streamlit as st
 from dynviz import ui
 from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.gallery import exit_changes
-from dynviz.trace import ExitRecord
+from dynviz.trace import BlockRecord, ChannelRecord, ExitRecord
 from dynviz.viz.image import thumbnail
 from dynviz.viz.tradeoff import tradeoff_chart
 from dynviz.zoo import list_models, load_card
@@ -13,12 +13,13 @@ SHOWN_CHANGES = 48
 st.title("Trade-offs: accuracy against computation")
 st.caption(
     "Every point was measured by the eval command on the test images named in the model's card. A dynamic "
-    "model is a curve: each operating point (set of exit thresholds) trades accuracy for FLOPs. Static "
-    "networks are single points; crosses are the dynamic model's single exits used for every image."
+    "model is a curve: each operating point (exit thresholds, or a gate threshold θ) trades accuracy for FLOPs. "
+    "Static networks are single points; crosses are an early-exit model's single exits used for every image."
 )
-cards = [card for name in list_models(emitting=ExitRecord) if (card := load_card(name)) and card.evaluation]
+dynamic = sorted({name for kind in (ExitRecord, BlockRecord, ChannelRecord) for name in list_models(emitting=kind)})
+cards = [card for name in dynamic if (card := load_card(name)) and card.evaluation]
 if not cards:
-    st.warning("No early-exit model has an evaluated card yet.")
+    st.warning("No dynamic model has an evaluated card yet.")
     st.stop()
 
 name = st.selectbox("Model", [c.name for c in cards], key="tradeoff_model")
@@ -45,6 +46,8 @@ flops.metric(
 )
 versus.metric("Answered at each exit", " · ".join(f"{r:.0%}" for r in chosen.exit_rates) or "–")
 
+if name not in list_models(emitting=ExitRecord):
+    st.stop()  # the gallery below groups images by exit
 st.subheader("Which images change their exit?")
 st.caption(f"The gallery's images, decided at “{chosen.name}” against the default “{default.name}”.")
 before = ui.gallery(name, None, default.settings)

@@ -152,3 +152,12 @@ def test_channel_gating_page_compares_two_inputs(app):
     difference = next(f for title, f in figures.items() if title.startswith("Which channels differ"))
     assert len(difference["data"][0]["y"]) == len(figures["How much of each layer ran?"]["data"][0]["x"])
     assert metric(app, "Channels computed").endswith("%")
+
+
+def test_trade_offs_show_the_gated_models_beside_msdnet_and_the_resnets(app):
+    app.switch_page("pages/tradeoffs.py").run()
+    app.selectbox(key="tradeoff_model").set_value("skip_resnet_cifar").run()
+    assert not app.exception
+    names = {trace.get("name") for trace in charts(app)["How much accuracy for how much computation?"]["data"]}
+    assert {"skip_resnet_cifar (dynamic)", "channel_gate_resnet_cifar (dynamic)", "msdnet_cifar (dynamic)"} <= names
+    assert metric(app, "Top-1 at this point") == f"{load_card('skip_resnet_cifar').point('θ = 0.5').top1:.1%}"
