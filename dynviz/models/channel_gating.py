@@ -116,12 +116,14 @@ def sliced_block(block: nn.Module, x: torch.Tensor, on: torch.Tensor, side: int)
 class ChannelGatedNetwork(nn.Module):
     """A backbone (``stem``, ``blocks``, ``classify``) whose blocks each gate the channels inside them."""
 
-    def __init__(self, backbone: nn.Module, initial_logit: float = 2.0):
+    def __init__(self, backbone: nn.Module, initial_logit: float = 2.0, constant_start: bool = False):
         super().__init__()
         self.backbone = backbone
         self.gates = nn.ModuleDict(
             {
-                str(i): Gate(b.channels_in, gated_channels(b), initial_logit=initial_logit)
+                str(i): Gate(
+                    b.channels_in, gated_channels(b), initial_logit=initial_logit, constant_start=constant_start
+                )
                 for i, b in enumerate(backbone.blocks)
                 if gated_channels(b)
             }

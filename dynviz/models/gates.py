@@ -60,12 +60,21 @@ DEFAULT_POINT = threshold_point(DEFAULT_THRESHOLD)
 class Gate(nn.Module):
     """Pooled features → small MLP → one logit per controlled unit."""
 
-    def __init__(self, channels: int, units: int, width: int = GATE_WIDTH, initial_logit: float = 2.0):
+    def __init__(
+        self,
+        channels: int,
+        units: int,
+        width: int = GATE_WIDTH,
+        initial_logit: float = 2.0,
+        constant_start: bool = False,
+    ):
         super().__init__()
         self.fc1 = nn.Linear(channels, width)
         self.fc2 = nn.Linear(width, units)
-        # Start input-independent with every unit on (p ≈ 0.88), as ConvNet-AIG does; the input dependence is learnt.
-        nn.init.zeros_(self.fc2.weight)
+        # Start with the units on (p ≈ 0.88 at logit 2), as ConvNet-AIG does. A pretrained network starts with
+        # input-independent gates (last layer zeroed): random ones would switch off units at random, at once.
+        if constant_start:
+            nn.init.zeros_(self.fc2.weight)
         nn.init.constant_(self.fc2.bias, initial_logit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

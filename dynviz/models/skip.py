@@ -59,11 +59,15 @@ class SkipNetwork(nn.Module):
     """A backbone (``stem``, ``blocks``, ``classify``) with an execution gate on every block that has an
     identity shortcut to fall back on."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, constant_start: bool = False):
         super().__init__()
         self.backbone = backbone
         self.gates = nn.ModuleDict(
-            {str(i): Gate(block.channels_in, 1) for i, block in enumerate(backbone.blocks) if block.identity_shortcut}
+            {
+                str(i): Gate(block.channels_in, 1, constant_start=constant_start)
+                for i, block in enumerate(backbone.blocks)
+                if block.identity_shortcut
+            }
         )
 
     def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:

@@ -163,7 +163,7 @@ def distill(
 
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:
-    net = skip.SkipNetwork(skip.Lite0Skip.backbone())
+    net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True)
     return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip)
 
 
@@ -171,6 +171,7 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
     net = channel_gating.ChannelGatedNetwork(
         channel_gating.Lite0Channels.backbone(),
         math.log(channel_gating.LITE_INITIAL_P / (1 - channel_gating.LITE_INITIAL_P)),
+        constant_start=True,
     )
     name, target = channel_gating.Lite0Channels.name, channel_gating.LITE_TARGET_RATE
     return distill(name, net, target, options, channel_gating.Lite0Channels, tune_convolutions=False)
