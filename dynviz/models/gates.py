@@ -210,4 +210,5 @@ class Lite0Backbone(ImageNetClassifier):
         return lite_input(image, self.probe_size)
 
     def twin_flops(self) -> tuple[int, dict[str, int]]:
-        return module_macs(efficientnet_lite("lite0"), (1, 3, self.probe_size, self.probe_size)), {}
+        """The backbone without its gates is the static Lite0: price it, rather than load Lite0 a second time."""
+        return module_macs(self.net.backbone, (1, 3, self.probe_size, self.probe_size)), {}
