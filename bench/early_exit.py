@@ -61,11 +61,21 @@ def per_network() -> None:
 
 
 def dynamic_vs_static(
-    files: list[str], dynamic: str, static: str, static_settings: tuple[str, ...] = (), what: str = ""
+    files: list[str],
+    dynamic: str,
+    static: str,
+    static_settings: tuple[str, ...] = (),
+    what: str = "",
+    dynamic_settings: tuple[str, ...] = (),
 ) -> None:
-    """Mean FLOPs and latency of ``dynamic`` against ``static`` (another model, or the same one with
-    ``static_settings`` that disable its exits), through ``python -m dynviz analyze`` on the same files."""
-    runs = {"static": (static, static_settings), "dynamic": (dynamic, ()), "static, warm": (static, static_settings)}
+    """Mean FLOPs and latency of ``dynamic`` (at its default, or ``dynamic_settings``) against ``static``
+    (another model, or the same one with ``static_settings`` that disable its exits), through
+    ``python -m dynviz analyze`` on the same files."""
+    runs = {
+        "static": (static, static_settings),
+        "dynamic": (dynamic, dynamic_settings),
+        "static, warm": (static, static_settings),
+    }
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run, (model, settings) in runs.items():  # the static model twice: the second, warm run is kept
@@ -83,7 +93,8 @@ def dynamic_vs_static(
         f"  {'static ' + static + (' (no early exit)' if static_settings else ''):<40}{format_flops(static_flops):>9} FLOPs  {static_ms:7.1f} ms mean"
     )
     print(
-        f"  {dynamic + ' (default operating point)':<40}{format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean"
+        f"  {dynamic + (' ' + ', '.join(dynamic_settings) if dynamic_settings else ' (default operating point)'):<40}"
+        f"{format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean"
     )
     print(
         f"  FLOPs ratio {flops_ratio:.2f}x, realised speed-up {speedup:.2f}x "

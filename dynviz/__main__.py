@@ -160,7 +160,10 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         except FileNotFoundError as error:
             print(f"baseline skipped: {error}", file=sys.stderr)
             continue
-        baselines.append(dataclasses.replace(evaluate(static, files, {"static": {}})[0][0], name=baseline))
+        static_points = static.operating_points()
+        for point in evaluate(static, files, static_points)[0]:
+            named = baseline if len(static_points) == 1 else f"{baseline}, {point.name}"
+            baselines.append(dataclasses.replace(point, name=named))
     match = match_best_baseline(points, baselines)
     result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match, usage)
     for point in (*points, *baselines):

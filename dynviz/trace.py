@@ -87,7 +87,7 @@ class ExitRecord:
     @staticmethod
     def summarize(records: list[ExitRecord]) -> dict[str, Any]:
         taken = next(r for r in records if r.taken)
-        return {"exit": taken.index, "exit_name": taken.name}
+        return {"exit": taken.index, "exit_name": taken.name, "exit_resolution": taken.resolution}
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,68 @@ class ChannelRecord:
         return {r.name: r.active_fraction for r in records}
 
 
-Record = ExitRecord | NodeRecord | BlockRecord | ChannelRecord
+@dataclass(frozen=True)
+class MaskRecord:
+    """One residual block's spatial mask (pixel-level dynamic convolution): where it computed its output."""
+
+    kind: ClassVar[str] = "mask"
+    layer: int
+    name: str
+    resolution: int
+    """Side of the block's output grid; the mask is resolution × resolution, row by row."""
+    box: Box
+    """The part of the input image the grid covers, in input pixels."""
+    probabilities: tuple[float, ...]
+    """Each position's probability of being computed."""
+    computed: tuple[bool, ...]
+    """Where the block's output was computed; elsewhere the input passed through its shortcut."""
+    flops: float
+    """Spent in the block's convolutions at the positions they computed."""
+    flops_full: float
+    """What they cost at every position."""
+
+    @property
+    def density(self) -> float:
+        return sum(self.computed) / len(self.computed)
+
+    @staticmethod
+    def summarize(records: list[MaskRecord]) -> dict[str, Any]:
+        computed, positions = sum(sum(r.computed) for r in records), sum(len(r.computed) for r in records)
+        spent, full = sum(r.flops for r in records), sum(r.flops_full for r in records)
+        return {
+            "mask_density": round(computed / positions, 4),
+            "masked_flops_fraction": round(spent / full, 4),
+            "layer_densities": " ".join(f"{r.density:.2f}" for r in records),
+        }
+
+    @staticmethod
+    def usage(records: list[MaskRecord]) -> dict[str, float]:
+        return {r.name: r.density for r in records}
+
+
+@dataclass(frozen=True)
+class FocusRecord:
+    """One focus step of glance and focus: the map the policy read, and the patch it chose."""
+
+    kind: ClassVar[str] = "focus"
+    step: int
+    """1 for the first focus after the glance."""
+    policy: str
+    box: Box
+    """The patch, in input pixels."""
+    grid: int
+    """The policy's map is grid × grid, row by row, over ``grid_box``."""
+    grid_box: Box
+    scores: tuple[float, ...]
+    """The policy's score of each cell (a class-activation map, or the learned policy's logits)."""
+
+    @staticmethod
+    def summarize(records: list[FocusRecord]) -> dict[str, Any]:
+        boxes = " | ".join(",".join(f"{v:.0f}" for v in r.box) for r in records)
+        return {"focus_steps": len(records), "policy": records[0].policy, "crop_boxes": boxes}
+
+
+Record = ExitRecord | NodeRecord | BlockRecord | ChannelRecord | MaskRecord | FocusRecord
 RECORD_TYPES: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Record)}
 
 

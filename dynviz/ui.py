@@ -216,14 +216,30 @@ def operating_point_picker(model_name: str, key: str) -> str:
     )
 
 
-def knob_sliders(model_name: str) -> dict[str, float]:
-    """A slider per decision knob, starting at the model's default operating point."""
-    return {
-        knob.name: st.slider(
-            knob.label, knob.low, knob.high, knob.default, knob.step, help=knob.help, key=f"{model_name}:{knob.name}"
-        )
-        for knob in model(model_name).knobs()
-    }
+def knob_sliders(model_name: str, leave_out: tuple[str, ...] = ()) -> dict[str, float]:
+    """A slider per decision knob (a radio for a knob with named choices), starting at the model's default."""
+    settings = {}
+    for knob in model(model_name).knobs():
+        if knob.name in leave_out:
+            continue
+        key = f"{model_name}:{knob.name}"
+        if knob.choices:
+            options = range(len(knob.choices))
+            chosen = st.radio(
+                knob.label, options, int(knob.default), format_func=knob.choices.__getitem__, help=knob.help, key=key
+            )
+            settings[knob.name] = float(chosen)
+        else:
+            settings[knob.name] = st.slider(
+                knob.label, knob.low, knob.high, knob.default, knob.step, help=knob.help, key=key
+            )
+    return settings
+
+
+@st.cache_data(max_entries=64, show_spinner="Timing the sparse and the dense path…")
+def mask_speed(model_name: str, digest: str, threshold: float, _image: InputImage):
+    """Realised latency of a pixel-masking model's sparse path against its dense twin, on this input."""
+    return model(model_name).measure_speed(_image, threshold)
 
 
 def answer_header(trace: Trace, decision: str, detail: str, decision_label: str = "Stopped at stage") -> None:

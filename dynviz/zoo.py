@@ -45,10 +45,20 @@ def _load_model_modules() -> None:
     import dynviz.models  # noqa: F401  (registers every model)
 
 
-def list_models(emitting: type | None = None) -> list[str]:
-    """Registered names, or only those whose traces hold ``emitting`` records."""
+def list_models(emitting: type | None = None, unless: type | None = None) -> list[str]:
+    """Registered names, or only those whose traces hold ``emitting`` records (and no ``unless`` records)."""
     _load_model_modules()
-    return sorted(name for name in _registry if emitting is None or emitting in _emits[name])
+    return sorted(
+        name
+        for name in _registry
+        if (emitting is None or emitting in _emits[name]) and (unless is None or unless not in _emits[name])
+    )
+
+
+def dynamic_models() -> list[str]:
+    """Registered models whose traces hold decisions."""
+    _load_model_modules()
+    return sorted(name for name in _registry if _emits[name])
 
 
 def create_model(name: str) -> Any:

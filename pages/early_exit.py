@@ -2,7 +2,7 @@ import streamlit as st
 
 from dynviz import ui
 from dynviz.cost import spent_of_full
-from dynviz.trace import ExitRecord, NodeRecord
+from dynviz.trace import ExitRecord, FocusRecord, NodeRecord
 from dynviz.viz.exits import (
     computation_grid,
     cost_bars,
@@ -17,7 +17,7 @@ from dynviz.zoo import list_models, load_card
 st.title("Early exit: stop as soon as it is sure")
 image = ui.required_input()
 
-name = st.selectbox("Model", list_models(emitting=ExitRecord), key=ui.EXIT_MODEL_KEY)
+name = st.selectbox("Model", list_models(emitting=ExitRecord, unless=FocusRecord), key=ui.EXIT_MODEL_KEY)
 controls, chart = st.columns([1, 3])
 with controls:
     st.markdown("**Exit thresholds**")

@@ -27,6 +27,13 @@ st.markdown(
   the confidence at each exit against its threshold, the FLOPs it saved, what the answering exit looked at,
   and for MSDNet which layers and scales were computed. Move a threshold and the decision is re-made at once,
   reusing what was already computed.
+- **Layer skipping** and **Channel gating**: gates that decide, per input, which residual blocks run and which
+  channels inside them are computed; a threshold θ trades accuracy for FLOPs, and the card shows how the
+  paths differ by class.
+- **Spatial**: computation spent where it matters in the image: DynConv's pixel masks (which positions each
+  block computed, with the theoretical and the realised speed-up), GFNet's glance and focus (the crops it
+  chose, with a training-free and a learned policy side by side) and RANet's resolutions (a thumbnail first,
+  the full image only when needed).
 - **Easy vs hard**: a whole labelled set through an early-exit model: which images leave at the first exit,
   which need the last, per class; open any of them on the early-exit page.
 - **Trade-offs**: accuracy against mean FLOPs for every operating point on the cards, next to static networks;

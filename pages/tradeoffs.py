@@ -3,10 +3,10 @@ import streamlit as st
 from dynviz import ui
 from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.gallery import exit_changes
-from dynviz.trace import BlockRecord, ChannelRecord, ExitRecord
+from dynviz.trace import ExitRecord
 from dynviz.viz.image import thumbnail
 from dynviz.viz.tradeoff import tradeoff_chart
-from dynviz.zoo import list_models, load_card
+from dynviz.zoo import dynamic_models, list_models, load_card
 
 SHOWN_CHANGES = 48
 
@@ -16,7 +16,7 @@ st.caption(
     "model is a curve: each operating point (exit thresholds, or a gate threshold θ) trades accuracy for FLOPs. "
     "Static networks are single points; crosses are an early-exit model's single exits used for every image."
 )
-dynamic = sorted({name for kind in (ExitRecord, BlockRecord, ChannelRecord) for name in list_models(emitting=kind)})
+dynamic = dynamic_models()
 cards = [card for name in dynamic if (card := load_card(name)) and card.evaluation]
 if not cards:
     st.warning("No dynamic model has an evaluated card yet.")

@@ -161,3 +161,39 @@ def test_trade_offs_show_the_gated_models_beside_msdnet_and_the_resnets(app):
     names = {trace.get("name") for trace in charts(app)["How much accuracy for how much computation?"]["data"]}
     assert {"skip_resnet_cifar (dynamic)", "channel_gate_resnet_cifar (dynamic)", "msdnet_cifar (dynamic)"} <= names
     assert metric(app, "Top-1 at this point") == f"{load_card('skip_resnet_cifar').point('θ = 0.5').top1:.1%}"
+
+
+def test_spatial_page_draws_each_block_s_mask_and_its_speed_up(app):
+    app.switch_page("pages/spatial.py").run()
+    app.selectbox(key="mask_model").set_value("dynconv_resnet_cifar").run()
+    assert not app.exception
+    figures = charts(app)
+    overlay = next(f for title, f in figures.items() if title.startswith("Where did block 1 compute?"))
+    assert len(overlay["data"][1]["z"]) == 32  # the first block's 32×32 output grid, over the photo
+    assert (
+        len(
+            figures[
+                "How sparse was each block? " + metric(app, "Positions computed") + " of positions computed overall"
+            ]["data"][0]["x"]
+        )
+        == 15
+    )
+    assert metric(app, "Theoretical speed-up (FLOPs)").endswith("×")
+    assert metric(app, "Realised speed-up (latency, this server)").endswith("×")
+    before = float(metric(app, "Positions computed").rstrip("%"))
+    app.slider(key="dynconv_resnet_cifar:threshold").set_value(0.95).run()
+    assert float(metric(app, "Positions computed").rstrip("%")) < before
+    app.select_slider(key="dynconv_resnet_cifar:layer").set_value(14).run()
+    assert any(title.startswith("Where did block 15 compute?") for title in charts(app))
+
+
+def test_spatial_page_shows_both_glance_and_focus_policies_and_the_resolution_taken(app):
+    app.switch_page("pages/spatial.py").run()
+    app.slider(key="gfnet_lite0:threshold").set_value(1.0).run()
+    assert not app.exception
+    figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    looked = [f for f in figures if f["layout"]["title"]["text"].startswith("Where did it look?")]
+    assert len(looked) == 2 and all(len(f["layout"]["shapes"]) == 3 for f in looked)  # glance + 2 patches each
+    policies = {f["layout"]["title"]["text"] for f in figures if "policy saw" in f["layout"]["title"]["text"]}
+    assert any("class-activation peak" in t for t in policies) and any("learned" in t for t in policies)
+    assert metric(app, "Answered from") in {"8×8 px", "16×16 px", "32×32 px"}

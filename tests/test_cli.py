@@ -124,3 +124,20 @@ def test_analyze_adds_the_decision_summary_of_gated_models(tmp_path, capsys):
             assert columns <= set(rows[threshold].index)
         assert rows["0.95"]["flops"] < rows["0.05"]["flops"]
     assert len(rows["0.05"]) and rows["0.05"]["active_channel_fraction"] > rows["0.95"]["active_channel_fraction"]
+
+
+def test_analyze_adds_the_spatial_decision_summary(tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(encode(pattern(96, 64, seed=6), "PNG"))
+
+    def row(model: str, *settings: str) -> pd.Series:
+        out = tmp_path / f"{model}-{len(settings)}.csv"
+        options = [option for setting in settings for option in ("--set", setting)]
+        assert main(["analyze", str(image), "--model", model, *options, "--out", str(out)]) == 0
+        return pd.read_csv(out).iloc[0]
+
+    masks = row("dynconv_resnet_cifar", "threshold=0.3")
+    assert 0 < masks["mask_density"] <= 1 and len(masks["layer_densities"].split()) == 15
+    focus = row("gfnet_lite0", "threshold=1.0", "focus_steps=2", "policy=0")
+    assert focus["focus_steps"] == 2 and focus["crop_boxes"].count("|") == 1 and focus["exit"] == 2
+    assert row("ranet_cifar")["exit_resolution"] in (8, 16, 32)

@@ -1,4 +1,5 @@
-"""MSDNet's early exits on a tiny, untrained configuration: cost accounting, knobs, memo reuse."""
+"""The CIFAR multi-exit networks (MSDNet, RANet) on tiny, untrained configurations: cost accounting, knobs,
+memo reuse; MSDNet's grid of nodes; RANet's resolutions."""
 
 import itertools
 
@@ -8,18 +9,30 @@ from conftest import encode, pattern
 
 from dynviz.cost import count_macs
 from dynviz.inputs import load_image
+from dynviz.models.cifar import cifar_input
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
+from dynviz.models.ranet import RANet, RANetClassifier, RANetConfig
 from dynviz.trace import ExitRecord, NodeRecord, Trace
 from dynviz.train.exits import forced_exit
 
 EXITS = MSDNetConfig.tiny().exits
+assert RANetConfig.tiny().exits == EXITS
+
+
+def untrained(classifier: type):
+    torch.manual_seed(0)
+    net = classifier.network(classifier.config.tiny())
+    return classifier(net, torch.ones(EXITS), {"middle": (0.5,) * (EXITS - 1)}, "middle")
+
+
+@pytest.fixture(scope="module", params=[MSDNetClassifier, RANetClassifier])
+def tiny(request):
+    return untrained(request.param)
 
 
 @pytest.fixture(scope="module")
-def tiny() -> MSDNetClassifier:
-    torch.manual_seed(0)
-    net = MSDNet(MSDNetConfig.tiny())
-    return MSDNetClassifier(net, torch.ones(EXITS), {"middle": (0.5,) * (EXITS - 1)}, "middle")
+def tiny_msdnet() -> MSDNetClassifier:
+    return untrained(MSDNetClassifier)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +61,9 @@ def test_exits_are_monotone_in_cost_and_the_first_is_cheap(tiny):
     assert full.exit_parts[0].flops <= 0.2 * sum(p.flops for p in full.exit_parts)  # the paper's CIFAR layout
 
 
-def test_nodes_after_the_exit_are_not_computed(tiny, cifar_photo):
+def test_nodes_after_the_exit_are_not_computed(tiny_msdnet, cifar_photo):
     memo = {}
-    trace = tiny.analyze(cifar_photo, forced(0), memo)
+    trace = tiny_msdnet.analyze(cifar_photo, forced(0), memo)
     nodes = trace.records_of(NodeRecord)
     assert {n.computed for n in nodes if n.block == 0} == {True}
     assert {n.computed for n in nodes if n.block > 0} == {False}
@@ -86,8 +99,21 @@ def test_a_photo_is_cut_to_its_central_square_and_resized_with_a_note(tiny):
     assert any("resized from 120×80 to 32×32" in note for note in trace.notes)
 
 
-def test_the_trace_round_trips_through_json_with_its_grid(tiny, cifar_photo):
-    trace = tiny.analyze(cifar_photo)
+def test_the_trace_round_trips_through_json_with_its_grid(tiny_msdnet, cifar_photo):
+    trace = tiny_msdnet.analyze(cifar_photo)
     again = Trace.from_json(trace.to_json())
     assert again == trace
-    assert again.summary()["nodes"] == len(tiny.net.nodes)
+    assert again.summary()["nodes"] == len(tiny_msdnet.net.nodes)
+
+
+def test_ranet_answers_from_the_resolution_its_exit_saw(cifar_photo):
+    torch.manual_seed(0)
+    net = RANet(RANetConfig.tiny()).eval()
+    ranet = RANetClassifier(net, torch.ones(EXITS), {"p": (0.5,) * (EXITS - 1)}, "p")
+    assert [p.resolution for p in ranet.exit_parts] == [8, 16, 32]
+    for k in range(EXITS):
+        trace = ranet.analyze(cifar_photo, forced(k))
+        assert trace.summary()["exit_resolution"] == 8 << k
+        with torch.inference_mode():
+            expected = net(cifar_input(cifar_photo).tensor)[k][0].softmax(-1)
+        assert trace.prediction.confidence == pytest.approx(float(expected.max()), abs=1e-5)

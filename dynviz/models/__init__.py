@@ -2,9 +2,12 @@
 
 from dynviz.models import (  # noqa: F401
     channel_gating,
+    dynconv,
     efficientnet_lite,
+    gfnet,
     lite_cascade,
     msdnet,
+    ranet,
     resnet_cifar,
     skip,
 )

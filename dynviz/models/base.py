@@ -29,6 +29,8 @@ class Knob:
     step: float
     default: float
     help: str
+    choices: tuple[str, ...] = ()
+    """For a knob that picks one of named options: their names, the value being the index."""
 
 
 class DynamicModel(Protocol):
@@ -134,7 +136,8 @@ def run_exits(
 
         c_k = max_y softmax(z_k / T_k)(y)
 
-    reaches its threshold τ_k (the last exit always answers). Exits after the answer are never computed."""
+    reaches its threshold τ_k (the last exit always answers). Exits after the answer are never computed.
+    An exit's output may carry its own ``view_box`` (a focus step's patch); otherwise it saw ``view_box``."""
     records, answer, spent, latency, breakdown = [], None, 0.0, 0.0, {}
     for k, (part, threshold) in enumerate(zip(parts, [*thresholds, None])):
         computed = answer is None
@@ -151,7 +154,7 @@ def run_exits(
                 index=k,
                 name=part.name,
                 resolution=part.resolution,
-                view_box=view_box,
+                view_box=getattr(out, "view_box", view_box),
                 computed=computed,
                 taken=computed and answer is not None,
                 threshold=threshold,
@@ -219,8 +222,8 @@ class StaticOutput:
 
 
 class StaticClassifier:
-    """A static network behind the zoo's interface: no knobs, one operating point, one part that
-    always runs. Subclasses provide ``name``, ``labels`` and ``run``."""
+    """A static network behind the zoo's interface: one part that always runs, and no knobs, or only knobs
+    of the input it is given (e.g. its resolution). Subclasses provide ``name``, ``labels`` and ``run``."""
 
     baselines: tuple[str, ...] = ()
 
@@ -230,14 +233,16 @@ class StaticClassifier:
     def operating_points(self) -> dict[str, dict[str, float]]:
         return {"static": {}}
 
-    def run(self, image: InputImage) -> StaticOutput:
+    def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         raise NotImplementedError
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        if "output" not in memo:
-            memo["output"] = self.run(image)
-        out: StaticOutput = memo["output"]
+        settings = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
+        key = ("output", *settings.values())
+        if key not in memo:
+            memo[key] = self.run(image, settings)
+        out: StaticOutput = memo[key]
         cost = Cost(out.flops, out.flops, {out.part: out.flops}, out.latency_ms)
         prediction = prediction_from_probabilities(out.logits.softmax(-1), self.labels)
-        return Trace(self.name, image.name, image.size, prediction, cost, (), {}, image.notes + out.notes)
+        return Trace(self.name, image.name, image.size, prediction, cost, (), settings, image.notes + out.notes)

@@ -14,6 +14,7 @@ from the tensors' shapes), so one class serves all three scales.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
@@ -28,6 +29,7 @@ from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     ImageNetClassifier,
+    Knob,
     NetworkInput,
     StaticClassifier,
     StaticOutput,
@@ -227,9 +229,43 @@ class StaticLite(ImageNetClassifier, StaticClassifier, nn.Module):
         self.net = efficientnet_lite(scale)
         module_macs(self.net, (1, 3, self.resolution, self.resolution))  # measured before any request
 
-    def run(self, image: InputImage) -> StaticOutput:
+    def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = run_view(self.net, image.image, self.resolution)
         return StaticOutput(view.logits, view.flops, view.latency_ms, f"{self.name} @ {self.resolution} px")
+
+
+class ResizedLite0(StaticLite):
+    """The static Lite0 at a lower input resolution: the plain way to spend fewer FLOPs, which a spatially
+    dynamic model must beat at equal cost."""
+
+    resolutions = (128, 144, 160, 176, 192, 208, 224)
+
+    def __init__(self):
+        super().__init__("lite0")
+        self.name = "lite0_resized"
+        self.about = dataclasses.replace(
+            about("lite0"),
+            title="EfficientNet-Lite0 at lower resolutions (static)",
+            summary=(
+                "The static Lite0 fed a smaller image: cost falls with the square of the side. Every photo pays the "
+                "same, so this is the static curve that spatially dynamic models must beat at equal FLOPs."
+            ),
+        )
+        for side in self.resolutions:
+            module_macs(self.net, (1, 3, side, side))
+
+    def knobs(self) -> list[Knob]:
+        return [
+            Knob("resolution", "Input resolution (px)", 128, 224, 16, 160, "The side the centre crop is resized to.")
+        ]
+
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        return {f"{side} px": {"resolution": side} for side in self.resolutions}
+
+    def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
+        side = int(settings.get("resolution", self.knobs()[0].default))
+        view = run_view(self.net, image.image, side)
+        return StaticOutput(view.logits, view.flops, view.latency_ms, f"lite0 @ {side} px")
 
 
 def about(scale: str) -> About:
@@ -251,3 +287,4 @@ def about(scale: str) -> About:
 
 for _scale in NATIVE_RESOLUTION:
     register_model(_scale)(functools.partial(StaticLite, _scale))
+register_model("lite0_resized")(ResizedLite0)

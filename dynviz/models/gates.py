@@ -89,10 +89,19 @@ def sample_decisions(logits: torch.Tensor, temperature: float = 1.0) -> torch.Te
     return hard + soft - soft.detach()
 
 
-def decisions(logits: torch.Tensor, training: bool, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
-    """What the units do: sampled while training, p ≥ θ otherwise (as 0/1 floats)."""
+def straight_through(logits: torch.Tensor) -> torch.Tensor:
+    """Hard 0/1 decisions p ≥ 0.5, as at inference, with the gradient of p."""
+    soft = logits.sigmoid()
+    return (soft >= 0.5).to(soft.dtype) + soft - soft.detach()
+
+
+def decisions(
+    logits: torch.Tensor, training: bool, threshold: float = DEFAULT_THRESHOLD, noise: bool = True
+) -> torch.Tensor:
+    """What the units do: sampled while training (or, without ``noise``, decided as at inference with a
+    straight-through gradient), p ≥ θ otherwise (as 0/1 floats)."""
     if training:
-        return sample_decisions(logits)
+        return sample_decisions(logits) if noise else straight_through(logits)
     return (logits.sigmoid() >= threshold).to(logits.dtype)
 
 
@@ -110,7 +119,11 @@ class GatedModel:
     (:class:`ResNet32Backbone`, :class:`Lite0Backbone`) gives ``backbone``, ``network_input`` and the twin."""
 
     unit: str = "unit"
-    """What a gate switches: "block" or "channel"."""
+    """What a gate switches: "block", "channel" or "position"."""
+    action: str = "run"
+    """What the network does with a unit that is on: "run" or "compute"…"""
+    done: str = "run"
+    """… and its participle: "run" or "computed"."""
     network: type
     default_point = DEFAULT_POINT
 
@@ -148,13 +161,13 @@ class GatedModel:
         return [
             Knob(
                 "threshold",
-                f"Gate threshold θ (run a {self.unit} when p ≥ θ)",
+                f"Gate threshold θ ({self.action} a {self.unit} when p ≥ θ)",
                 0.05,
                 0.99,
                 0.01,
                 DEFAULT_THRESHOLD,
-                f"Each {self.unit} runs when its gate's probability is at least θ. 0.5 follows the trained "
-                f"decision; raise θ to skip more {self.unit}s and spend less.",
+                f"A {self.unit} is {self.done} when its gate's probability is at least θ. "
+                f"0.5 follows the trained decision; raise θ to skip more {self.unit}s and spend less.",
             )
         ]
 

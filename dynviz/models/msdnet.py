@@ -31,22 +31,16 @@ shares, fitted on validation images; :mod:`dynviz.train.msdnet`).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from dynviz.cost import macs_by_module, stopwatch
-from dynviz.explain import ExplainTarget
-from dynviz.inputs import InputImage
-from dynviz.models.base import ExitPart, Memo, ThresholdExits, run_exits
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
-from dynviz.models.resnet_cifar import resnet_flops
-from dynviz.runtime import inference_slot
-from dynviz.trace import Cost, ExitRecord, NodeRecord, Trace, build
-from dynviz.zoo import About, load_card, load_weights, register_model
+from dynviz.models.cifar import CIFAR_SIZE
+from dynviz.models.multi_exit import CalibratedExits
+from dynviz.trace import ExitRecord, NodeRecord
+from dynviz.zoo import About, register_model
 
 ABOUT = About(
     title="MSDNet: multi-scale dense network with 7 exits (CIFAR-10)",
@@ -244,111 +238,43 @@ class MSDNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    @staticmethod
+    def start(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @staticmethod
+    def exit_features(features: list[torch.Tensor]) -> torch.Tensor:
+        """Every exit reads the coarsest scale."""
+        return features[-1]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Training and batch evaluation: the logits of every exit."""
         logits = []
         for block, classifier in zip(self.blocks, self.classifiers):
             x = block(x)
-            logits.append(classifier(x[-1]))
+            logits.append(classifier(self.exit_features(x)))
         return logits
 
-    def exit_logits(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Only what exit ``k`` needs: blocks 1..k and classifier k."""
-        for block in self.blocks[: k + 1]:
-            x = block(x)
-        return self.classifiers[k](x[-1])
 
-
-@dataclass(frozen=True)
-class ExitOutput:
-    logits: torch.Tensor
-    latency_ms: float
-    """Of its block and classifier."""
-
-
-class MSDNetClassifier(Cifar10Classifier, ThresholdExits, nn.Module):
-    """MSDNet behind the zoo's interface: calibrated exits, operating points, traces."""
+class MSDNetClassifier(CalibratedExits):
+    """MSDNet behind the zoo's interface: calibrated exits, operating points, traces of the grid."""
 
     name = "msdnet_cifar"
     about = ABOUT
-    baselines = ("resnet20_cifar", "resnet32_cifar", "resnet56_cifar")
-
-    def __init__(
-        self,
-        net: MSDNet,
-        temperatures: torch.Tensor,
-        operating_points: dict[str, tuple[float, ...]],
-        default_point: str,
-    ):
-        super().__init__()
-        self.net = net.eval()
-        self.register_buffer("temperatures", temperatures.float())
-        self.point_thresholds = operating_points
-        self.default_point = default_point
-        # Every part's cost, measured once now (FlopCounterMode's hooks are process-wide).
-        probe = torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)
-        with torch.inference_mode():
-            self.module_flops = macs_by_module(net, lambda: net(probe))
-        self.baseline_flops = resnet_flops()
-        self.exit_parts = [
-            ExitPart(
-                f"exit {k + 1} (layer {self.exit_layer(k)})",
-                CIFAR_SIZE,
-                self.module_flops[f"blocks.{k}"] + self.module_flops[f"classifiers.{k}"],
-            )
-            for k in range(net.config.exits)
-        ]
-
-    @classmethod
-    def pretrained(cls) -> MSDNetClassifier:
-        card = load_card(cls.name)
-        state, metadata = load_weights(cls.name)
-        net = MSDNet(build(MSDNetConfig, json.loads(metadata["config"])))
-        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-        names = json.loads(metadata["operating_points"])
-        points = {name: tuple(round(float(t), 4) for t in row) for name, row in zip(names, state["thresholds"])}
-        return cls(net, state["temperatures"], points, card.default_point)
+    network = MSDNet
+    config = MSDNetConfig
 
     def exit_layer(self, k: int) -> int:
         return self.net.config.base + self.net.config.step * k
 
-    def exit_names(self) -> list[str]:
-        return [part.name for part in self.exit_parts]
+    def exit_part_name(self, k: int) -> str:
+        return f"exit {k + 1} (layer {self.exit_layer(k)})"
 
-    def exit_output(self, x: torch.Tensor, k: int, memo: Memo) -> ExitOutput:
-        """Block k and its classifier, once per input: later knob settings reuse them from ``memo``.
-        Only the deepest block's features are kept (a gallery holds thousands of memos)."""
-        if k not in memo:
-            features = x if k == 0 else self._frontier_features(x, k - 1, memo)
-            with inference_slot(), stopwatch() as watch:
-                features = self.net.blocks[k](features)
-                logits = self.net.classifiers[k](features[-1])[0]
-            memo[k] = ExitOutput(logits, watch.ms)
-            if k < len(self.net.blocks) - 1:
-                memo["frontier"] = features  # the deepest block's features: all the next block needs
-            else:
-                memo.pop("frontier", None)
-        return memo[k]
+    def explain_layer(self, k: int) -> nn.Module:
+        return self.net.classifiers[k].features[0]  # 4×4 at the coarsest scale: the finest map an exit owns
 
-    def _frontier_features(self, x: torch.Tensor, k: int, memo: Memo) -> list[torch.Tensor]:
-        self.exit_output(x, k, memo)
-        return memo["frontier"]
-
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        memo = {} if memo is None else memo
-        view = cifar_view(image)
-        x = view.tensor()
-        thresholds = self.thresholds(settings)
-        decision = run_exits(
-            self.exit_parts,
-            thresholds,
-            view.box,
-            lambda k: self.exit_output(x, k, memo),
-            self.temperatures,
-            self.labels,
-        )
-        answered = next(r.index for r in decision.records if r.taken)
-        nodes = tuple(
+    def grid_records(self, answered: int) -> tuple[NodeRecord, ...]:
+        return tuple(
             NodeRecord(
                 layer=node.layer,
                 scale=node.scale,
@@ -358,31 +284,6 @@ class MSDNetClassifier(Cifar10Classifier, ThresholdExits, nn.Module):
                 flops=self.module_flops[node.module],
             )
             for node in self.net.nodes
-        )
-        full = sum(part.flops for part in self.exit_parts)
-        cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms, self.baseline_flops)
-        notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(
-            self.name,
-            image.name,
-            image.size,
-            decision.answer,
-            cost,
-            decision.records + nodes,
-            self.applied(thresholds),
-            notes,
-        )
-
-    def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
-        """Exit k's path (blocks 1..k, classifier k) and the classifier's first feature map."""
-        view = cifar_view(image)
-        return ExplainTarget(
-            self,
-            lambda x: self.net.exit_logits(x, k),
-            self.net.classifiers[k].features[0],  # 4×4 at the coarsest scale: the finest map an exit owns
-            view.tensor(),
-            target,
-            view.box,
         )
 
 

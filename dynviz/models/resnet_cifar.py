@@ -113,7 +113,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         net.load_state_dict(load_weights(f"resnet{depth}_cifar")[0])
         return cls(depth, net)
 
-    def run(self, image: InputImage) -> StaticOutput:
+    def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = cifar_view(image)
         with inference_slot(), stopwatch() as watch:
             logits = self.net(view.tensor())[0]

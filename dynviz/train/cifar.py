@@ -101,9 +101,11 @@ def train_on_cifar(
     loss_function: LossFunction,
     options: TrainOptions,
     regularizer: Regularizer | None = None,
+    fine_tune: Schedule | None = None,
 ) -> tuple[list[float], TensorSet]:
-    """The shared CIFAR recipe: the train split less validation, the shared schedule, checkpoints
-    under ``name``. Returns each exit's validation accuracy, and the validation set for calibration."""
+    """The shared CIFAR recipe: the train split less validation, the shared schedule (or the ``fine_tune``
+    one, for a network initialised from a trained one), checkpoints under ``name``. Returns each exit's
+    validation accuracy, and the validation set for calibration."""
     train_set, validation = load_train_split(options)
     accuracies = fit(
         net,
@@ -111,7 +113,7 @@ def train_on_cifar(
         train_set,
         validation,
         prepare,
-        schedule(options),
+        fine_tune or schedule(options),
         checkpoint_path(name),
         options.device,
         options.resume,

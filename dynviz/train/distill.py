@@ -31,12 +31,12 @@ from torch import nn
 
 from dynviz.data import labelled_files
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
-from dynviz.models import channel_gating, skip
+from dynviz.models import channel_gating, dynconv, skip
 from dynviz.models.efficientnet_lite import efficientnet_lite
 from dynviz.models.gates import GatedOutput
 from dynviz.models.lite_cascade import LiteCascade
 from dynviz.train.cifar import checkpoint_path
-from dynviz.train.gated import rate_penalty, save_gated
+from dynviz.train.gated import RATE_WEIGHT, SPARSITY_WEIGHT, rate_penalty, save_gated
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
 from dynviz.train.losses import distillation
 from dynviz.zoo import ModelCard
@@ -75,13 +75,9 @@ def unlabeled_images(folder: Path, count: int, seed: int = 0) -> list[np.ndarray
     return pixels
 
 
-def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """uint8 squares → Lite's input, (x − 127) / 128 at 224². With a generator: a random-resized crop and flip
-    per image (as one affine resampling), then mixup of half the images with a partner in the batch."""
+def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 squares → float views at 224², each a random-resized crop with a random flip (one affine resampling)."""
     x = batch.float()
-    if generator is None:
-        margin = (STORED_SIDE - SIDE) // 2  # 224 of 256: the 87.5% centre crop of evaluation
-        return (x[..., margin : margin + SIDE, margin : margin + SIDE] - 127.0) / 128.0
     n = len(x)
     area = torch.empty(n).uniform_(*CROP_AREA, generator=generator)
     ratio = torch.empty(n).uniform_(*map(math.log, CROP_RATIO), generator=generator).exp()
@@ -92,7 +88,26 @@ def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([width * flip, zero, centre_x], 1), torch.stack([zero, height, centre_y], 1)], 1)
     grid = F.affine_grid(theta, [n, 3, SIDE, SIDE], align_corners=False).to(x.device)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def central_view(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 squares → their central 224² (87.5%, the crop of evaluation), as Lite's input."""
+    margin = (STORED_SIDE - SIDE) // 2
+    return (batch[..., margin : margin + SIDE, margin : margin + SIDE].float() - 127.0) / 128.0
+
+
+def augmented_views(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Lite's input, (x − 127) / 128 at 224²: augmented with a generator, the central view without."""
+    return central_view(batch) if generator is None else (augment(batch, generator) - 127.0) / 128.0
+
+
+def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """:func:`augmented_views`, then (with a generator) mixup of half the images with a partner in the batch."""
+    if generator is None:
+        return central_view(batch)
+    x = augment(batch, generator)
+    n = len(x)
     weight = torch.rand(n, generator=generator).clamp(min=0.5)  # ≥ 0.5: the image stays the main one
     weight = torch.where(torch.rand(n, generator=generator) < 0.5, weight, torch.ones(n)).view(-1, 1, 1, 1)
     partner = torch.randperm(n, generator=generator)
@@ -119,7 +134,13 @@ class FrozenNorms(nn.Module):
 
 
 def distill(
-    name: str, net: nn.Module, target: float, options: TrainOptions, model: Callable, tune_convolutions: bool = True
+    name: str,
+    net: nn.Module,
+    target: float,
+    options: TrainOptions,
+    model: Callable,
+    tune_convolutions: bool = True,
+    weight: float = RATE_WEIGHT,
 ) -> ModelCard:
     """Distil ``net`` from Lite0. Without ``tune_convolutions`` only the gates and BatchNorm's scales and
     shifts learn: 250 images are too few to re-learn Lite0's filters without memorising them."""
@@ -156,7 +177,7 @@ def distill(
         checkpoint_path(name),
         options.device,
         options.resume,
-        rate_penalty(target),
+        rate_penalty(target, weight),
         teacher=efficientnet_lite("lite0"),
     )
     return save_gated(net, model, {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})
@@ -175,3 +196,9 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
     )
     name, target = channel_gating.Lite0Channels.name, channel_gating.LITE_TARGET_RATE
     return distill(name, net, target, options, channel_gating.Lite0Channels, tune_convolutions=False)
+
+
+def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
+    net = dynconv.DynConvNetwork(dynconv.Lite0DynConv.backbone(), constant_start=True)
+    name, target = dynconv.Lite0DynConv.name, dynconv.LITE_TARGET_RATE
+    return distill(name, net, target, options, dynconv.Lite0DynConv, weight=SPARSITY_WEIGHT)

@@ -158,8 +158,12 @@ def fit(
             if steps_done % 50 == 0 or step == steps_per_epoch - 1:
                 elapsed = time.perf_counter() - start
                 eta = elapsed / steps_done * (steps_left - steps_done)
+                rate = ""
+                if isinstance(output, GatedOutput):  # what the decisions spend is half of what is being learnt
+                    rate = f"rate {torch.stack([g.float().mean() for g in output.gates]).mean().item():.2f}  "
                 print(
                     f"epoch {epoch + 1}/{schedule.epochs}  step {step + 1}/{steps_per_epoch}  loss {loss.item():.3f}  "
+                    f"{rate}"
                     f"lr {scheduler.get_last_lr()[0]:.4f}  {steps_done * schedule.batch_size / elapsed:.0f} img/s  "
                     f"ETA {eta / 60:.1f} min",
                     file=sys.stderr,

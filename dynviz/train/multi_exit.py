@@ -1,4 +1,5 @@
-"""Recipe for ``msdnet_cifar``: joint training of all exits, then budgeted calibration.
+"""Recipe for the CIFAR multi-exit networks (``msdnet_cifar``, ``ranet_cifar``): joint training of all
+exits, then budgeted calibration.
 
 1. Train every exit at once on the shared CIFAR schedule: the last exit on the
    labels, the earlier ones on the labels and on the last exit's softened
@@ -19,7 +20,7 @@ import json
 
 import torch
 
-from dynviz.models.msdnet import ABOUT, MSDNet, MSDNetClassifier, MSDNetConfig
+from dynviz.models.multi_exit import CalibratedExits
 from dynviz.train.cifar import prepare, save_weights, train_on_cifar
 from dynviz.train.exits import (
     budgeted_thresholds,
@@ -39,10 +40,10 @@ def budget_name(base: float) -> str:
     return f"budget: p={base:.2f}"
 
 
-def train(options: TrainOptions) -> ModelCard:
-    name = MSDNetClassifier.name
-    config = MSDNetConfig()
-    net = MSDNet(config)
+def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard:
+    name = classifier.name
+    config = classifier.config()
+    net = classifier.network(config)
     _, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
     logits = predict(net, validation, prepare)
     labels = validation.labels
@@ -52,7 +53,7 @@ def train(options: TrainOptions) -> ModelCard:
     correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
     points = {anytime_point(k): forced_exit(config.exits, k) for k in range(config.exits)}
     points |= {budget_name(base): budgeted_thresholds(confidences, base) for base in BUDGET_BASES}
-    model = MSDNetClassifier(net, temperatures, points, anytime_point(config.exits - 1))
+    model = classifier(net, temperatures, points, anytime_point(config.exits - 1))
     cumulative = torch.tensor(list(itertools.accumulate(p.flops for p in model.exit_parts)), dtype=torch.float64)
     columns = torch.arange(len(labels))
 
@@ -72,4 +73,4 @@ def train(options: TrainOptions) -> ModelCard:
         "operating_points": json.dumps(names),
         "validation": json.dumps({p: on_validation(points[p]) for p in names}),
     }
-    return save_weights(name, tensors, ABOUT, float(cumulative[-1]), default, metadata)
+    return save_weights(name, tensors, classifier.about, float(cumulative[-1]), default, metadata)

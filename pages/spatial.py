@@ -1,0 +1,124 @@
+import streamlit as st
+
+from dynviz import ui
+from dynviz.cost import spent_of_full
+from dynviz.trace import ExitRecord, FocusRecord, MaskRecord
+from dynviz.viz.exits import exit_timeline
+from dynviz.viz.image import network_view
+from dynviz.viz.spatial import focus_steps, mask_density_chart, mask_overlay, policy_map
+from dynviz.zoo import list_models
+
+st.title("Spatial: compute where it matters")
+image = ui.required_input()
+masks_tab, focus_tab, resolution_tab = st.tabs(
+    ["Pixel masks (DynConv)", "Glance and focus (GFNet)", "Resolution (RANet)"]
+)
+
+with masks_tab:
+    name = st.selectbox("Model", list_models(emitting=MaskRecord), key="mask_model")
+    controls, chart = st.columns([1, 3])
+    with controls:
+        settings = ui.knob_sliders(name)
+        show = st.toggle("Show the mask", True, key="mask_shown")
+    trace = ui.analyze(name, image, settings)
+    masks = trace.records_of(MaskRecord)
+    computed, positions = sum(sum(m.computed) for m in masks), sum(len(m.computed) for m in masks)
+    with chart:
+        ui.answer_header(trace, f"{computed / positions:.0%}", f"{computed} of {positions}", "Positions computed")
+        for note in trace.notes:
+            st.info(ui.text(note), icon=":material/info:")
+    layer = st.select_slider(
+        "Block",
+        range(len(masks)),
+        format_func=lambda i: f"{masks[i].name} ({masks[i].resolution}²)",
+        key=f"{name}:layer",
+    )
+    st.plotly_chart(mask_overlay(image.image, masks[layer], show), key="mask")
+    st.caption(
+        "Each cell is one position of the block's output grid, laid over the part of the photo the network saw. "
+        "Green: the block computed it. Dimmed: skipped, the block's input passed through unchanged. Hover for the "
+        "mask unit's probability; raise θ and fewer positions are computed."
+    )
+    st.plotly_chart(mask_density_chart(trace), key="densities")
+    speed = ui.mask_speed(name, image.digest, settings["threshold"], image)
+    theoretical, realised = st.columns(2)
+    theoretical.metric(
+        "Theoretical speed-up (FLOPs)",
+        f"{trace.cost.flops_full / trace.cost.flops:.2f}×",
+        help=spent_of_full(trace.cost.flops, trace.cost.flops_full),
+    )
+    realised.metric(
+        "Realised speed-up (latency, this server)",
+        f"{speed.speedup:.2f}×",
+        help=f"sparse path {speed.sparse_ms:.1f} ms against the dense network's {speed.dense_ms:.1f} ms (best of 5)",
+    )
+    st.caption(
+        "Skipping positions saves multiply–adds, but gathering and scattering them costs time the FLOPs count "
+        "does not see: on small feature maps the realised speed-up falls short of the theoretical one."
+    )
+    ui.card_with_class_usage(name, "block")
+
+with focus_tab:
+    name = st.selectbox("Model", list_models(emitting=FocusRecord), key="focus_model")
+    knobs = ui.model(name).knobs()
+    policy_knob = next(k for k in knobs if k.choices)
+    controls = st.columns(2)
+    with controls[0]:
+        settings = ui.knob_sliders(name, leave_out=(policy_knob.name,))
+    controls[1].caption(
+        "Both policies run on the same photo with the same knobs: the class-activation peak needs no training; "
+        "the learned policy was trained to choose patches that help the fused prediction."
+    )
+    for policy, column in enumerate(st.columns(len(policy_knob.choices))):
+        trace = ui.analyze(name, image, settings | {policy_knob.name: policy})
+        answered = trace.answered_at
+        with column:
+            st.subheader(f"Policy: {policy_knob.choices[policy]}")
+            st.metric(
+                trace.prediction.label,
+                f"{trace.prediction.confidence:.0%}",
+                f"stopped at {answered.name.split(':')[0]} · {spent_of_full(trace.cost.flops, trace.cost.flops_full)}",
+                delta_color="off",
+            )
+            st.plotly_chart(focus_steps(image.image, trace), key=f"steps_{policy}")
+            st.plotly_chart(exit_timeline(trace), key=f"timeline_{policy}")
+            for record in trace.records_of(FocusRecord):
+                chosen, crop = st.columns([3, 1])
+                chosen.plotly_chart(policy_map(image.image, record), key=f"policy_{policy}_{record.step}")
+                crop.image(
+                    network_view(image.image, record.box, trace.records_of(ExitRecord)[record.step].resolution),
+                    caption=f"focus {record.step}: the patch it looked at",
+                )
+    st.caption(
+        "Boxes: the glance's whole view and each focus patch, in the order they were looked at. The bars: the "
+        "fused prediction's confidence after each step, against τ (grey hatched: steps never run). The heatmaps: "
+        "the map each policy read from the glance's last feature map before choosing its patch (for the "
+        "class-activation policy, the class activation map of the class predicted so far)."
+    )
+
+with resolution_tab:
+    models = list_models(emitting=ExitRecord, unless=FocusRecord)
+    name = st.selectbox(
+        "Model", models, index=models.index("ranet_cifar") if "ranet_cifar" in models else 0, key="resolution_model"
+    )
+    controls, chart = st.columns([1, 3])
+    with controls:
+        settings = ui.knob_sliders(name)
+    trace = ui.analyze(name, image, settings)
+    answered = trace.answered_at
+    with chart:
+        side = answered.resolution
+        ui.answer_header(trace, f"{side}×{side} px", answered.name, "Answered from")
+        st.plotly_chart(exit_timeline(trace), key="resolution_timeline")
+    exits = trace.records_of(ExitRecord)
+    for record, column in zip(exits, st.columns(len(exits))):
+        state = f"confidence {record.confidence:.0%}" if record.computed else "not computed"
+        mark = " ← answered" if record.taken else ""
+        column.image(
+            network_view(image.image, record.view_box, record.resolution),
+            caption=f"{record.name}: {state}{mark}",
+        )
+    st.caption(
+        "What each exit's sub-network saw, lowest resolution first. An easy photo is recognised from the "
+        "thumbnail and the larger views are never computed."
+    )
