@@ -111,6 +111,16 @@ def cifar_test_files(data: Path, count: int) -> list[str]:
     return [str(f.path) for f in files[:: max(1, len(files) // count)][:count]]
 
 
+def photos_and_cifar(description: str) -> tuple[list[str], list[str]]:
+    """The test half of the ImageNet sample and a spread of CIFAR-10 test images, from the command line."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="the ImageNet sample folder")
+    parser.add_argument("--cifar", type=Path, required=True, help="CIFAR-10 folder with test/<class>/*.jpg")
+    parser.add_argument("--cifar-images", type=int, default=1000)
+    args = parser.parse_args()
+    return imagenet_files(args.data, "test"), cifar_test_files(args.cifar, args.cifar_images)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)

@@ -11,22 +11,15 @@ FLOPs ratio ≥ 0.5.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from early_exit import cifar_test_files, dynamic_vs_static, imagenet_files  # noqa: E402
+from early_exit import dynamic_vs_static, photos_and_cifar  # noqa: E402
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="the ImageNet sample folder")
-    parser.add_argument("--cifar", type=Path, required=True, help="CIFAR-10 folder with test/<class>/*.jpg")
-    parser.add_argument("--cifar-images", type=int, default=1000)
-    args = parser.parse_args()
-    cifar = cifar_test_files(args.cifar, args.cifar_images)
-    photos = imagenet_files(args.data, "test")
+    photos, cifar = photos_and_cifar(__doc__)
     dynamic_vs_static(cifar, "dynconv_resnet_cifar", "resnet32_cifar", what="CIFAR-10 test split; target ≥ 0.5")
     dynamic_vs_static(photos, "lite0_dynconv", "lite0", what="ImageNet sample, test half; target ≥ 0.5")
     for policy in ("0", "1"):

@@ -178,7 +178,7 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
     if write_card:
         card = load_card(name) or ModelCard(
-            name, model.about, flops_full=0.0, default_point=next(iter(model.operating_points()))
+            name, model.about, flops_full=0.0, default_point=default_point or next(iter(model.operating_points()))
         )
         flops_full = model.analyze(files[0].load()).cost.flops_full
         print(f"card written: {dataclasses.replace(card, flops_full=flops_full, evaluation=result).save()}")

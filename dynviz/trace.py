@@ -19,6 +19,11 @@ Box = tuple[float, float, float, float]
 """(x0, y0, x1, y1) in input-image pixels."""
 
 
+def rounded(values: list[float], digits: int) -> tuple[float, ...]:
+    """Per-unit scores as a record stores them: enough digits to read, few enough for a small JSON."""
+    return tuple(round(v, digits) for v in values)
+
+
 @dataclass(frozen=True)
 class TopClass:
     index: int

@@ -3,7 +3,7 @@ import streamlit as st
 from dynviz import ui
 from dynviz.cost import spent_of_full
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord
-from dynviz.viz.exits import exit_timeline
+from dynviz.viz.exits import cost_bars, exit_timeline
 from dynviz.viz.image import network_view
 from dynviz.viz.spatial import focus_steps, mask_density_chart, mask_overlay, policy_map
 from dynviz.zoo import list_models
@@ -82,6 +82,7 @@ with focus_tab:
             )
             st.plotly_chart(focus_steps(image.image, trace), key=f"steps_{policy}")
             st.plotly_chart(exit_timeline(trace), key=f"timeline_{policy}")
+            st.plotly_chart(cost_bars(trace), key=f"cost_{policy}")
             for record in trace.records_of(FocusRecord):
                 chosen, crop = st.columns([3, 1])
                 chosen.plotly_chart(policy_map(image.image, record), key=f"policy_{policy}_{record.step}")
@@ -117,6 +118,7 @@ with resolution_tab:
         column.image(
             network_view(image.image, record.view_box, record.resolution),
             caption=f"{record.name}: {state}{mark}",
+            width=160,
         )
     st.caption(
         "What each exit's sub-network saw, lowest resolution first. An easy photo is recognised from the "

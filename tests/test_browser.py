@@ -82,7 +82,7 @@ def app_url():
         server.wait(timeout=20)
 
 
-def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_and_the_gates(app_url, tmp_path):
+def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_and_the_spatial_page(app_url, tmp_path):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -117,4 +117,8 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_and_the_gates(ap
         expect(main.get_by_text("Which blocks ran?")).to_be_visible(timeout=120_000)
         page.get_by_role("link", name="Channel gating").click()
         expect(main.get_by_text("Which channels ran, layer by layer?")).to_be_visible(timeout=120_000)
+        page.get_by_role("link", name="Spatial").click()  # pixel masks, glance and focus, resolution
+        expect(main.get_by_text("How sparse was each block?")).to_be_visible(timeout=120_000)
+        page.get_by_role("tab", name="Glance and focus (GFNet)").click()
+        expect(main.get_by_text("Where did it look?").first).to_be_visible(timeout=120_000)
         browser.close()

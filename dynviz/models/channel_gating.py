@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cost import macs_by_module, output_sides, stopwatch
+from dynviz.cost import stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
@@ -50,7 +50,7 @@ from dynviz.models.gates import (
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.runtime import inference_slot
-from dynviz.trace import ChannelRecord, Trace
+from dynviz.trace import ChannelRecord, Trace, rounded
 from dynviz.zoo import About, register_model
 
 TARGET_RATE = 0.4
@@ -163,27 +163,19 @@ class ChannelSkipping(GatedModel, nn.Module):
     network = ChannelGatedNetwork
 
     def __init__(self, net: ChannelGatedNetwork | None = None):
-        super().__init__()
-        self.net = (net or ChannelGatedNetwork(self.backbone())).eval()
-        net = self.net
-        self.flops_full, self.baseline_flops = self.twin_flops()
-        blocks = net.backbone.blocks
-        probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
-        with torch.inference_mode():
-            flops = macs_by_module(net, lambda: net(probe))
-            sides = output_sides(blocks, lambda: net.backbone(probe))
+        super().__init__(net)
+        flops = self.module_flops
         self.layers = [
             GatedLayer(
                 i,
                 f"block {i + 1}",
-                sides[i],
+                self.sides[i],
                 gated_channels(block),
                 sum(flops[f"backbone.blocks.{i}.{part}"] for part in SCALED_PARTS[type(block)]),
             )
-            for i, block in enumerate(blocks)
-            if str(i) in net.gates
+            for i, block in enumerate(self.net.backbone.blocks)
+            if str(i) in self.net.gates
         ]
-        self.sides = sides
         self.fixed_flops = flops[""] - sum(layer.flops for layer in self.layers)
         """Stem, head, ungated blocks and every gate: paid whatever the gates decide."""
 
@@ -206,8 +198,8 @@ class ChannelSkipping(GatedModel, nn.Module):
                 layer.block,
                 layer.name,
                 layer.resolution,
-                tuple(round(float(p), 4) for p in probabilities[layer.block]),
-                tuple(bool(a) for a in active[layer.block]),
+                rounded(probabilities[layer.block].tolist(), 4),
+                tuple(active[layer.block].tolist()),
                 layer.flops * int(active[layer.block].sum()) // layer.channels,
                 layer.flops,
             )

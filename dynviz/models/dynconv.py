@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cost import macs_by_module, output_sides, stopwatch
+from dynviz.cost import stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import Memo
 from dynviz.models.efficientnet_lite import MBConv
@@ -60,12 +60,15 @@ from dynviz.models.gates import (
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.runtime import inference_slot
-from dynviz.trace import MaskRecord, Trace
+from dynviz.trace import MaskRecord, Trace, rounded
 from dynviz.zoo import About, register_model
 
 TARGET_RATE = 0.45
 """Each block's share of its convolution FLOPs in training (CIFAR)."""
 LITE_TARGET_RATE = 0.5
+THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
+"""The operating points evaluated: trained with the masks decided at ½, the mask logits stay close to 0, so
+θ far from ½ switches on or off positions in bulk that the network never learnt to do without."""
 MASK_INITIAL_LOGIT = 2.0
 """Masks start mostly on (p ≈ 0.88): the network is initialised from a trained twin."""
 
@@ -190,25 +193,26 @@ class DynConvNetwork(nn.Module):
 
 
 def conv_at(conv: nn.Conv2d, h: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """``conv`` computed at output positions (ys, xs) only: [C_in, H, W] → [C_out, M]. The k×k patches around
+    """``conv`` computed at output positions (ys, xs) only: [H, W, C_in] → [M, C_out]. The k×k patches around
     the positions are gathered and multiplied with the weights in one matrix product (a batched one for a
-    depthwise convolution), so no other position costs anything."""
+    depthwise convolution), so no other position costs anything. Channels-last: each gathered pixel is one
+    contiguous run of channels, which makes the gather cheap."""
     k, stride = conv.kernel_size[0], conv.stride[0]
     pad = (k - 1) // 2 if hasattr(conv, "pad") else conv.padding[0]  # TF "same" is symmetric at stride 1
-    padded = F.pad(h, (pad,) * 4)
+    padded = F.pad(h, (0, 0, pad, pad, pad, pad)) if pad else h
     offsets = torch.arange(k)
-    rows = ys[None, None, :] * stride + offsets[:, None, None]
-    cols = xs[None, None, :] * stride + offsets[None, :, None]
-    patches = padded[:, rows, cols].flatten(1, 2)  # [C_in, k·k, M]
+    rows = ys[:, None, None] * stride + offsets[None, :, None]
+    cols = xs[:, None, None] * stride + offsets[None, None, :]
+    patches = padded[rows, cols].flatten(1, 2)  # [M, k·k, C_in]
     if conv.groups > 1:
-        return torch.bmm(conv.weight.flatten(1)[:, None, :], patches)[:, 0]
-    return conv.weight.flatten(1) @ patches.flatten(0, 1)
+        return torch.bmm(patches.permute(2, 0, 1), conv.weight.flatten(1)[:, :, None])[:, :, 0].T
+    return patches.flatten(1) @ conv.weight.permute(2, 3, 1, 0).flatten(0, 2)
 
 
 def norm_rows(norm: nn.BatchNorm2d, values: torch.Tensor) -> torch.Tensor:
-    """Inference BatchNorm on [C, M] values."""
+    """Inference BatchNorm on [M, C] values."""
     scale = norm.weight / (norm.running_var + norm.eps).sqrt()
-    return (values - norm.running_mean[:, None]) * scale[:, None] + norm.bias[:, None]
+    return (values - norm.running_mean) * scale + norm.bias
 
 
 def sparse_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -216,14 +220,14 @@ def sparse_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> tuple
     Returns the output and how many positions each convolution computed."""
     layers = branch(block)
     side = mask.shape[-1]
-    h, counts = x[0], []
+    h, counts = x[0].permute(1, 2, 0), []
     for layer, radius in zip(layers, dilation_radii(layers)):
         ys, xs = dilate(mask[None, None].float(), radius)[0, 0].nonzero(as_tuple=True)
         values = layer.activation(norm_rows(layer.norm, conv_at(layer.conv, h, ys, xs)))
-        h = values.new_zeros(len(values), side, side)
-        h[:, ys, xs] = values
+        h = values.new_zeros(side, side, values.shape[1])
+        h[ys, xs] = values
         counts.append(len(ys))
-    return merge(block, x, h[None]), counts
+    return merge(block, x, h.permute(2, 0, 1)[None]), counts
 
 
 @dataclass(frozen=True)
@@ -244,17 +248,11 @@ class PixelMasking(GatedModel, nn.Module):
     action = "compute"
     done = "computed"
     network = DynConvNetwork
+    thresholds = THRESHOLDS
 
     def __init__(self, net: DynConvNetwork | None = None):
-        super().__init__()
-        self.net = (net or DynConvNetwork(self.backbone())).eval()
-        net = self.net
-        self.flops_full, self.baseline_flops = self.twin_flops()
-        blocks = net.backbone.blocks
-        probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
-        with torch.inference_mode():
-            flops = macs_by_module(net, lambda: net(probe))
-            sides = output_sides(blocks, lambda: net.backbone(probe))
+        super().__init__(net)
+        flops, sides = self.module_flops, self.sides
         self.masked = [
             MaskedBlock(
                 i,
@@ -262,8 +260,8 @@ class PixelMasking(GatedModel, nn.Module):
                 sides[i],
                 tuple(flops[f"backbone.blocks.{i}.{layer.name}"] // sides[i] ** 2 for layer in branch(block)),
             )
-            for i, block in enumerate(blocks)
-            if str(i) in net.masks
+            for i, block in enumerate(self.net.backbone.blocks)
+            if str(i) in self.net.masks
         ]
         self.fixed_flops = flops[""] - sum(sum(b.position_flops) * b.resolution**2 for b in self.masked)
         """Stem, head, unmasked blocks and every mask unit: paid whatever the masks decide."""
@@ -285,21 +283,15 @@ class PixelMasking(GatedModel, nn.Module):
         seen = self.network_input(image)
         with inference_slot(), stopwatch() as watch:
             logits, probabilities, counts = self.executed(seen.tensor, threshold)
-        records = tuple(
-            MaskRecord(
-                b.block,
-                b.name,
-                b.resolution,
-                seen.box,
-                tuple(round(float(p), 3) for p in probabilities[b.block].flatten()),
-                tuple(bool(p >= threshold) for p in probabilities[b.block].flatten()),
-                sum(c * n for c, n in zip(b.position_flops, counts[b.block])),
-                sum(b.position_flops) * b.resolution**2,
-            )
-            for b in self.masked
-        )
+        records = []
+        for b in self.masked:
+            p = probabilities[b.block].flatten().tolist()  # one conversion: thousands of positions
+            spent = sum(c * n for c, n in zip(b.position_flops, counts[b.block]))
+            full = sum(b.position_flops) * b.resolution**2
+            computed = tuple(v >= threshold for v in p)
+            records.append(MaskRecord(b.block, b.name, b.resolution, seen.box, rounded(p, 3), computed, spent, full))
         spent = ("masked blocks, at the positions computed", sum(r.flops for r in records))
-        return self.gated_trace(image, seen, logits, records, spent, watch.ms, threshold)
+        return self.gated_trace(image, seen, logits, tuple(records), spent, watch.ms, threshold)
 
     def measure_speed(self, image: InputImage, threshold: float, repeats: int = 5) -> Speed:
         """Latency of the sparse executed path against the dense twin (the backbone without its mask

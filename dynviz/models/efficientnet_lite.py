@@ -239,6 +239,7 @@ class ResizedLite0(StaticLite):
     dynamic model must beat at equal cost."""
 
     resolutions = (128, 144, 160, 176, 192, 208, 224)
+    default_point = "160 px"
 
     def __init__(self):
         super().__init__("lite0")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cost import module_macs
+from dynviz.cost import macs_by_module, module_macs, output_sides
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     ImageNetClassifier,
@@ -126,9 +126,22 @@ class GatedModel:
     """… and its participle: "run" or "computed"."""
     network: type
     default_point = DEFAULT_POINT
+    thresholds: tuple[float, ...] = THRESHOLDS
+    """The operating points its card measures."""
 
     fixed_flops: int
     """What every input pays whatever the gates decide (stem, head, ungated parts, the gates)."""
+
+    def __init__(self, net: nn.Module | None = None):
+        super().__init__()
+        self.net = (net or self.network(self.backbone())).eval()
+        self.flops_full, self.baseline_flops = self.twin_flops()
+        probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
+        with torch.inference_mode():
+            self.module_flops = macs_by_module(self.net, lambda: self.net(probe))
+            """Every module's cost with every unit on (qualified name → multiply–accumulates)."""
+            self.sides = output_sides(self.net.backbone.blocks, lambda: self.net.backbone(probe))
+            """The side of each block's output feature map."""
 
     def gated_trace(
         self,
@@ -172,7 +185,7 @@ class GatedModel:
         ]
 
     def operating_points(self) -> dict[str, dict[str, float]]:
-        return {threshold_point(t): {"threshold": t} for t in THRESHOLDS}
+        return {threshold_point(t): {"threshold": t} for t in self.thresholds}
 
     @staticmethod
     def threshold(settings: dict[str, float] | None) -> float:

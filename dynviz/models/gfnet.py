@@ -48,7 +48,7 @@ from dynviz.models.efficientnet_lite import (
     image_to_tensor,
 )
 from dynviz.runtime import inference_slot
-from dynviz.trace import Box, Cost, ExitRecord, FocusRecord, Trace
+from dynviz.trace import Box, Cost, ExitRecord, FocusRecord, Trace, rounded
 from dynviz.zoo import About, load_weights, register_model
 
 GLANCE_RESOLUTION = 160
@@ -289,7 +289,7 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
             probabilities = self.net(image_to_tensor(image.image, PATCH, box))[0].softmax(-1)
         fused = (fused * k + probabilities) / (k + 1)
         grid = scores.shape[-1]
-        focus = FocusRecord(k, chooser.name, box, grid, view, tuple(round(float(s), 4) for s in scores.flatten()))
+        focus = FocusRecord(k, chooser.name, box, grid, view, rounded(scores.flatten().tolist(), 4))
         memo[key] = StepOutput(fused.log(), watch.ms, box, probabilities, focus)
         return memo[key]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dynviz.cost import macs_by_module, output_sides, stopwatch
+from dynviz.cost import stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
@@ -119,17 +119,10 @@ class LayerSkipping(GatedModel, nn.Module):
     network = SkipNetwork
 
     def __init__(self, net: SkipNetwork | None = None):
-        super().__init__()
-        self.net = (net or SkipNetwork(self.backbone())).eval()
-        net = self.net
-        self.flops_full, self.baseline_flops = self.twin_flops()
-        probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
-        blocks = net.backbone.blocks
-        with torch.inference_mode():
-            flops = macs_by_module(net, lambda: net(probe))
-            sides = output_sides(blocks, lambda: net.backbone(probe))
+        super().__init__(net)
+        blocks, flops = self.net.backbone.blocks, self.module_flops
         self.parts, stage = [], 0
-        for i, side in enumerate(sides):
+        for i, side in enumerate(self.sides):
             stage += i > 0 and not blocks[i].identity_shortcut
             self.parts.append(BlockPart(f"block {i + 1}", stage, side, flops[f"backbone.blocks.{i}"]))
         self.fixed_flops = flops[""] - sum(part.flops for part in self.parts)

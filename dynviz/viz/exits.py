@@ -45,7 +45,7 @@ def _stage_text(record: ExitRecord) -> str:
     if not record.computed:
         return "not run"
     verdict = "answered here" if record.taken else "not sure: go on"
-    return f"{record.confidence:.2f}<br>{verdict}"
+    return f"{record.prediction.label}<br>{record.confidence:.2f}<br>{verdict}"
 
 
 def _stage_hover(record: ExitRecord) -> str:

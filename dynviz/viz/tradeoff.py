@@ -49,6 +49,23 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
                 hovertext=[_hover(card.name, chosen)],
                 hoverinfo="text",
             )
+    curves: dict[str, list[PointResult]] = {}
+    for name, point in statics.items():  # a static model measured at several settings: "lite0_resized, 160 px"
+        curves.setdefault(name.split(", ")[0], []).append(point)
+    for model, series in curves.items():
+        if len(series) > 1:
+            series.sort(key=lambda p: p.mean_flops)
+            figure.add_scatter(
+                x=[p.mean_flops / 1e6 for p in series],
+                y=[100 * p.top1 for p in series],
+                mode="lines+markers",
+                marker=dict(symbol="diamond", size=8, color=STATIC),
+                line=dict(color=STATIC, dash="dot"),
+                name=f"{model} (static, each setting)",
+                hovertext=[_hover(p.name, p) for p in series],
+                hoverinfo="text",
+            )
+    statics = {name: p for name, p in statics.items() if len(curves[name.split(", ")[0]]) == 1}
     if statics:
         figure.add_scatter(
             x=[p.mean_flops / 1e6 for p in statics.values()],
