@@ -197,3 +197,12 @@ def test_spatial_page_shows_both_glance_and_focus_policies_and_the_resolution_ta
     policies = {f["layout"]["title"]["text"] for f in figures if "policy saw" in f["layout"]["title"]["text"]}
     assert any("class-activation peak" in t for t in policies) and any("learned" in t for t in policies)
     assert metric(app, "Answered from") in {"8×8 px", "16×16 px", "32×32 px"}
+
+
+def test_ranet_on_the_early_exit_page_says_which_resolution_answered(app):
+    app.switch_page("pages/early_exit.py").run()
+    app.selectbox(key="exit_model").select("ranet_cifar").run()
+    assert not app.exception
+    stage = int(metric(app, "Stopped at stage").split()[0])
+    side = 8 << (stage - 1)
+    assert any(title.startswith(f"Where did exit {stage} ({side}×{side} px) look") for title in charts(app))
