@@ -101,10 +101,13 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_and_th
         sidebar = page.get_by_test_id("stSidebar")
         expect(sidebar.get_by_text("Source")).to_be_visible(timeout=120_000)  # the first script run has finished
         page.get_by_role("link", name="Early exit").click()
+        main = page.get_by_test_id("stMain")
+        # The page switch must have finished before the upload's rerun: on a busy machine a rerun requested
+        # while the new page's first run is still going can land on the old page.
+        expect(main.get_by_text("Early exit: stop as soon as it is sure")).to_be_visible(timeout=120_000)
         sidebar.locator("label").filter(has_text="Upload").click()
         sidebar.locator("input[type=file]").set_input_files([broken, good])
         expect(sidebar.get_by_text("broken.jpg: ")).to_be_visible(timeout=120_000)
-        main = page.get_by_test_id("stMain")
         expect(main.get_by_text("Where did it stop?")).to_be_visible(timeout=120_000)
         expect(main.get_by_text("FLOPs (multiply–adds)").first).to_be_visible(timeout=120_000)
         expect(main.get_by_text("of 0.86 G static")).to_be_visible(timeout=120_000)
