@@ -66,9 +66,9 @@ from dynviz.zoo import About, register_model
 TARGET_RATE = 0.45
 """Each block's share of its convolution FLOPs in training (CIFAR)."""
 LITE_TARGET_RATE = 0.5
-THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
-"""The operating points evaluated: trained with the masks decided at ½, the mask logits stay close to 0, so
-θ far from ½ switches on or off positions in bulk that the network never learnt to do without."""
+CIFAR_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
+"""The CIFAR model's operating points: fine-tuned with masks decided at ½, its mask logits stay close to 0,
+so θ far from ½ switches on or off positions in bulk that the network never learnt to do without."""
 MASK_INITIAL_LOGIT = 2.0
 """Masks start mostly on (p ≈ 0.88): the network is initialised from a trained twin."""
 
@@ -248,7 +248,6 @@ class PixelMasking(GatedModel, nn.Module):
     action = "compute"
     done = "computed"
     network = DynConvNetwork
-    thresholds = THRESHOLDS
 
     def __init__(self, net: DynConvNetwork | None = None):
         super().__init__(net)
@@ -342,6 +341,7 @@ ABOUT = About(
 class DynConvResNetCifar(ResNet32Backbone, PixelMasking):
     name = "dynconv_resnet_cifar"
     about = ABOUT
+    thresholds = CIFAR_THRESHOLDS
 
 
 LITE_ABOUT = About(
