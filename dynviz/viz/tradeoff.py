@@ -21,12 +21,21 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
     for i, card in enumerate(cards):
         color = EXIT_COLORS[i % len(EXIT_COLORS)]
         points = card.evaluation.points
-        curve = sorted((p for p in points if not p.name.startswith(ANYTIME)), key=lambda p: p.mean_flops)
+        curves: dict[str, list[PointResult]] = {}
+        for point in points:  # "CAM policy, τ = 0.5": one curve per setting before the comma (GFNet's policies)
+            if not point.name.startswith(ANYTIME):
+                curves.setdefault(point.name.split(", ")[0] if ", " in point.name else "", []).append(point)
         anytime = [p for p in points if p.name.startswith(ANYTIME)]
-        for series, label, mode, symbol in (
-            (curve, f"{card.name} (dynamic)", "lines+markers", "circle"),
-            (anytime, f"{card.name}: one exit for all", "markers", "x"),
-        ):
+        series_list = [
+            (
+                sorted(curve, key=lambda p: p.mean_flops),
+                f"{card.name}{': ' + group if group else ''} (dynamic)",
+                "lines+markers",
+                "circle" if j == 0 else "square",
+            )
+            for j, (group, curve) in enumerate(curves.items())
+        ]
+        for series, label, mode, symbol in (*series_list, (anytime, f"{card.name}: one exit for all", "markers", "x")):
             if series:
                 figure.add_scatter(
                     x=[p.mean_flops / 1e6 for p in series],
