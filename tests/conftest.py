@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dynviz.inputs import InputImage, load_image
+from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
 from dynviz.zoo import create_model
 
 
@@ -16,6 +17,12 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def tiny_lite(classes: int = 10) -> EfficientNetLite:
+    """An untrained three-block EfficientNet-Lite: an MBConv without expansion, a strided one, a 5×5 one."""
+    specs = [BlockSpec(8, 8, 8, 3, 1), BlockSpec(8, 12, 48, 3, 2), BlockSpec(12, 12, 72, 5, 1)]
+    return EfficientNetLite(specs, stem=8, head=32, num_classes=classes).eval()
 
 
 def pattern(width: int = 96, height: int = 72, seed: int = 0) -> Image.Image:

@@ -3,7 +3,7 @@ executed path equals the masked dense one, decisions follow the knob, and the ca
 
 import pytest
 import torch
-from conftest import encode, pattern
+from conftest import encode, pattern, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
@@ -13,7 +13,6 @@ from dynviz.models.channel_gating import (
     ChannelGatedNetwork,
     ChannelGateResNetCifar,
 )
-from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
 from dynviz.models.gates import sample_decisions
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
@@ -30,11 +29,6 @@ def varied_gates(net: torch.nn.Module, seed: int) -> torch.nn.Module:
         torch.nn.init.normal_(gate.fc2.weight, std=2.0)
         torch.nn.init.normal_(gate.fc2.bias, std=1.0)
     return net
-
-
-def tiny_lite() -> EfficientNetLite:
-    specs = [BlockSpec(8, 8, 8, 3, 1), BlockSpec(8, 12, 48, 3, 2), BlockSpec(12, 12, 72, 5, 1)]
-    return EfficientNetLite(specs, stem=8, head=32, num_classes=10).eval()
 
 
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])

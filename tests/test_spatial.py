@@ -4,7 +4,7 @@ the knobs; RANet answers from the resolution its exits allow."""
 
 import pytest
 import torch
-from conftest import encode, pattern
+from conftest import encode, pattern, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.inputs import load_image
@@ -15,7 +15,7 @@ from dynviz.models.dynconv import (
     dilate,
     dilation_radii,
 )
-from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite, center_crop_box
+from dynviz.models.efficientnet_lite import center_crop_box
 from dynviz.models.gfnet import (
     PATCH_FRACTION,
     ClassActivationPolicy,
@@ -28,11 +28,6 @@ from dynviz.trace import ExitRecord, FocusRecord, MaskRecord, Trace
 from dynviz.train.gfnet import GlanceThenFocus
 
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
-
-
-def tiny_lite(classes: int = 10) -> EfficientNetLite:
-    specs = [BlockSpec(8, 8, 8, 3, 1), BlockSpec(8, 12, 48, 3, 2), BlockSpec(12, 12, 72, 5, 1)]
-    return EfficientNetLite(specs, stem=8, head=32, num_classes=classes).eval()
 
 
 def varied(net: DynConvNetwork, seed: int) -> DynConvNetwork:
