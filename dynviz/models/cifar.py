@@ -57,7 +57,10 @@ def cifar_view(image: InputImage) -> CifarView:
 
 def cifar_input(image: InputImage) -> NetworkInput:
     view = cifar_view(image)
-    return NetworkInput(view.tensor(), view.box, image.notes + ((view.note,) if view.note else ()))
+    # Channels-last: oneDNN's kernels for 32×32 maps with 16–64 channels run several times faster than the
+    # default layout's, for the static and the dynamic networks alike.
+    tensor = view.tensor().contiguous(memory_format=torch.channels_last)
+    return NetworkInput(tensor, view.box, image.notes + ((view.note,) if view.note else ()))
 
 
 class Cifar10Classifier:

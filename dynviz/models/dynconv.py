@@ -15,9 +15,10 @@ convolution of the block is computed on the mask dilated by the kernels after
 it: in a basic block the first 3×3 on m⁺ = maxpool₃(m) and the second on m; in
 an MBConv block the 1×1 expansion on maxpool_k(m), the depthwise k×k and the
 projection on m. At batch size one the executed path *gathers* the k×k
-patches around the chosen positions, multiplies them with the weights as one
-matrix product and scatters the results back (:func:`conv_at`): a position that
-is off is never computed, and FlopCounterMode sees exactly the work done.
+patches around the chosen positions from a channels-last map, multiplies them
+with the weights (BatchNorm folded in) as one matrix product, or one depthwise
+convolution, and scatters the results back (:class:`FoldedConv`): a position
+that is off is never computed, and FlopCounterMode sees exactly the work done.
 
 Training runs the masked dense path (every position computed, then multiplied
 by its mask) with the masks decided as at inference, m = 1[σ(s) ≥ ½], and the
@@ -36,7 +37,7 @@ is pulled towards a target t by (1/L) Σ_l (f_l − t)².
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ from dynviz.runtime import inference_slot
 from dynviz.trace import MaskRecord, Trace, rounded
 from dynviz.zoo import About, register_model
 
-TARGET_RATE = 0.45
+TARGET_RATE = 0.4
 """Each block's share of its convolution FLOPs in training (CIFAR)."""
 LITE_TARGET_RATE = 0.5
 CIFAR_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
@@ -112,11 +113,14 @@ def maskable(block: nn.Module) -> bool:
     return isinstance(block, BasicBlock) or (isinstance(block, MBConv) and block.identity_shortcut)
 
 
-def merge(block: nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """The block's output from its input and its (masked) residual branch."""
-    if isinstance(block, BasicBlock):
-        return F.relu(block.shortcut(x) + residual)
-    return x + residual
+def shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the block passes on where its residual branch is not computed."""
+    return block.shortcut(x) if isinstance(block, BasicBlock) else x
+
+
+def finish(block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The activation after the sum: a basic block's ReLU, none in MBConv."""
+    return F.relu(y) if isinstance(block, BasicBlock) else y
 
 
 def dilation_radii(layers: list[ConvLayer]) -> list[int]:
@@ -188,56 +192,127 @@ class DynConvNetwork(nn.Module):
             h = x
             for layer, m in zip(layers, masks):
                 h = layer.activation(layer.norm(layer.conv(h))) * m
-            x = merge(block, x, h)
+            x = finish(block, shortcut(block, x) + h)
         return GatedOutput(self.backbone.classify(x), shares)
 
 
-def conv_at(conv: nn.Conv2d, h: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """``conv`` computed at output positions (ys, xs) only: [H, W, C_in] → [M, C_out]. The k×k patches around
-    the positions are gathered and multiplied with the weights in one matrix product (a batched one for a
-    depthwise convolution), so no other position costs anything. Channels-last: each gathered pixel is one
-    contiguous run of channels, which makes the gather cheap."""
-    k, stride = conv.kernel_size[0], conv.stride[0]
-    pad = (k - 1) // 2 if hasattr(conv, "pad") else conv.padding[0]  # TF "same" is symmetric at stride 1
-    padded = F.pad(h, (0, 0, pad, pad, pad, pad)) if pad else h
-    offsets = torch.arange(k)
-    rows = ys[:, None, None] * stride + offsets[None, :, None]
-    cols = xs[:, None, None] * stride + offsets[None, None, :]
-    patches = padded[rows, cols].flatten(1, 2)  # [M, k·k, C_in]
-    if conv.groups > 1:
-        return torch.bmm(patches.permute(2, 0, 1), conv.weight.flatten(1)[:, :, None])[:, :, 0].T
-    return patches.flatten(1) @ conv.weight.permute(2, 3, 1, 0).flatten(0, 2)
+@dataclass(frozen=True)
+class FoldedConv:
+    """One convolution of the branch at inference, its BatchNorm folded in (y = W'·x + b', with
+    W' = γ/σ · W and b' = β − γ/σ · μ), laid out to multiply gathered patches."""
+
+    weight: torch.Tensor
+    """[k·k·C_in, C_out] for a dense convolution (rows in the order of a channels-last patch); the
+    convolution's own [C, 1, k, k] for a depthwise one."""
+    bias: torch.Tensor
+    kernel: int
+    stride: int
+    padding: int
+    depthwise: bool
+    activation: Callable[[torch.Tensor], torch.Tensor]
+    patch_indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, layer: ConvLayer) -> FoldedConv:
+        conv, norm = layer.conv, layer.norm
+        scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+        weight = conv.weight * scale[:, None, None, None]
+        depthwise = conv.groups > 1
+        k = conv.kernel_size[0]
+        padding = (k - 1) // 2 if hasattr(conv, "pad") else conv.padding[0]  # TF "same" is symmetric at stride 1
+        return cls(
+            weight if depthwise else weight.permute(2, 3, 1, 0).flatten(0, 2).contiguous(),
+            norm.bias - norm.running_mean * scale,
+            k,
+            conv.stride[0],
+            padding,
+            depthwise,
+            layer.activation,
+        )
+
+    @property
+    def pointwise(self) -> bool:
+        return self.kernel == 1 and self.stride == 1
+
+    def patch_rows(self, side: int, width: int) -> torch.Tensor:
+        """[side², k·k]: the rows of the flattened padded input (``width`` pixels wide) that each output
+        position's k×k patch reads; built on first use for each geometry."""
+        geometry = (side, width)
+        if geometry not in self.patch_indices:
+            k, stride = self.kernel, self.stride
+            corners = torch.arange(side)[:, None] * (stride * width) + torch.arange(side) * stride
+            offsets = torch.arange(k)[:, None] * width + torch.arange(k)
+            self.patch_indices[geometry] = corners.flatten()[:, None] + offsets.flatten()
+        return self.patch_indices[geometry]
+
+    def at(self, padded: torch.Tensor, positions: torch.Tensor, side: int) -> torch.Tensor:
+        """The convolution at ``positions`` (flat indices into its side × side output) only, from its
+        zero-padded channels-last input [H + 2p, W + 2p, C_in]: → [M, C_out]. The k×k patches around the
+        positions are gathered as one index over the flattened map (each pixel a contiguous run of
+        channels) and multiplied with the weights, so no other position costs anything."""
+        channels = padded.shape[2]
+        rows = self.patch_rows(side, padded.shape[1])[positions].flatten()
+        patches = padded.reshape(-1, channels).index_select(0, rows)
+        return self.activation(self.apply(patches.view(len(positions), self.kernel**2 * channels)))
+
+    def apply(self, patches: torch.Tensor) -> torch.Tensor:
+        """[M, k·k·C_in] gathered patches → [M, C_out]."""
+        if not self.depthwise:
+            return torch.addmm(self.bias, patches, self.weight)
+        if not len(patches):  # no position: a convolution would see an empty image
+            return patches.new_zeros(0, len(self.bias))
+        # A depthwise convolution's M dot products of length k·k per channel, as oneDNN's depthwise kernel
+        # sliding k×k over a [M·k, k] image with stride k: a batched product would loop over channels.
+        k, channels = self.kernel, self.weight.shape[0]
+        image = patches.view(1, len(patches) * k, k, channels).permute(0, 3, 1, 2)
+        return F.conv2d(image, self.weight, self.bias, stride=(k, 1), groups=channels)[0, :, :, 0].T
 
 
-def norm_rows(norm: nn.BatchNorm2d, values: torch.Tensor) -> torch.Tensor:
-    """Inference BatchNorm on [M, C] values."""
-    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
-    return (values - norm.running_mean) * scale + norm.bias
+def scattered(values: torch.Tensor, positions: torch.Tensor, side: int, padding: int) -> torch.Tensor:
+    """[M, C] values at ``positions`` (flat, side × side) on a zero [side + 2p, side + 2p, C] map: the next
+    convolution's input."""
+    padded_side = side + 2 * padding
+    target = values.new_zeros(padded_side * padded_side, values.shape[1])
+    target.index_copy_(0, positions + positions // side * (2 * padding) + padding * (padded_side + 1), values)
+    return target.view(padded_side, padded_side, -1)
 
 
-def sparse_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """The block on a batch of one, computing each convolution only where its (dilated) mask is on.
-    Returns the output and how many positions each convolution computed."""
-    layers = branch(block)
+def sparse_block(
+    block: nn.Module, convs: tuple[FoldedConv, ...], x: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, list[int]]:
+    """The block on a batch of one (channels-last memory), computing each convolution only where its
+    (dilated) mask is on. Returns the output and how many positions each convolution computed."""
     side = mask.shape[-1]
-    h, counts = x[0].permute(1, 2, 0), []
-    for layer, radius in zip(layers, dilation_radii(layers)):
-        ys, xs = dilate(mask[None, None].float(), radius)[0, 0].nonzero(as_tuple=True)
-        values = layer.activation(norm_rows(layer.norm, conv_at(layer.conv, h, ys, xs)))
-        h = values.new_zeros(side, side, values.shape[1])
-        h[ys, xs] = values
-        counts.append(len(ys))
-    return merge(block, x, h.permute(2, 0, 1)[None]), counts
+    radii = dilation_radii(branch(block))
+    grown = {r: dilate(mask[None, None].float(), r).flatten().nonzero()[:, 0] for r in set(radii)}
+    positions = [grown[r] for r in radii]
+    values = x[0].permute(1, 2, 0)
+    for i, conv in enumerate(convs):
+        if i and conv.pointwise and radii[i] == radii[i - 1]:  # a 1×1 on the positions just computed
+            values = conv.activation(conv.apply(values))
+            continue
+        if i:
+            values = scattered(values, positions[i - 1], side, conv.padding)
+        elif conv.padding:
+            values = F.pad(values, (0, 0) + (conv.padding,) * 4)
+        values = conv.at(values, positions[i], side)
+    # In place where the shortcut is x itself (channels-last, so the view is contiguous): x is not read again.
+    out = shortcut(block, x)[0].permute(1, 2, 0).contiguous()
+    out.view(-1, out.shape[-1]).index_add_(0, positions[-1], values)
+    return finish(block, out.permute(2, 0, 1)[None]), [len(p) for p in positions]
 
 
 @dataclass(frozen=True)
 class MaskedBlock:
-    """A masked block as built: the dense price of each convolution per output position."""
+    """A masked block as built: the dense price of each convolution per output position, and the
+    convolutions as the sparse path runs them."""
 
     block: int
     name: str
     resolution: int
     position_flops: tuple[int, ...]
+    convs: tuple[FoldedConv, ...]
 
 
 class PixelMasking(GatedModel, nn.Module):
@@ -258,6 +333,7 @@ class PixelMasking(GatedModel, nn.Module):
                 f"block {i + 1}",
                 sides[i],
                 tuple(flops[f"backbone.blocks.{i}.{layer.name}"] // sides[i] ** 2 for layer in branch(block)),
+                tuple(FoldedConv.of(layer) for layer in branch(block)),
             )
             for i, block in enumerate(self.net.backbone.blocks)
             if str(i) in self.net.masks
@@ -266,15 +342,17 @@ class PixelMasking(GatedModel, nn.Module):
         """Stem, head, unmasked blocks and every mask unit: paid whatever the masks decide."""
 
     def executed(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, dict, dict]:
-        """The executed path on one input: logits, each masked block's probabilities and position counts."""
+        """The executed path on one input: logits, each masked block's probabilities and position counts.
+        Feature maps stay in channels-last memory, the layout the sparse blocks gather from."""
         probabilities, counts = {}, {}
-        x = self.net.backbone.stem(x)
+        masked = {b.block: b for b in self.masked}
+        x = self.net.backbone.stem(x).contiguous(memory_format=torch.channels_last)
         for i, block in enumerate(self.net.backbone.blocks):
-            if str(i) not in self.net.masks:
+            if i not in masked:
                 x = block(x)
                 continue
             probabilities[i] = self.net.masks[str(i)](x).sigmoid()[0, 0]
-            x, counts[i] = sparse_block(block, x, probabilities[i] >= threshold)
+            x, counts[i] = sparse_block(block, masked[i].convs, x, probabilities[i] >= threshold)
         return self.net.backbone.classify(x)[0], probabilities, counts
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
@@ -326,7 +404,8 @@ ABOUT = About(
         "Every residual block has a mask unit (a 1×1 convolution) that reads the block's input and decides, for "
         "each position of its output, whether to compute the block there. Elsewhere the input passes through the "
         "shortcut. The executed path gathers only the chosen positions, computes them and scatters the results "
-        "back. Initialised from resnet32_cifar and fine-tuned with Gumbel masks and a target of "
+        "back. Initialised from resnet32_cifar and fine-tuned with hard masks (straight-through gradients) and a "
+        "target of "
         f"{TARGET_RATE:.0%} of each block's convolution FLOPs."
     ),
     papers=(

@@ -27,7 +27,7 @@ from dynviz.zoo import ModelCard, load_weights
 
 RATE_WEIGHT = 2.0
 SPARSITY_WEIGHT = 5.0
-FINE_TUNE_EPOCHS = 8
+FINE_TUNE_EPOCHS = 12
 FINE_TUNE_LR = 0.05
 
 
