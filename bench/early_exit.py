@@ -60,6 +60,10 @@ def per_network() -> None:
         )
 
 
+INTERLEAVED_CHUNK = 50
+"""Images per turn when a dynamic model and its static twin are timed in alternation."""
+
+
 def dynamic_vs_static(
     files: list[str],
     dynamic: str,
@@ -70,23 +74,36 @@ def dynamic_vs_static(
 ) -> None:
     """Mean FLOPs and latency of ``dynamic`` (at its default, or ``dynamic_settings``) against ``static``
     (another model, or the same one with ``static_settings`` that disable its exits), through
-    ``python -m dynviz analyze`` on the same files."""
-    runs = {
-        "static": (static, static_settings),
-        "dynamic": (dynamic, dynamic_settings),
-        "static, warm": (static, static_settings),
-    }
-    results = {}
+    ``python -m dynviz analyze`` on the same files. The two alternate chunk by chunk, after a warm-up run of
+    each on the first chunk: on a shared machine a slow minute then weighs on both, not on one."""
+    runs = {"static": (static, static_settings), "dynamic": (dynamic, dynamic_settings)}
+    chunks = [files[i : i + INTERLEAVED_CHUNK] for i in range(0, len(files), INTERLEAVED_CHUNK)]
+    traces: dict[str, list[dict]] = {run: [] for run in runs}
     with tempfile.TemporaryDirectory() as tmp:
-        for run, (model, settings) in runs.items():  # the static model twice: the second, warm run is kept
-            out = Path(tmp) / "traces.json"
-            cli(["analyze", *files, "--model", model, *[a for s in settings for a in ("--set", s)], "--out", str(out)])
-            traces = json.loads(out.read_text())
-            results[run] = (
-                statistics.fmean(t["cost"]["flops"] for t in traces),
-                statistics.fmean(t["cost"]["latency_ms"] for t in traces),
-            )
-    (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["static, warm"], results["dynamic"]
+        out = Path(tmp) / "traces.json"
+        for index, chunk in enumerate([chunks[0], *chunks]):
+            for run, (model, settings) in runs.items():
+                cli(
+                    [
+                        "analyze",
+                        *chunk,
+                        "--model",
+                        model,
+                        *[a for s in settings for a in ("--set", s)],
+                        "--out",
+                        str(out),
+                    ]
+                )
+                if index:  # chunk 0 is the warm-up
+                    traces[run] += json.loads(out.read_text())
+    results = {
+        run: (
+            statistics.fmean(t["cost"]["flops"] for t in kept),
+            statistics.fmean(t["cost"]["latency_ms"] for t in kept),
+        )
+        for run, kept in traces.items()
+    }
+    (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["static"], results["dynamic"]
     flops_ratio, speedup = static_flops / dynamic_flops, static_ms / dynamic_ms
     print(f"\non {len(files)} images ({what}):")
     print(
