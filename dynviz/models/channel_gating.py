@@ -20,6 +20,7 @@ of active channels per gate); at inference a channel runs when p ≥ θ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,8 @@ from dynviz.models.gates import (
     Lite0Backbone,
     ResNet32Backbone,
     decisions,
+    folded,
+    identity,
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.runtime import inference_slot
@@ -79,38 +82,67 @@ def masked_block(block: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Te
     return x + y if block.identity_shortcut else y
 
 
-def rows(conv: nn.Conv2d, x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
-    """``conv`` computing only its output channels ``on`` (a depthwise one reads only those inputs)."""
-    groups = len(on) if conv.groups > 1 else 1
-    padded, padding = (conv.pad(x), 0) if hasattr(conv, "pad") else (x, conv.padding)
-    return F.conv2d(padded, conv.weight[on], None, conv.stride, padding, 1, groups)
+@dataclass(frozen=True)
+class SlicedConv:
+    """One convolution of a gated block at inference, its BatchNorm folded in, as the executed path
+    slices it: the rows of the active output channels, or the columns of the active input channels."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    stride: int
+    padding: int
+    same: Callable[[torch.Tensor], torch.Tensor] | None
+    """TF "same" padding (Lite), applied to the input; None: ``padding`` is the convolution's own."""
+    activation: Callable[[torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: Callable = identity) -> SlicedConv:
+        weight, bias = folded(conv, norm)
+        same = conv.pad if hasattr(conv, "pad") else None
+        return cls(weight, bias, conv.stride[0], 0 if same else conv.padding[0], same, activation)
+
+    def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        x = self.same(x) if self.same else x
+        return self.activation(F.conv2d(x, weight, bias, self.stride, self.padding, 1, groups))
+
+    def rows(self, x: torch.Tensor, on: torch.Tensor, depthwise: bool = False) -> torch.Tensor:
+        """Only the output channels ``on`` (a depthwise convolution reads only those inputs)."""
+        return self.convolve(x, self.weight[on], self.bias[on], len(on) if depthwise else 1)
+
+    def columns(self, h: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+        """Reading only the input channels ``on``."""
+        return self.convolve(h, self.weight[:, on], self.bias)
+
+    def constant(self, side: int) -> torch.Tensor:
+        """The output when no input channel is on: the folded bias at every position, activated."""
+        return self.activation(self.bias[None, :, None, None].expand(1, -1, side, side))
 
 
-def columns(conv: nn.Conv2d, h: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
-    """``conv`` reading only its input channels ``on``."""
-    padded, padding = (conv.pad(h), 0) if hasattr(conv, "pad") else (h, conv.padding)
-    return F.conv2d(padded, conv.weight[:, on], None, conv.stride, padding)
-
-
-def batch_norm_rows(bn: nn.BatchNorm2d, x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
-    return F.batch_norm(x, bn.running_mean[on], bn.running_var[on], bn.weight[on], bn.bias[on], False, 0.0, bn.eps)
-
-
-def sliced_block(block: nn.Module, x: torch.Tensor, on: torch.Tensor, side: int) -> torch.Tensor:
-    """The block computing only its active channels ``on`` (batch of one): what skipping really costs."""
+def sliced_parts(block: nn.Module) -> tuple[SlicedConv, ...]:
     if isinstance(block, BasicBlock):
-        inner = x.new_zeros(1, block.conv2.out_channels, side, side)
-        if len(on):
-            h = F.relu(batch_norm_rows(block.bn1, rows(block.conv1, x, on), on))
-            inner = columns(block.conv2, h, on)
-        return F.relu(block.shortcut(x) + block.bn2(inner))
-    inner = x.new_zeros(1, block.spec.cout, side, side)
+        return SlicedConv.of(block.conv1, block.bn1, F.relu), SlicedConv.of(block.conv2, block.bn2)
+    return (
+        SlicedConv.of(block.expand[0], block.expand[1], F.relu6),
+        SlicedConv.of(block.depthwise[0], block.depthwise[1], F.relu6),
+        SlicedConv.of(block.project[0], block.project[1]),
+    )
+
+
+def sliced_block(
+    block: nn.Module, parts: tuple[SlicedConv, ...], x: torch.Tensor, on: torch.Tensor, side: int
+) -> torch.Tensor:
+    """The block computing only its active channels ``on`` (batch of one): what skipping really costs."""
+    *opening, closing = parts
     if len(on):
-        h = F.relu6(batch_norm_rows(block.expand[1], rows(block.expand[0], x, on), on))
-        h = F.relu6(batch_norm_rows(block.depthwise[1], rows(block.depthwise[0], h, on), on))
-        inner = columns(block.project[0], h, on)
-    y = block.project[1](inner)
-    return x + y if block.identity_shortcut else y
+        h = opening[0].rows(x, on)
+        if len(opening) > 1:  # MBConv: the depthwise convolution on the active expanded channels
+            h = opening[1].rows(h, on, depthwise=True)
+        inner = closing.columns(h, on)
+    else:
+        inner = closing.constant(side)
+    if isinstance(block, BasicBlock):
+        return F.relu(block.shortcut(x) + inner)
+    return x + inner if block.identity_shortcut else inner
 
 
 class ChannelGatedNetwork(nn.Module):
@@ -153,6 +185,8 @@ class GatedLayer:
     channels: int
     flops: int
     """The scaled parts' cost with every channel on; k channels cost k/C of it."""
+    parts: tuple[SlicedConv, ...]
+    """The convolutions the executed path slices."""
 
 
 class ChannelSkipping(GatedModel, nn.Module):
@@ -172,6 +206,7 @@ class ChannelSkipping(GatedModel, nn.Module):
                 self.sides[i],
                 gated_channels(block),
                 sum(flops[f"backbone.blocks.{i}.{part}"] for part in SCALED_PARTS[type(block)]),
+                sliced_parts(block),
             )
             for i, block in enumerate(self.net.backbone.blocks)
             if str(i) in self.net.gates
@@ -183,6 +218,7 @@ class ChannelSkipping(GatedModel, nn.Module):
         threshold = self.threshold(settings)
         seen = self.network_input(image)
         probabilities, active = {}, {}
+        parts = {layer.block: layer.parts for layer in self.layers}
         with inference_slot(), stopwatch() as watch:
             x = self.net.backbone.stem(seen.tensor)
             for i, block in enumerate(self.net.backbone.blocks):
@@ -191,7 +227,7 @@ class ChannelSkipping(GatedModel, nn.Module):
                     continue
                 probabilities[i] = self.net.gates[str(i)](x).sigmoid()[0]
                 active[i] = probabilities[i] >= threshold
-                x = sliced_block(block, x, active[i].nonzero().flatten(), self.sides[i])
+                x = sliced_block(block, parts[i], x, active[i].nonzero().flatten(), self.sides[i])
             logits = self.net.backbone.classify(x)[0]
         records = tuple(
             ChannelRecord(

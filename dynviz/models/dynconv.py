@@ -58,6 +58,8 @@ from dynviz.models.gates import (
     Lite0Backbone,
     ResNet32Backbone,
     decisions,
+    folded,
+    identity,
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.runtime import inference_slot
@@ -83,10 +85,6 @@ class ConvLayer:
     conv: nn.Conv2d
     norm: nn.BatchNorm2d
     activation: Callable[[torch.Tensor], torch.Tensor]
-
-
-def identity(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def branch(block: nn.Module) -> list[ConvLayer]:
@@ -215,15 +213,14 @@ class FoldedConv:
     @classmethod
     @torch.no_grad()
     def of(cls, layer: ConvLayer) -> FoldedConv:
-        conv, norm = layer.conv, layer.norm
-        scale = norm.weight / (norm.running_var + norm.eps).sqrt()
-        weight = conv.weight * scale[:, None, None, None]
+        conv = layer.conv
+        weight, bias = folded(conv, layer.norm)
         depthwise = conv.groups > 1
         k = conv.kernel_size[0]
         padding = (k - 1) // 2 if hasattr(conv, "pad") else conv.padding[0]  # TF "same" is symmetric at stride 1
         return cls(
             weight if depthwise else weight.permute(2, 3, 1, 0).flatten(0, 2).contiguous(),
-            norm.bias - norm.running_mean * scale,
+            bias,
             k,
             conv.stride[0],
             padding,

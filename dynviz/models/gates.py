@@ -57,6 +57,18 @@ def threshold_point(threshold: float) -> str:
 DEFAULT_POINT = threshold_point(DEFAULT_THRESHOLD)
 
 
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@torch.no_grad()
+def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convolution and the inference BatchNorm after it as one convolution's weight and bias:
+    W' = γ/σ · W and b' = β − γ/σ · μ. The executed paths slice and gather these, not the two layers."""
+    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+    return conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
+
+
 class Gate(nn.Module):
     """Pooled features → small MLP → one logit per controlled unit."""
 
