@@ -64,6 +64,10 @@ INTERLEAVED_CHUNK = 50
 """Images per turn when a dynamic model and its static twin are timed in alternation."""
 
 
+def analyze_options(model: str, settings: tuple[str, ...]) -> list[str]:
+    return ["--model", model, *[a for s in settings for a in ("--set", s)]]
+
+
 def dynamic_vs_static(
     files: list[str],
     dynamic: str,
@@ -76,24 +80,14 @@ def dynamic_vs_static(
     (another model, or the same one with ``static_settings`` that disable its exits), through
     ``python -m dynviz analyze`` on the same files. The two alternate chunk by chunk, after a warm-up run of
     each on the first chunk: on a shared machine a slow minute then weighs on both, not on one."""
-    runs = {"static": (static, static_settings), "dynamic": (dynamic, dynamic_settings)}
+    runs = {"static": analyze_options(static, static_settings), "dynamic": analyze_options(dynamic, dynamic_settings)}
     chunks = [files[i : i + INTERLEAVED_CHUNK] for i in range(0, len(files), INTERLEAVED_CHUNK)]
     traces: dict[str, list[dict]] = {run: [] for run in runs}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "traces.json"
         for index, chunk in enumerate([chunks[0], *chunks]):
-            for run, (model, settings) in runs.items():
-                cli(
-                    [
-                        "analyze",
-                        *chunk,
-                        "--model",
-                        model,
-                        *[a for s in settings for a in ("--set", s)],
-                        "--out",
-                        str(out),
-                    ]
-                )
+            for run, options in runs.items():
+                cli(["analyze", *chunk, *options, "--out", str(out)])
                 if index:  # chunk 0 is the warm-up
                     traces[run] += json.loads(out.read_text())
     results = {

@@ -211,7 +211,6 @@ class FoldedConv:
     patch_indices: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    @torch.no_grad()
     def of(cls, layer: ConvLayer) -> FoldedConv:
         conv = layer.conv
         weight, bias = folded(conv, layer.norm)
@@ -402,8 +401,7 @@ ABOUT = About(
         "each position of its output, whether to compute the block there. Elsewhere the input passes through the "
         "shortcut. The executed path gathers only the chosen positions, computes them and scatters the results "
         "back. Initialised from resnet32_cifar and fine-tuned with hard masks (straight-through gradients) and a "
-        "target of "
-        f"{TARGET_RATE:.0%} of each block's convolution FLOPs."
+        f"target of {TARGET_RATE:.0%} of each block's convolution FLOPs."
     ),
     papers=(
         "Verelst & Tuytelaars, Dynamic convolutions: exploiting spatial sparsity for faster inference, CVPR 2020",
