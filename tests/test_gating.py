@@ -132,3 +132,19 @@ def test_training_decisions_are_hard_and_the_rate_loss_pulls_towards_the_target(
         execution_rate_loss([gates], 0.3).backward()
         optimizer.step()
     assert sample_decisions(bias.detach().expand(4096, 8)).mean().item() == pytest.approx(0.3, abs=0.1)
+
+
+@pytest.mark.parametrize("network", [SkipNetwork, ChannelGatedNetwork])
+def test_without_noise_training_decides_as_inference_does_and_the_gates_still_learn(network):
+    net = varied_gates(network(ResNetCifar(14), noise=False), 3).train()
+    for norm in net.modules():  # batch statistics would change what the gates read
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.eval()
+    x = torch.randn(6, 3, 32, 32)
+    trained = net(x)
+    with torch.no_grad():
+        inferred = net.eval()(x)
+    decided = [g.detach().round().flatten().tolist() for g in trained.gates]  # round: the straight-through's residue
+    assert decided == [g.flatten().tolist() for g in inferred.gates]
+    execution_rate_loss(trained.gates, 0.0).backward()
+    assert all(gate.fc2.bias.grad.abs().sum() > 0 for gate in net.gates.values())

