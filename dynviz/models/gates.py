@@ -14,10 +14,10 @@ estimator (Jang et al., ICLR 2017), as ConvNet-AIG does:
 so the forward pass sees the network with units really switched off, and the
 gradient still reaches the gate. Fine-tuning a trained network for a few
 epochs goes without the noise (g_u = 1[a_u > 0], the same gradient): the noise
-would keep the logits near 0, where it and not the input decides. A target-rate loss (:func:`dynviz.train.losses.
-execution_rate_loss`) pulls each gate's mean rate towards the target. At
-inference the unit runs when p_u ≥ θ, the threshold knob: 0.5 follows the most
-likely decision, a higher θ skips more.
+would keep the logits near 0, where it and not the input decides. A
+target-rate loss (:func:`dynviz.train.losses.execution_rate_loss`) pulls each
+gate's mean rate towards the target. At inference the unit runs when p_u ≥ θ,
+the threshold knob: 0.5 follows the most likely decision, a higher θ skips more.
 """
 
 from __future__ import annotations
