@@ -3,8 +3,9 @@
 Static costs of parts are measured once per input shape with PyTorch's own
 ``FlopCounterMode`` and cached; dynamic decisions add up the parts that ran.
 FlopCounterMode counts 2 FLOPs per multiply–add (convolutions, depthwise too,
-and matrix products; not pooling, norms, activations or resizing); we report
-multiply–accumulates, the unit the dynamic-network papers call "FLOPs".
+and matrix products, matrix–vector ones once registered below; not pooling,
+norms, activations or resizing); we report multiply–accumulates, the unit the
+dynamic-network papers call "FLOPs".
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 FLOPS_UNIT = "FLOPs (multiply–adds)"
+
+
+@register_flop_formula(torch.ops.aten.addmv)
+def _matrix_vector_flops(bias_shape, matrix_shape, vector_shape, *args, **kwargs) -> int:
+    """FlopCounterMode prices matrix–matrix products only; the gates run theirs as matrix–vector products at
+    batch size 1 (:meth:`dynviz.models.gates.Gate.logits_of_one`), and those count as much."""
+    rows, columns = matrix_shape
+    return 2 * rows * columns
 
 
 def count_macs(run: Callable[[], object]) -> int:

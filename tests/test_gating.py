@@ -14,7 +14,7 @@ from dynviz.models.channel_gating import (
     ChannelGateResNetCifar,
 )
 from dynviz.models.gates import sample_decisions
-from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
 from dynviz.trace import BlockRecord, ChannelRecord, Trace
 from dynviz.train.losses import execution_rate_loss
@@ -148,3 +148,21 @@ def test_without_noise_training_decides_as_inference_does_and_the_gates_still_le
     assert decided == [g.flatten().tolist() for g in inferred.gates]
     execution_rate_loss(trained.gates, 0.0).backward()
     assert all(gate.fc2.bias.grad.abs().sum() > 0 for gate in net.gates.values())
+
+
+def test_a_gate_asked_for_one_input_answers_as_for_a_batch(skipping, channels, image):
+    for model in (skipping, channels):
+        with torch.inference_mode():
+            x = model.net.backbone.stem(model.network_input(image).tensor)
+            for i, block in enumerate(model.net.backbone.blocks):
+                if str(i) in model.net.gates:
+                    gate = model.net.gates[str(i)]
+                    assert gate.logits_of_one(x).tolist() == pytest.approx(gate(x)[0].tolist(), abs=1e-5)
+                x = block(x)
+
+
+def test_static_twin_and_gated_models_are_served_in_one_memory_layout(skipping, channels):
+    twin = StaticResNetCifar(14, ResNetCifar(14))
+    for model in (twin, skipping, channels):
+        convolutions = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+        assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)

@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from dynviz.inputs import InputImage
 from dynviz.trace import Box, Cost, ExitRecord, Prediction, TopClass, Trace
@@ -78,6 +79,11 @@ class ImageNetClassifier:
     @property
     def labels(self) -> tuple[str, ...]:
         return imagenet_labels()
+
+    @staticmethod
+    def served(net: nn.Module) -> nn.Module:
+        """``net`` ready for inference."""
+        return net.eval()
 
     @staticmethod
     def class_keys() -> tuple[tuple[str, ...], ...]:

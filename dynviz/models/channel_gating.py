@@ -88,6 +88,8 @@ class SlicedConv:
     slices it: the rows of the active output channels, or the columns of the active input channels."""
 
     weight: torch.Tensor
+    """[out, kh, kw, in]: the channels-last order, in which a slice of either dimension is a channels-last
+    weight without a copy (a convolution on channels-last inputs would copy a contiguous one at every call)."""
     bias: torch.Tensor
     stride: int
     padding: int
@@ -99,7 +101,8 @@ class SlicedConv:
     def of(cls, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: Callable = identity) -> SlicedConv:
         weight, bias = folded(conv, norm)
         same = conv.pad if hasattr(conv, "pad") else None
-        return cls(weight, bias, conv.stride[0], 0 if same else conv.padding[0], same, activation)
+        channels_last = weight.permute(0, 2, 3, 1).contiguous()
+        return cls(channels_last, bias, conv.stride[0], 0 if same else conv.padding[0], same, activation)
 
     def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> torch.Tensor:
         x = self.same(x) if self.same else x
@@ -108,12 +111,12 @@ class SlicedConv:
     # index_select, not weight[on]: at batch 1 the slicing is overhead, and Python indexing costs 2–4× more.
     def rows(self, x: torch.Tensor, on: torch.Tensor, depthwise: bool = False) -> torch.Tensor:
         """Only the output channels ``on`` (a depthwise convolution reads only those inputs)."""
-        weight, bias = self.weight.index_select(0, on), self.bias.index_select(0, on)
+        weight, bias = self.weight.index_select(0, on).permute(0, 3, 1, 2), self.bias.index_select(0, on)
         return self.convolve(x, weight, bias, len(on) if depthwise else 1)
 
     def columns(self, h: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
         """Reading only the input channels ``on``."""
-        return self.convolve(h, self.weight.index_select(1, on), self.bias)
+        return self.convolve(h, self.weight.index_select(3, on).permute(0, 3, 1, 2), self.bias)
 
     def constant(self, side: int) -> torch.Tensor:
         """The output when no input channel is on: the folded bias at every position, activated."""
@@ -231,7 +234,7 @@ class ChannelSkipping(GatedModel, nn.Module):
                 if str(i) not in self.net.gates:
                     x = block(x)
                     continue
-                probabilities[i] = self.net.gates[str(i)](x).sigmoid()[0]
+                probabilities[i] = self.net.gates[str(i)].logits_of_one(x).sigmoid()
                 active[i] = probabilities[i] >= threshold
                 x = sliced_block(block, parts[i], x, active[i].nonzero().flatten(), self.sides[i])
             logits = self.net.backbone.classify(x)[0]

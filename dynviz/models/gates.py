@@ -95,7 +95,16 @@ class Gate(nn.Module):
         nn.init.constant_(self.fc2.bias, initial_logit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] → logits [N, units]."""
         return self.fc2(F.relu(self.fc1(x.mean((2, 3)))))
+
+    def logits_of_one(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for a batch of one, [1, C, H, W] → [units], as two matrix–vector products. At batch
+        size 1 a linear layer's matrix–matrix product costs several times its arithmetic in dispatch, and an
+        executed path asks one gate per block."""
+        pooled_sum = x.sum((2, 3))[0]
+        hidden = torch.addmv(self.fc1.bias, self.fc1.weight, pooled_sum, alpha=1 / (x.shape[2] * x.shape[3]))
+        return torch.addmv(self.fc2.bias, self.fc2.weight, hidden.relu_())
 
 
 def sample_decisions(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -151,7 +160,7 @@ class GatedModel:
 
     def __init__(self, net: nn.Module | None = None):
         super().__init__()
-        self.net = (net or self.network(self.backbone())).eval()
+        self.net = self.served(net or self.network(self.backbone()))
         self.flops_full, self.baseline_flops = self.twin_flops()
         probe = torch.zeros(1, 3, self.probe_size, self.probe_size)
         with torch.inference_mode():

@@ -20,7 +20,7 @@ from dynviz.cost import macs_by_module, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import ExitPart, Memo, ThresholdExits, run_exits
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
+from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
 from dynviz.models.resnet_cifar import resnet_flops
 from dynviz.runtime import inference_slot
 from dynviz.trace import Cost, Trace, build
@@ -59,7 +59,7 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
         default_point: str,
     ):
         super().__init__()
-        self.net = net.eval()
+        self.net = self.served(net)
         self.register_buffer("temperatures", temperatures.float())
         self.point_thresholds = operating_points
         self.default_point = default_point
@@ -126,13 +126,13 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        view = cifar_view(image)
-        x = view.tensor()
+        seen = cifar_input(image)
+        x = seen.tensor
         thresholds = self.thresholds(settings)
         decision = run_exits(
             self.exit_parts,
             thresholds,
-            view.box,
+            seen.box,
             lambda k: self.exit_output(x, k, memo),
             self.temperatures,
             self.labels,
@@ -140,13 +140,14 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
         answered = next(r.index for r in decision.records if r.taken)
         full = sum(part.flops for part in self.exit_parts)
         cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms, self.baseline_flops)
-        notes = image.notes + ((view.note,) if view.note else ())
         records = decision.records + self.grid_records(answered)
-        return Trace(self.name, image.name, image.size, decision.answer, cost, records, self.applied(thresholds), notes)
+        return Trace(
+            self.name, image.name, image.size, decision.answer, cost, records, self.applied(thresholds), seen.notes
+        )
 
     def explain_exit(self, image: InputImage, k: int, target: int) -> ExplainTarget:
         """Exit k's path (blocks 1..k, classifier k) and the feature map of :meth:`explain_layer`."""
-        view = cifar_view(image)
+        seen = cifar_input(image)
         return ExplainTarget(
-            self, lambda x: exit_logits(self.net, x, k), self.explain_layer(k), view.tensor(), target, view.box
+            self, lambda x: exit_logits(self.net, x, k), self.explain_layer(k), seen.tensor, target, seen.box
         )

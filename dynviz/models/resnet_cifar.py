@@ -104,7 +104,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         super().__init__()
         self.name = f"resnet{depth}_cifar"
         self.about = about(depth)
-        self.net = (net or ResNetCifar(depth)).eval()
+        self.net = self.served(net or ResNetCifar(depth))
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
 
     @classmethod

@@ -95,7 +95,7 @@ class SkipNetwork(nn.Module):
         probabilities, executed = [], []
         for i, block in enumerate(self.backbone.blocks[:blocks]):
             gate = self.gates[str(i)] if str(i) in self.gates else None
-            p = None if gate is None else float(gate(x).sigmoid())
+            p = None if gate is None else float(gate.logits_of_one(x).sigmoid())
             run = forced[i] if forced is not None else p is None or p >= threshold
             if run:
                 x = block(x)
