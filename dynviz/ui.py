@@ -244,7 +244,7 @@ def mask_speed(model_name: str, digest: str, threshold: float, _image: InputImag
 
 def answer_header(trace: Trace, decision: str, detail: str, decision_label: str = "Stopped at stage") -> None:
     """The answer first: label, confidence, where it was decided and the cost."""
-    label, where, cost, latency = st.columns(4)
+    label, where, cost, latency = st.columns([2, 1.2, 1.2, 1])  # class names are the long values
     label.metric(
         "Answer",
         trace.prediction.label,
