@@ -181,7 +181,9 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
             name, model.about, flops_full=0.0, default_point=default_point or next(iter(model.operating_points()))
         )
         flops_full = model.analyze(files[0].load()).cost.flops_full
-        print(f"card written: {dataclasses.replace(card, flops_full=flops_full, evaluation=result).save()}")
+        # The description is refreshed too: a card describes the model the figures were measured on.
+        card = dataclasses.replace(card, about=model.about, flops_full=flops_full, evaluation=result)
+        print(f"card written: {card.save()}")
     return 0
 
 

@@ -182,8 +182,9 @@ LITE_ABOUT = About(
     family="sample-wise dynamic depth: layer skipping (survey §3.2.1)",
     summary=(
         "Each of Lite0's MBConv blocks with an identity shortcut (9 of 16) has a small gate that reads the "
-        "block's input and decides whether to run it. Fine-tuned from Lite0's ImageNet weights by distillation "
-        f"from Lite0 itself, with a target execution rate of {LITE_TARGET_RATE:.0%} per gate."
+        "block's input and decides whether to run it. Lite0's weights stay as they are: only the gates are "
+        "trained, by distillation from Lite0 itself, with hard decisions made as at inference and a target "
+        f"execution rate of {LITE_TARGET_RATE:.0%} per gate."
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,

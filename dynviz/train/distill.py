@@ -13,6 +13,11 @@ with the gates' target-rate loss. Upsampled CIFAR-10 train images (or any
 folder of photos, ``--unlabeled``) add variety: the teacher labels them.
 BatchNorm statistics stay those of ImageNet; the schedule is the shared one-cycle
 SGD at a fine-tuning learning rate.
+
+The layer-skipping student trains its gates only, Lite0 unchanged: a few hundred
+images cannot be memorised by nine small gates, and Lite0, trained with stochastic
+depth, has met inputs with residual blocks dropped. Channel gating has no such
+luck: with Lite0 frozen, switching off a third of every block's channels wrecks it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,12 +54,19 @@ from dynviz.zoo import ModelCard
 
 EPOCHS = 6
 """About half an hour on a 2-core CPU; an epoch is every unlabelled image once and the labelled ones as often."""
+FINE_TUNE_PEAK_LR = 0.01
+GATES_PEAK_LR = 0.1
+"""Gates learning alone, their last layer from zero, take a from-scratch rate rather than a fine-tuning one."""
 UNLABELED_IMAGES = 2500
 STORED_SIDE = 256
 """Images are kept as their central square at this side; crops of it are resized to the network's 224."""
 SIDE = 224
 CROP_AREA = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
+
+
+Tuned = Literal["all", "gates and norms", "gates"]
+"""What of Lite0 a distillation tunes besides the gates."""
 
 
 def central_square(image: Image.Image, side: int = STORED_SIDE) -> np.ndarray:
@@ -144,16 +157,18 @@ def distill(
     target: float,
     options: TrainOptions,
     model: Callable,
-    tune_convolutions: bool = True,
+    tuned: Tuned = "all",
     weight: float = RATE_WEIGHT,
+    peak_lr: float = FINE_TUNE_PEAK_LR,
 ) -> ModelCard:
-    """Distil ``net`` from Lite0. Without ``tune_convolutions`` only the gates and BatchNorm's scales and
-    shifts learn: 250 images are too few to re-learn Lite0's filters without memorising them."""
+    """Distil ``net`` from Lite0. ``tuned`` says what learns besides the gates: all of Lite0, its BatchNorm
+    scales and shifts only, or nothing (Lite0 stays as it is). 250 images are too few to re-learn Lite0's
+    filters without memorising them."""
     start = time.perf_counter()
-    if not tune_convolutions:
+    if tuned != "all":
         for module in net.backbone.modules():
             for parameter in module.parameters(recurse=False):
-                parameter.requires_grad_(isinstance(module, nn.BatchNorm2d))
+                parameter.requires_grad_(tuned == "gates and norms" and isinstance(module, nn.BatchNorm2d))
     root = require_data(options, "the ImageNet sample folder (its calib half is used)")
     items = labelled_files(root, LiteCascade.class_keys(), split="calib")
     labelled = stack([central_square(item.load().image) for item in items])
@@ -171,7 +186,7 @@ def distill(
     def match_teacher(logits: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
         return distillation(logits[0], teacher, temperature=1.0)
 
-    schedule = Schedule(epochs=options.epochs or EPOCHS, batch_size=64, peak_lr=0.01, weight_decay=1e-5)
+    schedule = Schedule(epochs=options.epochs or EPOCHS, batch_size=64, peak_lr=peak_lr, weight_decay=1e-5)
     (accuracy,) = fit(
         FrozenNorms(net),
         match_teacher,
@@ -189,8 +204,17 @@ def distill(
 
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:
-    net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True)
-    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip)
+    net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True, noise=False)
+    return distill(
+        skip.Lite0Skip.name,
+        net,
+        skip.LITE_TARGET_RATE,
+        options,
+        skip.Lite0Skip,
+        weight=FINE_TUNE_RATE_WEIGHT,
+        tuned="gates",
+        peak_lr=GATES_PEAK_LR,
+    )
 
 
 def train_lite0_channels(options: TrainOptions) -> ModelCard:
@@ -200,7 +224,7 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
         constant_start=True,
     )
     name, target = channel_gating.Lite0Channels.name, channel_gating.LITE_TARGET_RATE
-    return distill(name, net, target, options, channel_gating.Lite0Channels, tune_convolutions=False)
+    return distill(name, net, target, options, channel_gating.Lite0Channels, tuned="gates and norms")
 
 
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
