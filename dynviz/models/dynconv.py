@@ -421,9 +421,9 @@ LITE_ABOUT = About(
     summary=(
         "Each of Lite0's MBConv blocks with an identity shortcut (9 of 16) has a mask unit that decides, for each "
         "position, whether to compute the block there: the 1×1 expansion runs on the mask grown by the depthwise "
-        "kernel, the depthwise convolution and the projection on the mask itself. Fine-tuned from Lite0's "
-        f"ImageNet weights by distillation from Lite0 itself, with a target of {LITE_TARGET_RATE:.0%} of each "
-        "masked block's FLOPs."
+        "kernel, the depthwise convolution and the projection on the mask itself. Lite0's weights stay as they "
+        "are: only the mask units are trained, by distillation from Lite0 itself, with a target of "
+        f"{LITE_TARGET_RATE:.0%} of each masked block's FLOPs."
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,

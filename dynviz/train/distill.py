@@ -14,9 +14,9 @@ folder of photos, ``--unlabeled``) add variety: the teacher labels them.
 BatchNorm statistics stay those of ImageNet; the schedule is the shared one-cycle
 SGD at a fine-tuning learning rate.
 
-The layer-skipping student trains its gates only, Lite0 unchanged: a few hundred
-images cannot be memorised by nine small gates, and Lite0, trained with stochastic
-depth, has met inputs with residual blocks dropped. Channel gating has no such
+The layer-skipping and pixel-masking students train their gates only, Lite0
+unchanged: a few hundred images cannot be memorised by nine small gates, and Lite0,
+trained with stochastic depth, has met inputs with residual blocks dropped. Channel gating has no such
 luck: with Lite0 frozen, switching off a third of every block's channels wrecks it.
 """
 
@@ -230,4 +230,13 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
     net = dynconv.DynConvNetwork(dynconv.Lite0DynConv.backbone(), constant_start=True)
     name, target = dynconv.Lite0DynConv.name, dynconv.LITE_TARGET_RATE
-    return distill(name, net, target, options, dynconv.Lite0DynConv, weight=FINE_TUNE_RATE_WEIGHT)
+    return distill(
+        name,
+        net,
+        target,
+        options,
+        dynconv.Lite0DynConv,
+        tuned="gates",
+        weight=FINE_TUNE_RATE_WEIGHT,
+        peak_lr=GATES_PEAK_LR,
+    )
