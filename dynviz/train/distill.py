@@ -15,9 +15,10 @@ BatchNorm statistics stay those of ImageNet; the schedule is the shared one-cycl
 SGD at a fine-tuning learning rate.
 
 The layer-skipping and pixel-masking students train their gates only, Lite0
-unchanged: a few hundred images cannot be memorised by nine small gates, and Lite0,
-trained with stochastic depth, has met inputs with residual blocks dropped. Channel gating has no such
-luck: with Lite0 frozen, switching off a third of every block's channels wrecks it.
+unchanged: a few hundred images cannot be memorised by nine small gates, and
+Lite0, trained with stochastic depth, has met inputs with residual blocks
+dropped. Channel gating has no such luck: with Lite0 frozen, switching off a
+third of every block's channels wrecks it.
 """
 
 from __future__ import annotations
@@ -159,7 +160,6 @@ def distill(
     model: Callable,
     tuned: Tuned = "all",
     weight: float = RATE_WEIGHT,
-    peak_lr: float = FINE_TUNE_PEAK_LR,
 ) -> ModelCard:
     """Distil ``net`` from Lite0. ``tuned`` says what learns besides the gates: all of Lite0, its BatchNorm
     scales and shifts only, or nothing (Lite0 stays as it is). 250 images are too few to re-learn Lite0's
@@ -186,7 +186,12 @@ def distill(
     def match_teacher(logits: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
         return distillation(logits[0], teacher, temperature=1.0)
 
-    schedule = Schedule(epochs=options.epochs or EPOCHS, batch_size=64, peak_lr=peak_lr, weight_decay=1e-5)
+    schedule = Schedule(
+        epochs=options.epochs or EPOCHS,
+        batch_size=64,
+        peak_lr=GATES_PEAK_LR if tuned == "gates" else FINE_TUNE_PEAK_LR,
+        weight_decay=1e-5,
+    )
     (accuracy,) = fit(
         FrozenNorms(net),
         match_teacher,
@@ -213,7 +218,6 @@ def train_lite0_skip(options: TrainOptions) -> ModelCard:
         skip.Lite0Skip,
         weight=FINE_TUNE_RATE_WEIGHT,
         tuned="gates",
-        peak_lr=GATES_PEAK_LR,
     )
 
 
@@ -238,5 +242,4 @@ def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
         dynconv.Lite0DynConv,
         tuned="gates",
         weight=FINE_TUNE_RATE_WEIGHT,
-        peak_lr=GATES_PEAK_LR,
     )
