@@ -28,6 +28,8 @@ def block_grid(trace: Trace) -> go.Figure:
         marker_pattern_shape=["." if r.probability is None else "" for r in records],
         text=[_verdict(r) for r in records],
         textposition="inside",
+        # Dark on the skipped grey and on the dotted, mostly white bars of ungated blocks; white on the green.
+        textfont_color=["white" if r.executed and r.probability is not None else "#262730" for r in records],
         hovertext=[_block_hover(r) for r in records],
         hoverinfo="text",
         name="gate probability of running",
