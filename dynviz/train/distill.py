@@ -12,7 +12,7 @@ and the student minimises
 with the gates' target-rate loss. Upsampled CIFAR-10 train images (or any
 folder of photos, ``--unlabeled``) add variety: the teacher labels them.
 BatchNorm statistics stay those of ImageNet; the schedule is the shared one-cycle
-SGD at a fine-tuning learning rate.
+SGD at a fine-tuning learning rate, or a from-scratch one when only the gates learn.
 
 The layer-skipping and pixel-masking students train their gates only, Lite0
 unchanged: a few hundred images cannot be memorised by nine small gates, and
