@@ -38,9 +38,13 @@ def block_grid(trace: Trace) -> go.Figure:
     )
     threshold = trace.settings.get("threshold")
     if threshold is not None:
-        figure.add_hline(y=threshold, line=dict(color=THRESHOLD, dash="dash"), row=1, col=1)
-        figure.add_annotation(
-            x=names[-1], y=threshold, text=f"θ = {threshold:g}", showarrow=False, yanchor="bottom", row=1, col=1
+        figure.add_hline(
+            y=threshold,
+            line=dict(color=THRESHOLD, dash="dash"),
+            annotation=dict(text=f"θ = {threshold:g}", bgcolor="rgba(255, 255, 255, 0.85)"),  # legible on a bar
+            annotation_position="top right",
+            row=1,
+            col=1,
         )
     figure.add_bar(
         x=names,
