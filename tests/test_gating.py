@@ -12,6 +12,10 @@ from dynviz.inputs import load_image
 from dynviz.models.channel_gating import (
     ChannelGatedNetwork,
     ChannelGateResNetCifar,
+    contributions,
+    expanded_features,
+    masked_block,
+    salient,
 )
 from dynviz.models.gates import sample_decisions
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
@@ -23,11 +27,14 @@ THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
 
 
 def varied_gates(net: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Untrained gates are input-independent (zero last layer): give them weights so decisions vary."""
+    """Untrained gates are input-independent (zero last layer): give them weights so decisions vary, and
+    channels that are off a fill other than 0."""
     torch.manual_seed(seed)
     for gate in net.gates.values():
         torch.nn.init.normal_(gate.fc2.weight, std=2.0)
         torch.nn.init.normal_(gate.fc2.bias, std=1.0)
+    for fill in net.fills.buffers() if isinstance(net, ChannelGatedNetwork) else ():
+        fill.uniform_(0.0, 6.0)
     return net
 
 
@@ -166,3 +173,20 @@ def test_static_twin_and_gated_models_are_served_in_one_memory_layout(skipping, 
     for model in (twin, skipping, channels):
         convolutions = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
         assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)
+
+
+def test_an_mbconv_channel_that_never_leaves_its_mean_is_not_salient_and_costs_nothing_to_switch_off():
+    block = tiny_lite().blocks[2]  # 72 expanded channels
+    x = torch.randn(4, 12, 8, 8)
+    with torch.no_grad():
+        block.expand[0].weight[5] = 0.0  # channel 5 is the same constant for every input and position
+        h = expanded_features(block, x)
+        fill = h.mean((0, 2, 3))
+        contribution = contributions(block, x, fill)
+        assert contribution[:, 5].abs().max() < 1e-6 and salient(contribution)[:, 5].sum() == 0
+        on = torch.ones(4, 72)
+        off = on.clone()
+        off[:, 5] = 0.0
+        assert torch.allclose(masked_block(block, x, off, fill), masked_block(block, x, on, fill), atol=1e-5)
+        off[:, 6] = 0.0  # a channel that varies: holding its mean changes the block's output
+        assert not torch.allclose(masked_block(block, x, off, fill), masked_block(block, x, on, fill), atol=1e-5)

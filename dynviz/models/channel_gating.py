@@ -10,12 +10,25 @@ block's input and switches each of those channels on or off for this input:
 
 A channel that is off costs nothing: W₁ computes only the rows of the channels
 that are on, W₂ reads only their columns. With k of C channels on, both
-convolutions cost k/C of their dense price. In an MBConv block (EfficientNet)
-the gated channels are the expansion's: the 1×1 expansion, the depthwise
-convolution and the 1×1 projection each cost k/C of their dense price (FBS's
-"channel saliency" on the expanded features). The gates are those of
+convolutions cost k/C of their dense price. The gates are those of
 :mod:`dynviz.models.gates` (hard straight-through decisions in training, a target rate
 of active channels per gate); at inference a channel runs when p ≥ θ.
+
+In an MBConv block (EfficientNet) the gated channels are the expansion's: the
+1×1 expansion, the depthwise convolution and the 1×1 projection each cost k/C
+of their dense price (FBS's "channel saliency" on the expanded features). A
+channel that is off holds its mean μ over training images rather than 0
+(mean replacement, Evci et al. 2018): the depthwise convolution's BatchNorm
+shift keeps its outputs far from 0, and a network whose filters stay as
+trained cannot lose that offset. As the projection is 1×1, the means of the
+channels that are off fold into its bias, b + W₂[:, off] μ[off], at the price
+of one matrix–vector product. Such gates need no training of the network: each
+learns to predict which channels matter for this input, the channels whose
+contribution
+
+    s_c(x) = mean over positions |h_c − μ_c| · ‖W₂[:, c]‖
+
+is at least :data:`SALIENT_SHARE` of the block's mean contribution.
 """
 
 from __future__ import annotations
@@ -39,7 +52,7 @@ from dynviz.models.gates import (
     CIFAR_DATA,
     CIFAR_LICENSE,
     DEFAULT_THRESHOLD,
-    FUNCTION_MATCHING,
+    GATE_WIDTH,
     LITE0_DATA,
     LITE0_LICENSE,
     Gate,
@@ -58,8 +71,10 @@ from dynviz.zoo import About, register_model
 
 TARGET_RATE = 0.45
 """Each gate's share of active channels in training (CIFAR)."""
-LITE_TARGET_RATE = 0.6
-LITE_INITIAL_P = 0.95
+MBCONV_GATE_WIDTH = 64
+"""An MBConv block's gate predicts up to 1152 expanded channels: wider than a ResNet block's (16 units)."""
+SALIENT_SHARE = 0.3
+"""A channel matters for an input when its contribution is at least this share of its block's mean (Lite0)."""
 
 SCALED_PARTS = {BasicBlock: ("conv1", "conv2"), MBConv: ("expand", "depthwise", "project")}
 """The parts of a block whose cost scales with its active channels."""
@@ -72,14 +87,32 @@ def gated_channels(block: nn.Module) -> int:
     return 0 if isinstance(block.expand, nn.Identity) else block.spec.expanded
 
 
-def masked_block(block: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """The block with its gated channels multiplied by ``g`` [N, C] (the dense path of training)."""
+def masked_block(block: nn.Module, x: torch.Tensor, g: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
+    """The block with its gated channels multiplied by ``g`` [N, C], those that are off holding ``fill``
+    (the dense path of training)."""
     g = g[:, :, None, None]
     if isinstance(block, BasicBlock):
         h = F.relu(block.bn1(block.conv1(x))) * g
         return F.relu(block.shortcut(x) + block.bn2(block.conv2(h)))
-    y = block.project(block.depthwise(block.expand(x) * g) * g)  # depthwise maps 0 to its BN shift: mask again
+    y = block.project(expanded_features(block, x) * g + fill[:, None, None] * (1 - g))
     return x + y if block.identity_shortcut else y
+
+
+def expanded_features(block: MBConv, x: torch.Tensor) -> torch.Tensor:
+    """What an MBConv block's projection reads: its gated channels, all on."""
+    return block.depthwise(block.expand(x))
+
+
+def contributions(block: MBConv, x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """s_c(x) = mean |h_c − μ_c| · ‖W₂[:, c]‖ [N, C]: how far switching channel c off moves the block's output."""
+    projection, _ = folded(block.project[0], block.project[1])
+    deviation = (expanded_features(block, x) - fill[:, None, None]).abs().mean((2, 3))
+    return deviation * projection.flatten(1).norm(dim=0)
+
+
+def salient(contribution: torch.Tensor) -> torch.Tensor:
+    """The channels that matter for each input (0/1 [N, C]): what a Lite0 channel gate learns to predict."""
+    return (contribution >= SALIENT_SHARE * contribution.mean(1, keepdim=True)).float()
 
 
 @dataclass(frozen=True)
@@ -96,13 +129,31 @@ class SlicedConv:
     same: Callable[[torch.Tensor], torch.Tensor] | None
     """TF "same" padding (Lite), applied to the input; None: ``padding`` is the convolution's own."""
     activation: Callable[[torch.Tensor], torch.Tensor]
+    by_input: torch.Tensor | None
+    """A 1×1 convolution's weight as [in, out], in which its columns are rows; None for any other. A 1×1
+    convolution runs as one matrix product over the pixels: oneDNN would build a new convolution for every
+    number of active channels, that is for nearly every input (79 ms per photo for Lite0's 50 ms)."""
+    fill: torch.Tensor | None
+    """What an input channel that is off holds (1×1 convolutions only): its columns then add W[:, c] μ_c to
+    the bias. None: it holds 0."""
 
     @classmethod
-    def of(cls, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: Callable = identity) -> SlicedConv:
+    def of(
+        cls, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: Callable = identity, fill: torch.Tensor | None = None
+    ) -> SlicedConv:
         weight, bias = folded(conv, norm)
         same = conv.pad if hasattr(conv, "pad") else None
         channels_last = weight.permute(0, 2, 3, 1).contiguous()
-        return cls(channels_last, bias, conv.stride[0], 0 if same else conv.padding[0], same, activation)
+        pointwise = (
+            conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+        )  # "same" pads nothing here
+        by_input = weight.flatten(1).t().contiguous() if pointwise else None
+        if fill is not None:  # every channel off: b + W μ; a channel on takes its W[:, c] μ_c back out
+            if by_input is None:
+                raise ValueError("a fill folds into the bias of a 1×1 convolution only")
+            bias = torch.addmv(bias, weight.flatten(1), fill)
+        padding = 0 if same else conv.padding[0]
+        return cls(channels_last, bias, conv.stride[0], padding, same, activation, by_input, fill)
 
     def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> torch.Tensor:
         x = self.same(x) if self.same else x
@@ -111,25 +162,44 @@ class SlicedConv:
     # index_select, not weight[on]: at batch 1 the slicing is overhead, and Python indexing costs 2–4× more.
     def rows(self, x: torch.Tensor, on: torch.Tensor, depthwise: bool = False) -> torch.Tensor:
         """Only the output channels ``on`` (a depthwise convolution reads only those inputs)."""
-        weight, bias = self.weight.index_select(0, on).permute(0, 3, 1, 2), self.bias.index_select(0, on)
-        return self.convolve(x, weight, bias, len(on) if depthwise else 1)
+        weight, bias = self.weight.index_select(0, on), self.bias.index_select(0, on)
+        if self.by_input is not None:
+            return self.activation(pixel_product(x, weight.view(len(on), -1).t(), bias))
+        return self.convolve(x, weight.permute(0, 3, 1, 2), bias, len(on) if depthwise else 1)
 
     def columns(self, h: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
-        """Reading only the input channels ``on``."""
-        return self.convolve(h, self.weight.index_select(3, on).permute(0, 3, 1, 2), self.bias)
+        """Reading only the input channels ``on``, the others holding their fill."""
+        if self.by_input is None:
+            return self.convolve(h, self.weight.index_select(3, on).permute(0, 3, 1, 2), self.bias)
+        weight = self.by_input.index_select(0, on)
+        bias = self.bias
+        if self.fill is not None:
+            bias = torch.addmv(bias, weight.t(), self.fill.index_select(0, on), alpha=-1)
+        return self.activation(pixel_product(h, weight, bias))
+
+    def fill_flops(self, active: int) -> int:
+        """What folding the fill of ``active`` channels into the bias costs."""
+        return 0 if self.fill is None else len(self.weight) * active
 
     def constant(self, side: int) -> torch.Tensor:
         """The output when no input channel is on: the folded bias at every position, activated."""
         return self.activation(self.bias[None, :, None, None].expand(1, -1, side, side))
 
 
-def sliced_parts(block: nn.Module) -> tuple[SlicedConv, ...]:
+def pixel_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution of a channels-last x [1, C, H, W] with ``weight`` [C, out]: one matrix product."""
+    _, _, height, width = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(height * width, -1)
+    return torch.addmm(bias, pixels, weight).view(1, height, width, -1).permute(0, 3, 1, 2)
+
+
+def sliced_parts(block: nn.Module, fill: torch.Tensor | None) -> tuple[SlicedConv, ...]:
     if isinstance(block, BasicBlock):
         return SlicedConv.of(block.conv1, block.bn1, F.relu), SlicedConv.of(block.conv2, block.bn2)
     return (
         SlicedConv.of(block.expand[0], block.expand[1], F.relu6),
         SlicedConv.of(block.depthwise[0], block.depthwise[1], F.relu6),
-        SlicedConv.of(block.project[0], block.project[1]),
+        SlicedConv.of(block.project[0], block.project[1], fill=fill),
     )
 
 
@@ -153,9 +223,7 @@ def sliced_block(
 class ChannelGatedNetwork(nn.Module):
     """A backbone (``stem``, ``blocks``, ``classify``) whose blocks each gate the channels inside them."""
 
-    def __init__(
-        self, backbone: nn.Module, initial_logit: float = 2.0, constant_start: bool = False, noise: bool = True
-    ):
+    def __init__(self, backbone: nn.Module, noise: bool = True):
         super().__init__()
         self.backbone = backbone
         self.noise = noise
@@ -163,22 +231,30 @@ class ChannelGatedNetwork(nn.Module):
         self.gates = nn.ModuleDict(
             {
                 str(i): Gate(
-                    b.channels_in, gated_channels(b), initial_logit=initial_logit, constant_start=constant_start
+                    b.channels_in, gated_channels(b), GATE_WIDTH if isinstance(b, BasicBlock) else MBCONV_GATE_WIDTH
                 )
                 for i, b in enumerate(backbone.blocks)
                 if gated_channels(b)
             }
         )
+        self.fills = nn.Module()
+        """What the channels of each gated MBConv block hold when off: their means, set by training."""
+        for i, b in enumerate(backbone.blocks):
+            if isinstance(b, MBConv) and gated_channels(b):
+                self.fills.register_buffer(str(i), torch.zeros(gated_channels(b)))
+
+    def fill(self, block: int) -> torch.Tensor | None:
+        return getattr(self.fills, str(block), None)
 
     def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:
-        """The masked dense path (training, batches): channels that are off are multiplied by 0."""
+        """The masked dense path (training, batches): channels that are off hold their fill (0 or μ)."""
         x = self.backbone.stem(x)
         gates = []
         for i, block in enumerate(self.backbone.blocks):
             if str(i) in self.gates:
                 g = decisions(self.gates[str(i)](x), self.training, threshold, self.noise)
                 gates.append(g)
-                x = masked_block(block, x, g)
+                x = masked_block(block, x, g, self.fill(i))
             else:
                 x = block(x)
         return GatedOutput(self.backbone.classify(x), gates)
@@ -193,9 +269,14 @@ class GatedLayer:
     resolution: int
     channels: int
     flops: int
-    """The scaled parts' cost with every channel on; k channels cost k/C of it."""
+    """The scaled parts' cost with every channel on, and folding their fills; k channels cost k/C of it."""
     parts: tuple[SlicedConv, ...]
     """The convolutions the executed path slices."""
+
+
+def scaled_flops(block: nn.Module, index: int, module_flops: dict[str, int]) -> int:
+    """The dense price of the parts of block ``index`` whose cost scales with its active channels."""
+    return sum(module_flops[f"backbone.blocks.{index}.{part}"] for part in SCALED_PARTS[type(block)])
 
 
 class ChannelSkipping(GatedModel, nn.Module):
@@ -207,20 +288,14 @@ class ChannelSkipping(GatedModel, nn.Module):
 
     def __init__(self, net: ChannelGatedNetwork | None = None):
         super().__init__(net)
-        flops = self.module_flops
-        self.layers = [
-            GatedLayer(
-                i,
-                f"block {i + 1}",
-                self.sides[i],
-                gated_channels(block),
-                sum(flops[f"backbone.blocks.{i}.{part}"] for part in SCALED_PARTS[type(block)]),
-                sliced_parts(block),
-            )
-            for i, block in enumerate(self.net.backbone.blocks)
-            if str(i) in self.net.gates
-        ]
-        self.fixed_flops = flops[""] - sum(layer.flops for layer in self.layers)
+        gated = {int(i): self.net.backbone.blocks[int(i)] for i in self.net.gates}
+        self.layers = []
+        for i, block in gated.items():
+            parts = sliced_parts(block, self.net.fill(i))
+            channels = gated_channels(block)
+            flops = scaled_flops(block, i, self.module_flops) + parts[-1].fill_flops(channels)
+            self.layers.append(GatedLayer(i, f"block {i + 1}", self.sides[i], channels, flops, parts))
+        self.fixed_flops = self.module_flops[""] - sum(scaled_flops(b, i, self.module_flops) for i, b in gated.items())
         """Stem, head, ungated blocks and every gate: paid whatever the gates decide."""
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
@@ -283,12 +358,12 @@ LITE_ABOUT = About(
     summary=(
         "Each MBConv block with an expansion layer (15 of 16) has a small gate that reads the block's input and "
         "switches each expanded channel on or off: a channel that is off is not expanded, not filtered by the "
-        "depthwise convolution and not read by the projection. Lite0's filters are kept; the gates and "
-        f"BatchNorm's scales and shifts are trained by distillation from Lite0 itself, with a target of {LITE_TARGET_RATE:.0%} active channels per gate. The gates "
-        f"start nearly always on (p = {LITE_INITIAL_P:.2f}): dropping more channels at random at once wrecks a "
-        "pretrained network before it can adapt."
+        "depthwise convolution and not read by the projection; it holds its mean over training images instead "
+        "(folded into the projection's bias). Lite0 is kept as it is. Each gate learns to predict, from the "
+        "block's input, which channels matter for it: those whose contribution to the block's output, measured "
+        f"on Lite0 itself, is at least {SALIENT_SHARE:.0%} of the block's mean contribution."
     ),
-    papers=(*ABOUT.papers, FUNCTION_MATCHING),
+    papers=(*ABOUT.papers, "Evci et al., Mean replacement pruning, 2018"),
     license=LITE0_LICENSE,
     data=LITE0_DATA,
 )

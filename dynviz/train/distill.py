@@ -12,23 +12,27 @@ and the student minimises
 with the gates' target-rate loss. Upsampled CIFAR-10 train images (or any
 folder of photos, ``--unlabeled``) add variety: the teacher labels them.
 BatchNorm statistics stay those of ImageNet; the schedule is the shared one-cycle
-SGD at a fine-tuning learning rate, or a from-scratch one when only the gates learn.
+SGD, at a from-scratch rate since only the gates learn.
 
 The layer-skipping and pixel-masking students train their gates only, Lite0
 unchanged: a few hundred images cannot be memorised by nine small gates, and
 Lite0, trained with stochastic depth, has met inputs with residual blocks
-dropped. Channel gating has no such luck: with Lite0 frozen, switching off a
-third of every block's channels wrecks it.
+dropped. Channel gating does without the KL term altogether: each gate is
+fitted to the channels that matter on Lite0 itself (a dense target, one per
+channel and view, where the KL term gives one per view). Distilled by KL
+instead, with Lite0 frozen and switched-off channels at 0, its gates learnt
+nothing usable (0.4% on their own training images after an epoch).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -44,8 +48,6 @@ from dynviz.models.gates import GatedOutput
 from dynviz.models.lite_cascade import LiteCascade
 from dynviz.train.cifar import checkpoint_path
 from dynviz.train.gated import (
-    FINE_TUNE_RATE_WEIGHT,
-    RATE_WEIGHT,
     rate_penalty,
     save_gated,
 )
@@ -55,7 +57,6 @@ from dynviz.zoo import ModelCard
 
 EPOCHS = 6
 """About half an hour on a 2-core CPU; an epoch is every unlabelled image once and the labelled ones as often."""
-FINE_TUNE_PEAK_LR = 0.01
 GATES_PEAK_LR = 0.1
 """Gates learning alone, their last layer from zero, take a from-scratch rate rather than a fine-tuning one."""
 UNLABELED_IMAGES = 2500
@@ -64,10 +65,6 @@ STORED_SIDE = 256
 SIDE = 224
 CROP_AREA = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-
-
-Tuned = Literal["all", "gates and norms", "gates"]
-"""What of Lite0 a distillation tunes besides the gates."""
 
 
 def central_square(image: Image.Image, side: int = STORED_SIDE) -> np.ndarray:
@@ -152,36 +149,37 @@ class FrozenNorms(nn.Module):
         return self.net(x)
 
 
+def training_images(options: TrainOptions) -> tuple[TensorSet, torch.Tensor]:
+    """The labelled calib half of the ImageNet sample, and every training image (uint8 squares): the labelled
+    ones repeated to weigh as much as the unlabelled ones."""
+    start = time.perf_counter()
+    root = require_data(options, "the ImageNet sample folder (its calib half is used)")
+    items = labelled_files(root, LiteCascade.class_keys(), split="calib")
+    labelled = stack([central_square(item.load().image) for item in items])
+    extra = unlabeled_images(options.unlabeled, UNLABELED_IMAGES) if options.unlabeled else []
+    repeats = max(1, len(extra) // len(items))
+    images = torch.cat([labelled.repeat(repeats, 1, 1, 1), *([stack(extra)] if extra else [])])
+    print(
+        f"{len(items)} labelled images (×{repeats}) and {len(extra)} unlabelled, read in "
+        f"{time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
+    return TensorSet(labelled, torch.tensor([item.label for item in items])), images
+
+
 def distill(
     name: str,
     net: nn.Module,
     target: float,
     options: TrainOptions,
     model: Callable,
-    tuned: Tuned = "all",
-    weight: float = RATE_WEIGHT,
 ) -> ModelCard:
-    """Distil ``net`` from Lite0. ``tuned`` says what learns besides the gates: all of Lite0, its BatchNorm
-    scales and shifts only, or nothing (Lite0 stays as it is). 250 images are too few to re-learn Lite0's
-    filters without memorising them."""
-    start = time.perf_counter()
-    if tuned != "all":
-        for module in net.backbone.modules():
-            for parameter in module.parameters(recurse=False):
-                parameter.requires_grad_(tuned == "gates and norms" and isinstance(module, nn.BatchNorm2d))
-    root = require_data(options, "the ImageNet sample folder (its calib half is used)")
-    items = labelled_files(root, LiteCascade.class_keys(), split="calib")
-    labelled = stack([central_square(item.load().image) for item in items])
-    labels = torch.tensor([item.label for item in items])
-    extra = unlabeled_images(options.unlabeled, UNLABELED_IMAGES) if options.unlabeled else []
-    repeats = max(1, len(extra) // len(items))
-    images = torch.cat([labelled.repeat(repeats, 1, 1, 1), *([stack(extra)] if extra else [])])
+    """Distil the gates of ``net`` from Lite0, Lite0 itself unchanged: 250 images are too few to re-learn its
+    filters without memorising them (versions that tuned them scored 9 points higher on their training images
+    than on the test half)."""
+    net.backbone.requires_grad_(False)
+    labelled, images = training_images(options)
     train = TensorSet(images, torch.full((len(images),), -1))
-    print(
-        f"{len(items)} labelled images (×{repeats}) and {len(extra)} unlabelled, read in "
-        f"{time.perf_counter() - start:.0f} s",
-        file=sys.stderr,
-    )
 
     def match_teacher(logits: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
         return distillation(logits[0], teacher, temperature=1.0)
@@ -189,20 +187,20 @@ def distill(
     schedule = Schedule(
         epochs=options.epochs or EPOCHS,
         batch_size=64,
-        peak_lr=GATES_PEAK_LR if tuned == "gates" else FINE_TUNE_PEAK_LR,
+        peak_lr=GATES_PEAK_LR,
         weight_decay=1e-5,
     )
     (accuracy,) = fit(
         FrozenNorms(net),
         match_teacher,
         train,
-        TensorSet(labelled, labels),
+        labelled,
         prepare,
         schedule,
         checkpoint_path(name),
         options.device,
         options.resume,
-        rate_penalty(target, weight),
+        rate_penalty(target),
         teacher=efficientnet_lite("lite0"),
     )
     return save_gated(net, model, {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})
@@ -210,36 +208,86 @@ def distill(
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:
     net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True, noise=False)
-    return distill(
-        skip.Lite0Skip.name,
-        net,
-        skip.LITE_TARGET_RATE,
-        options,
-        skip.Lite0Skip,
-        weight=FINE_TUNE_RATE_WEIGHT,
-        tuned="gates",
-    )
-
-
-def train_lite0_channels(options: TrainOptions) -> ModelCard:
-    net = channel_gating.ChannelGatedNetwork(
-        channel_gating.Lite0Channels.backbone(),
-        math.log(channel_gating.LITE_INITIAL_P / (1 - channel_gating.LITE_INITIAL_P)),
-        constant_start=True,
-    )
-    name, target = channel_gating.Lite0Channels.name, channel_gating.LITE_TARGET_RATE
-    return distill(name, net, target, options, channel_gating.Lite0Channels, tuned="gates and norms")
+    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip)
 
 
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
     net = dynconv.DynConvNetwork(dynconv.Lite0DynConv.backbone(), constant_start=True)
     name, target = dynconv.Lite0DynConv.name, dynconv.LITE_TARGET_RATE
-    return distill(
-        name,
-        net,
-        target,
-        options,
-        dynconv.Lite0DynConv,
-        tuned="gates",
-        weight=FINE_TUNE_RATE_WEIGHT,
-    )
+    return distill(name, net, target, options, dynconv.Lite0DynConv)
+
+
+SALIENCY_BATCH = 32
+FILL_BATCHES = 20
+"""The channels' means are taken over this many batches of views (640 images)."""
+GATE_FIT_EPOCHS = 300
+"""Passes over the recorded (block input, salient channels) pairs: the gates are small, the pairs few thousand."""
+
+
+def teacher_views(images: torch.Tensor, passes: int, device: str) -> Iterator[torch.Tensor]:
+    """Augmented views of ``images`` in a seeded order: every call yields the same views."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(passes):
+        for batch in images[torch.randperm(len(images), generator=generator)].split(SALIENCY_BATCH):
+            yield prepare(batch, generator).to(device)
+
+
+def block_inputs(backbone: nn.Module, x: torch.Tensor) -> Iterator[tuple[int, nn.Module, torch.Tensor]]:
+    """Each block of ``backbone`` with its input, as the static network runs ``x``."""
+    x = backbone.stem(x)
+    for i, block in enumerate(backbone.blocks):
+        yield i, block, x
+        x = block(x)
+
+
+def fit_gate(gate: nn.Module, pooled: torch.Tensor, salient: torch.Tensor) -> float:
+    """Binary cross-entropy of the gate's logits on the salient channels; returns the share of decisions
+    (p ≥ ½) that agree with them."""
+    optimizer = torch.optim.Adam(gate.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(GATE_FIT_EPOCHS):
+        for batch in torch.randperm(len(pooled)).split(256):
+            loss = F.binary_cross_entropy_with_logits(gate(pooled[batch, :, None, None]), salient[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return ((gate(pooled[:, :, None, None]) >= 0) == salient.bool()).float().mean().item()
+
+
+def train_lite0_channels(options: TrainOptions) -> ModelCard:
+    """Lite0 unchanged; each channel gate learns which channels of its block are
+    :func:`~dynviz.models.channel_gating.salient` for an input, on augmented views that Lite0 itself runs
+    (``--epochs``: passes over the images, 1 by default). The channels' fills are their means over the first
+    views."""
+    labelled, images = training_images(options)
+    net = channel_gating.ChannelGatedNetwork(channel_gating.Lite0Channels.backbone()).eval().requires_grad_(False)
+    backbone = net.backbone.to(options.device)
+    passes = options.epochs or 1
+    start = time.perf_counter()
+    with torch.no_grad():
+        sums: dict[int, torch.Tensor] = {}
+        for x in itertools.islice(teacher_views(images, passes, options.device), FILL_BATCHES):
+            for i, block, block_input in block_inputs(backbone, x):
+                if net.fill(i) is not None:
+                    means = channel_gating.expanded_features(block, block_input).mean((2, 3)).sum(0)
+                    sums[i] = sums.get(i, 0) + means / (FILL_BATCHES * len(x))
+        for i, mean in sums.items():
+            net.fill(i).copy_(mean)
+        pooled, salient = defaultdict(list), defaultdict(list)
+        for x in teacher_views(images, passes, options.device):
+            for i, block, block_input in block_inputs(backbone, x):
+                if net.fill(i) is not None:
+                    pooled[i].append(block_input.mean((2, 3)).cpu())
+                    contribution = channel_gating.contributions(block, block_input, net.fill(i))
+                    salient[i].append(channel_gating.salient(contribution).cpu())
+    print(f"Lite0 ran {passes * len(images)} views in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    net.cpu()
+    for i in pooled:
+        gate = net.gates[str(i)].requires_grad_(True)
+        agreement = fit_gate(gate, torch.cat(pooled[i]), torch.cat(salient[i]))
+        print(f"block {i + 1}: gate agrees with {agreement:.1%} of the salient channels' decisions", file=sys.stderr)
+    with torch.no_grad():
+        answers = torch.cat([net(central_view(batch)).logits.argmax(1) for batch in labelled.images.split(64)])
+    calib = (answers == labelled.labels).float().mean().item()
+    metadata = {"calib_accuracy": f"{calib:.4f}", "salient_share": str(channel_gating.SALIENT_SHARE)}
+    return save_gated(net.requires_grad_(False), channel_gating.Lite0Channels, metadata)

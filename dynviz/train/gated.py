@@ -8,7 +8,7 @@ with blocks, channels or positions really switched off.
 
 Every gated CIFAR model starts from the trained resnet32_cifar, its static
 twin, and is fine-tuned for :data:`FINE_TUNE_EPOCHS` at a lower learning rate
-with λ = :data:`FINE_TUNE_RATE_WEIGHT`.
+with λ = :data:`RATE_WEIGHT`.
 Trained from scratch in the shared schedule's 10 epochs instead, the gated
 networks ended 5–6 points under the twin, even with every gate on: learning the
 decisions and the filters at once costs a short schedule its accuracy.
@@ -34,16 +34,15 @@ from dynviz.train.loop import Regularizer, Schedule, TrainOptions
 from dynviz.train.losses import execution_rate_loss, exit_losses
 from dynviz.zoo import ModelCard, load_weights
 
-RATE_WEIGHT = 2.0
-"""λ for the Lite0 students' gates (:mod:`dynviz.train.distill`), which learn beside frozen or gently tuned filters."""
-FINE_TUNE_RATE_WEIGHT = 5.0
-"""λ for fine-tuning a trained network with gates: it resists losing work, so the pull must be stronger."""
+RATE_WEIGHT = 5.0
+"""λ: gates added to a trained network (the CIFAR twin, Lite0) meet a network that resists losing work, so the
+pull must be strong."""
 FINE_TUNE_EPOCHS = 12
 FINE_TUNE_LR = 0.05
 
 
-def rate_penalty(target: float, weight: float = RATE_WEIGHT) -> Regularizer:
-    return lambda output: weight * execution_rate_loss(output.gates, target)
+def rate_penalty(target: float) -> Regularizer:
+    return lambda output: RATE_WEIGHT * execution_rate_loss(output.gates, target)
 
 
 def save_gated(net: nn.Module, model: type, metadata: dict[str, str]) -> ModelCard:
@@ -61,9 +60,7 @@ def twin() -> ResNetCifar:
 
 def fine_tune(net: nn.Module, target: float, options: TrainOptions, model: type) -> ModelCard:
     schedule = Schedule(epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR)
-    (accuracy,), _ = train_on_cifar(
-        model.name, net, exit_losses, options, rate_penalty(target, FINE_TUNE_RATE_WEIGHT), schedule
-    )
+    (accuracy,), _ = train_on_cifar(model.name, net, exit_losses, options, rate_penalty(target), schedule)
     return save_gated(net, model, {"validation_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})
 
 
