@@ -41,8 +41,8 @@ def block_grid(trace: Trace) -> go.Figure:
         figure.add_hline(
             y=threshold,
             line=dict(color=THRESHOLD, dash="dash"),
-            annotation=dict(text=f"θ = {threshold:g}", bgcolor="rgba(255, 255, 255, 0.85)"),  # legible on a bar
-            annotation_position="top right",
+            annotation=dict(text=f"θ = {threshold:g}"),
+            annotation_position="right",  # beside the plot, clear of the bars
             row=1,
             col=1,
         )
@@ -72,7 +72,8 @@ def block_grid(trace: Trace) -> go.Figure:
     figure.update_yaxes(title="FLOPs", row=2, col=1)
     figure.update_xaxes(title="block (input side first)", row=2, col=1)
     ran = sum(r.executed for r in records)
-    return titled(figure, f"Which blocks ran? {ran} of {len(records)}, stage by stage", height=480)
+    titled(figure, f"Which blocks ran? {ran} of {len(records)}, stage by stage", height=480)
+    return figure.update_layout(margin_r=60)  # room for the θ label
 
 
 def _verdict(record: BlockRecord) -> str:
