@@ -144,9 +144,8 @@ class SlicedConv:
         weight, bias = folded(conv, norm)
         same = conv.pad if hasattr(conv, "pad") else None
         channels_last = weight.permute(0, 2, 3, 1).contiguous()
-        pointwise = (
-            conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
-        )  # "same" pads nothing here
+        # A 1×1 convolution with stride 1 pads nothing, "same" or not.
+        pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
         by_input = weight.flatten(1).t().contiguous() if pointwise else None
         if fill is not None:  # every channel off: b + W μ; a channel on takes its W[:, c] μ_c back out
             if by_input is None:
@@ -288,14 +287,16 @@ class ChannelSkipping(GatedModel, nn.Module):
 
     def __init__(self, net: ChannelGatedNetwork | None = None):
         super().__init__(net)
-        gated = {int(i): self.net.backbone.blocks[int(i)] for i in self.net.gates}
         self.layers = []
-        for i, block in gated.items():
-            parts = sliced_parts(block, self.net.fill(i))
-            channels = gated_channels(block)
-            flops = scaled_flops(block, i, self.module_flops) + parts[-1].fill_flops(channels)
+        dense = 0
+        for i in map(int, self.net.gates):
+            block = self.net.backbone.blocks[i]
+            parts, channels = sliced_parts(block, self.net.fill(i)), gated_channels(block)
+            flops = scaled_flops(block, i, self.module_flops)
+            dense += flops
+            flops += parts[-1].fill_flops(channels)
             self.layers.append(GatedLayer(i, f"block {i + 1}", self.sides[i], channels, flops, parts))
-        self.fixed_flops = self.module_flops[""] - sum(scaled_flops(b, i, self.module_flops) for i, b in gated.items())
+        self.fixed_flops = self.module_flops[""] - dense
         """Stem, head, ungated blocks and every gate: paid whatever the gates decide."""
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:

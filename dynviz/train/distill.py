@@ -228,8 +228,8 @@ def teacher_views(images: torch.Tensor, passes: int, device: str) -> Iterator[to
     """Augmented views of ``images`` in a seeded order: every call yields the same views."""
     generator = torch.Generator().manual_seed(0)
     for _ in range(passes):
-        for batch in images[torch.randperm(len(images), generator=generator)].split(SALIENCY_BATCH):
-            yield prepare(batch, generator).to(device)
+        for batch in torch.randperm(len(images), generator=generator).split(SALIENCY_BATCH):
+            yield prepare(images[batch], generator).to(device)
 
 
 def block_inputs(backbone: nn.Module, x: torch.Tensor) -> Iterator[tuple[int, nn.Module, torch.Tensor]]:
