@@ -27,7 +27,6 @@ from dynviz.models.channel_gating import (  # noqa: E402
     ChannelGatedNetwork,
     Lite0Channels,
     contributions,
-    expanded_features,
     masked_block,
 )
 from dynviz.models.efficientnet_lite import lite_input  # noqa: E402
@@ -47,18 +46,6 @@ def least_off(share: float) -> Rule:
 
 def relative(share: float) -> Rule:
     return lambda contribution: (contribution >= share * contribution.mean(1, keepdim=True)).float()
-
-
-def channel_means(model: Lite0Channels, batches: list[torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Each gated block's expanded channels' means over the photos, as the unchanged Lite0 runs them."""
-    sums: dict[int, torch.Tensor] = {}
-    for x in batches:
-        x = model.net.backbone.stem(x)
-        for i, block in enumerate(model.net.backbone.blocks):
-            if model.net.fill(i) is not None:
-                sums[i] = sums.get(i, 0) + expanded_features(block, x).mean((2, 3)).sum(0)
-            x = block(x)
-    return {i: total / sum(len(x) for x in batches) for i, total in sums.items()}
 
 
 def oracle(
@@ -93,9 +80,8 @@ if __name__ == "__main__":
     labels = torch.tensor([f.label for f in files])
     batches = list(images.split(BATCH))
     with torch.inference_mode():
-        means = channel_means(model, batches)
-        for i, mean in means.items():
-            model.net.fill(i).copy_(mean)
+        model.net.set_fills_to_means(batches)
+        means = {layer.block: model.net.fill(layer.block) for layer in model.layers}
         zeros = {i: torch.zeros_like(mean) for i, mean in means.items()}
         print(f"Lite0 with each photo's true channel contributions, {len(files)} photos ({args.split}):")
         for name, rule, fills in (

@@ -33,7 +33,7 @@ is at least :data:`SALIENT_SHARE` of the block's mean contribution.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -244,6 +244,20 @@ class ChannelGatedNetwork(nn.Module):
 
     def fill(self, block: int) -> torch.Tensor | None:
         return getattr(self.fills, str(block), None)
+
+    def set_fills_to_means(self, batches: Iterable[torch.Tensor]) -> None:
+        """Each gated MBConv block's fill: its expanded channels' means over ``batches``, as the backbone with
+        every channel on runs them."""
+        sums, images = {}, 0
+        for x in batches:
+            images += len(x)
+            x = self.backbone.stem(x)
+            for i, block in enumerate(self.backbone.blocks):
+                if self.fill(i) is not None:
+                    sums[i] = sums.get(i, 0) + expanded_features(block, x).mean((2, 3)).sum(0)
+                x = block(x)
+        for i, total in sums.items():
+            self.fill(i).copy_(total / images)
 
     def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:
         """The masked dense path (training, batches): channels that are off hold their fill (0 or μ)."""

@@ -265,14 +265,7 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
     passes = options.epochs or 1
     start = time.perf_counter()
     with torch.no_grad():
-        sums: dict[int, torch.Tensor] = {}
-        for x in itertools.islice(teacher_views(images, passes, options.device), FILL_BATCHES):
-            for i, block, block_input in block_inputs(backbone, x):
-                if net.fill(i) is not None:
-                    means = channel_gating.expanded_features(block, block_input).mean((2, 3)).sum(0)
-                    sums[i] = sums.get(i, 0) + means / (FILL_BATCHES * len(x))
-        for i, mean in sums.items():
-            net.fill(i).copy_(mean)
+        net.set_fills_to_means(itertools.islice(teacher_views(images, passes, options.device), FILL_BATCHES))
         pooled, salient = defaultdict(list), defaultdict(list)
         for x in teacher_views(images, passes, options.device):
             for i, block, block_input in block_inputs(backbone, x):
