@@ -44,7 +44,8 @@ top1.metric("Top-1 at this point", f"{chosen.top1:.1%}", f"{chosen.top1 - defaul
 flops.metric(
     f"Mean {FLOPS_UNIT}", format_flops(chosen.mean_flops), f"{chosen.mean_flops / card.flops_full:.0%} of static"
 )
-versus.metric("Answered at each exit", " · ".join(f"{r:.0%}" for r in chosen.exit_rates) or "–")
+if chosen.exit_rates:
+    versus.metric("Answered at each exit", " · ".join(f"{r:.0%}" for r in chosen.exit_rates))
 
 if name not in list_models(emitting=ExitRecord):
     st.stop()  # the gallery below groups images by exit

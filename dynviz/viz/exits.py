@@ -23,6 +23,8 @@ def exit_timeline(trace: Trace) -> go.Figure:
         opacity=1.0,
         text=[_stage_text(r) for r in records],
         textposition="inside",
+        # At the bar's foot: the threshold tick sits high up the bar, where a centred label would run under it.
+        insidetextanchor="start",
         hovertext=[_stage_hover(r) for r in records],
         hoverinfo="text",
         name="calibrated confidence",
@@ -36,7 +38,7 @@ def exit_timeline(trace: Trace) -> go.Figure:
             marker=dict(symbol="line-ew-open", size=60, color=THRESHOLD, line=dict(width=3, color=THRESHOLD)),
             name="exit threshold",
         )
-    figure.update_yaxes(range=[0, 1.05], title="calibrated confidence (top-1 probability)")
+    figure.update_yaxes(range=[0, 1.05], title="top-1 confidence (calibrated)")
     figure.update_xaxes(title="stage (network @ input resolution)")
     return titled(figure, "Where did it stop?")
 
@@ -80,9 +82,11 @@ def cost_bars(trace: Trace) -> go.Figure:
             text=format_flops(flops),
             textposition="inside",
         )
-    figure.update_layout(barmode="stack")
     figure.update_xaxes(title=f"{FLOPS_UNIT}, G")
-    return titled(figure, "What did it cost?", height=260)
+    titled(figure, "What did it cost?", height=260)
+    # Stacked bars list their legend last-first by default: the stages read in the order they ran.
+    figure.update_layout(barmode="stack", legend_traceorder="normal")
+    return figure
 
 
 def top_classes(prediction: Prediction, color_index: int = 0) -> go.Figure:

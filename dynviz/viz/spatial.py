@@ -96,7 +96,9 @@ def mask_density_chart(trace: Trace) -> go.Figure:
 def focus_steps(image: Image.Image, trace: Trace) -> go.Figure:
     """The glance's view and each focus patch, numbered in the order they were looked at."""
     steps = [r for r in trace.records_of(ExitRecord) if r.computed]
-    figure = photo(image, f"Where did it look? The glance, then {len(steps) - 1} focus step(s)")
+    focus = len(steps) - 1
+    looks = f", then {focus} focus step{'s' if focus > 1 else ''}" if focus else " only"
+    figure = photo(image, f"Where did it look? The glance{looks}")
     for step in steps:
         label = "glance" if step.index == 0 else f"{step.index}"
         with_box(figure, step.view_box, label, exit_color(step.index))

@@ -82,11 +82,18 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
             mode="markers+text",
             marker=dict(symbol="diamond", size=11, color=STATIC),
             text=list(statics),
-            textposition="bottom right",
+            # Labels run towards the middle of the chart: the costliest network's would leave the plot.
+            textposition=[
+                "bottom left" if p.mean_flops > max(q.mean_flops for q in statics.values()) / 2 else "bottom right"
+                for p in statics.values()
+            ],
             name="static networks",
             hovertext=[_hover(name, p) for name, p in statics.items()],
             hoverinfo="text",
         )
     figure.update_xaxes(title=f"mean {FLOPS_UNIT} per image, M")
     figure.update_yaxes(title="top-1 accuracy, %")
-    return titled(figure, "How much accuracy for how much computation?", height=440)
+    titled(figure, "How much accuracy for how much computation?", height=520)
+    # Below the plot: a legend of every model's curves takes several rows, which above it would cover the title.
+    figure.update_layout(legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, xanchor="left"))
+    return figure
