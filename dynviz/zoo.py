@@ -234,11 +234,11 @@ def model_table() -> list[dict[str, str]]:
         {
             "model": row.model,
             "what it is": row.title,
-            "family": row.family,
             "top-1 (default)": "" if row.top1 is None else f"{100 * row.top1:.1f}%",
             f"mean {FLOPS_UNIT}": "" if row.mean_flops is None else format_flops(row.mean_flops),
             "static FLOPs": "" if row.flops_full is None else format_flops(row.flops_full),
             "measured on": row.evaluated_on,
+            "family": row.family,
         }
         for row in model_summaries()
     ]

@@ -44,4 +44,4 @@ st.subheader("Bundled models")
 st.caption(
     "From each model's card: accuracy and mean FLOPs at the default operating point, measured by the eval command."
 )
-st.dataframe(ui.card_table(), hide_index=True)
+st.dataframe(ui.card_table(), hide_index=True, height="content")
