@@ -18,6 +18,7 @@ from dynviz.data import SPLITS, labelled_images
 from dynviz.evaluate import evaluate, match_best_baseline
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
+from dynviz.runtime import every_core
 from dynviz.train.loop import TrainOptions
 from dynviz.zoo import (
     Evaluation,
@@ -194,7 +195,8 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
         print(f"no recipe for {name!r}; recipes: {', '.join(sorted(RECIPES))}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    card = RECIPES[name](options)
+    with every_core():
+        card = RECIPES[name](options)
     card = dataclasses.replace(
         card, recipe=Recipe(command, round(time.perf_counter() - start, 1), machine_description())
     )

@@ -1,7 +1,7 @@
-"""Serving shared models: a bounded number of inferences at a time, read-only.
+"""Serving shared models: a bounded number of inferences at a time, read-only, on one core each.
 
 Several browser sessions share one model object and two cores: inferences queue for a
-slot rather than thrash, and each uses a bounded number of torch threads.
+slot rather than thrash, and each runs on :data:`INFERENCE_THREADS` torch threads.
 """
 
 from __future__ import annotations
@@ -17,7 +17,23 @@ from torch import nn
 
 MAX_CONCURRENT = int(os.environ.get("DYNVIZ_MAX_CONCURRENT", "1"))
 _slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-torch.set_num_threads(max(1, (os.cpu_count() or 1) // MAX_CONCURRENT))
+INFERENCE_THREADS = int(os.environ.get("DYNVIZ_THREADS", "1"))
+"""Torch threads per inference. At batch size one these networks' operations are too small to share out
+(Lite0 runs 10% faster on two cores than on one), and a second thread waits at every operation for a core
+that the browser, another session or a neighbouring machine may hold: with one other busy process on two
+cores Lite0 took 5x longer on two threads and no longer on one. The latencies shown stay those of the
+network. Single-core latency is also how mobile networks' latency is reported (MobileNet, EfficientNet-Lite)."""
+torch.set_num_threads(INFERENCE_THREADS)
+
+
+@contextmanager
+def every_core() -> Iterator[None]:
+    """Training: its batches are large enough to share across every core."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(INFERENCE_THREADS)
 
 
 @contextmanager

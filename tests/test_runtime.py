@@ -1,5 +1,6 @@
 """Several browser sessions share one model: inferences queue for a slot and run read-only."""
 
+import os
 import threading
 
 import torch
@@ -33,3 +34,10 @@ def test_concurrent_analyses_queue_for_the_slot_and_run_in_inference_mode(cascad
     assert len(modes) == 4 and all(modes)
     assert peak[0] == runtime.MAX_CONCURRENT == 1
     assert not any(p.requires_grad for p in cascade.parameters())  # shared weights are never trained
+
+
+def test_an_inference_runs_on_one_thread_and_training_takes_every_core_only_while_it_runs():
+    assert torch.get_num_threads() == runtime.INFERENCE_THREADS == 1
+    with runtime.every_core():
+        assert torch.get_num_threads() == (os.cpu_count() or 1)
+    assert torch.get_num_threads() == 1
