@@ -76,6 +76,7 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
             )
     statics = {name: p for name, p in statics.items() if len(curves[name.split(", ")[0]]) == 1}
     if statics:
+        costliest = max(p.mean_flops for p in statics.values())
         figure.add_scatter(
             x=[p.mean_flops / 1e6 for p in statics.values()],
             y=[100 * p.top1 for p in statics.values()],
@@ -83,10 +84,7 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
             marker=dict(symbol="diamond", size=11, color=STATIC),
             text=list(statics),
             # Labels run towards the middle of the chart: the costliest network's would leave the plot.
-            textposition=[
-                "bottom left" if p.mean_flops > max(q.mean_flops for q in statics.values()) / 2 else "bottom right"
-                for p in statics.values()
-            ],
+            textposition=["bottom left" if p.mean_flops > costliest / 2 else "bottom right" for p in statics.values()],
             name="static networks",
             hovertext=[_hover(name, p) for name, p in statics.items()],
             hoverinfo="text",
