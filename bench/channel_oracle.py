@@ -30,6 +30,7 @@ from dynviz.models.channel_gating import (  # noqa: E402
     masked_block,
 )
 from dynviz.models.efficientnet_lite import lite_input  # noqa: E402
+from dynviz.runtime import every_core  # noqa: E402
 
 BATCH = 26
 Rule = Callable[[torch.Tensor], torch.Tensor]
@@ -79,7 +80,7 @@ if __name__ == "__main__":
     images = torch.cat([lite_input(f.load(), model.probe_size).tensor for f in files])
     labels = torch.tensor([f.label for f in files])
     batches = list(images.split(BATCH))
-    with torch.inference_mode():
+    with torch.inference_mode(), every_core():  # batches of photos, no latency measured: every core
         model.net.set_fills_to_means(batches)
         means = {layer.block: model.net.fill(layer.block) for layer in model.layers}
         zeros = {i: torch.zeros_like(mean) for i, mean in means.items()}

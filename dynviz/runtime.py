@@ -28,7 +28,7 @@ torch.set_num_threads(INFERENCE_THREADS)
 
 @contextmanager
 def every_core() -> Iterator[None]:
-    """Training: its batches are large enough to share across every core."""
+    """Batched work (training, bench/channel_oracle.py): batches are large enough to share across every core."""
     torch.set_num_threads(os.cpu_count() or 1)
     try:
         yield
