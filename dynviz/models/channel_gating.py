@@ -33,7 +33,7 @@ is at least :data:`SALIENT_SHARE` of the block's mean contribution.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +101,14 @@ def masked_block(block: nn.Module, x: torch.Tensor, g: torch.Tensor, fill: torch
 def expanded_features(block: MBConv, x: torch.Tensor) -> torch.Tensor:
     """What an MBConv block's projection reads: its gated channels, all on."""
     return block.depthwise(block.expand(x))
+
+
+def block_inputs(backbone: nn.Module, x: torch.Tensor) -> Iterator[tuple[int, nn.Module, torch.Tensor]]:
+    """Each block of ``backbone`` with its input, as the static network (every channel on) runs ``x``."""
+    x = backbone.stem(x)
+    for i, block in enumerate(backbone.blocks):
+        yield i, block, x
+        x = block(x)
 
 
 def contributions(block: MBConv, x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -251,11 +259,9 @@ class ChannelGatedNetwork(nn.Module):
         sums, images = {}, 0
         for x in batches:
             images += len(x)
-            x = self.backbone.stem(x)
-            for i, block in enumerate(self.backbone.blocks):
+            for i, block, block_input in block_inputs(self.backbone, x):
                 if self.fill(i) is not None:
-                    sums[i] = sums.get(i, 0) + expanded_features(block, x).mean((2, 3)).sum(0)
-                x = block(x)
+                    sums[i] = sums.get(i, 0) + expanded_features(block, block_input).mean((2, 3)).sum(0)
         for i, total in sums.items():
             self.fill(i).copy_(total / images)
 

@@ -232,14 +232,6 @@ def teacher_views(images: torch.Tensor, passes: int, device: str) -> Iterator[to
             yield prepare(images[batch], generator).to(device)
 
 
-def block_inputs(backbone: nn.Module, x: torch.Tensor) -> Iterator[tuple[int, nn.Module, torch.Tensor]]:
-    """Each block of ``backbone`` with its input, as the static network runs ``x``."""
-    x = backbone.stem(x)
-    for i, block in enumerate(backbone.blocks):
-        yield i, block, x
-        x = block(x)
-
-
 def fit_gate(gate: nn.Module, pooled: torch.Tensor, salient: torch.Tensor) -> float:
     """Binary cross-entropy of the gate's logits on the salient channels; returns the share of decisions
     (p ≥ ½) that agree with them."""
@@ -268,7 +260,7 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
         net.set_fills_to_means(itertools.islice(teacher_views(images, passes, options.device), FILL_BATCHES))
         pooled, salient = defaultdict(list), defaultdict(list)
         for x in teacher_views(images, passes, options.device):
-            for i, block, block_input in block_inputs(backbone, x):
+            for i, block, block_input in channel_gating.block_inputs(backbone, x):
                 if net.fill(i) is not None:
                     pooled[i].append(block_input.mean((2, 3)).cpu())
                     contribution = channel_gating.contributions(block, block_input, net.fill(i))
