@@ -47,6 +47,7 @@ def varied(net: DynConvNetwork, seed: int) -> DynConvNetwork:
 
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def masking(request):
+    torch.manual_seed(0)  # the same tiny network on every run: the tests compare its decisions across θ
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
     return DynConvResNetCifar(varied(DynConvNetwork(backbone), 1))  # CIFAR input, tiny backbone
 
@@ -90,7 +91,8 @@ def test_raising_the_threshold_computes_fewer_positions(masking, image):
     first = [t.records_of(MaskRecord)[0] for t in traces]
     assert len({r.probabilities for r in first}) == 1
     for record, threshold in zip(first, THRESHOLDS):
-        assert record.computed == tuple(p >= threshold for p in record.probabilities)
+        decided = [(c, p) for c, p in zip(record.computed, record.probabilities) if abs(p - threshold) > 5e-4]
+        assert all(computed == (p >= threshold) for computed, p in decided)  # traces round p to 3 decimals
     assert traces[0].summary()["mask_density"] > traces[-1].summary()["mask_density"]
     assert traces[0].cost.flops > traces[-1].cost.flops
 
