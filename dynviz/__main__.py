@@ -153,18 +153,13 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
     model = create_model(name)
     files = labelled_images(data, model.class_keys(), split)
     default_point = getattr(model, "default_point", None)
-    points, usage = evaluate(model, files, model.operating_points(), default_point)
-    baselines = []
+    statics = {}
     for baseline in model.baselines:
         try:
-            static = create_model(baseline)
+            statics[baseline] = create_model(baseline)
         except FileNotFoundError as error:
             print(f"baseline skipped: {error}", file=sys.stderr)
-            continue
-        static_points = static.operating_points()
-        for point in evaluate(static, files, static_points)[0]:
-            named = baseline if len(static_points) == 1 else f"{baseline}, {point.name}"
-            baselines.append(dataclasses.replace(point, name=named))
+    points, baselines, usage = evaluate(model, files, model.operating_points(), default_point, statics)
     match = match_best_baseline(points, baselines)
     result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match, usage)
     for point in (*points, *baselines):

@@ -67,15 +67,35 @@ class _UsageTally:
         )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One operating point of one model, and the name its result goes by."""
+
+    model: DynamicModel
+    settings: dict[str, float]
+    name: str
+
+
 def evaluate(
     model: DynamicModel,
     files: list[LabelledImage],
     points: Mapping[str, dict[str, float]],
     usage_point: str | None = None,
-) -> tuple[list[PointResult], ClassUsage | None]:
-    """Run every operating point on every file; each input's computed parts are shared between points.
-    Also returns the per-class usage of gated units at ``usage_point`` (None for models without gates)."""
-    tallies = {name: _Tally() for name in points}
+    baselines: Mapping[str, DynamicModel] | None = None,
+) -> tuple[list[PointResult], list[PointResult], ClassUsage | None]:
+    """Run every operating point of ``model``, and of each static model in ``baselines`` (by name), on every
+    file: the results of ``model``'s points, then the baselines'. On each input every model takes its turn,
+    so a slow spell of a shared machine falls on all of them alike and their latencies compare; each input's
+    computed parts are shared between a model's points. Also returns the per-class usage of gated units at
+    ``usage_point`` (None for models without gates)."""
+    runs = [_Run(model, settings, name) for name, settings in points.items()]
+    for baseline, static in (baselines or {}).items():
+        static_points = static.operating_points()
+        runs += [
+            _Run(static, settings, baseline if len(static_points) == 1 else f"{baseline}, {name}")
+            for name, settings in static_points.items()
+        ]
+    tallies = {run.name: _Tally() for run in runs}
     usage = _UsageTally()
     evaluated = 0
     for item in progress(files, len(files), f"eval {model.name}"):
@@ -85,28 +105,34 @@ def evaluate(
             print(error, file=sys.stderr)
             continue
         evaluated += 1
-        memo: dict = {}
-        for name, settings in points.items():
-            trace = model.analyze(image, settings, memo)
-            tallies[name].add(trace, item.label)
-            if name == usage_point:
+        memos: dict[int, dict] = {}
+        for run in runs:
+            trace = run.model.analyze(image, run.settings, memos.setdefault(id(run.model), {}))
+            tallies[run.name].add(trace, item.label)
+            if run.model is model and run.name == usage_point:
                 usage.add(trace, item.label)
     if not evaluated:
         raise ValueError("no image could be evaluated")
     exit_count = 1 + max((k for t in tallies.values() for k in t.exits), default=-1)
-    results = [
-        PointResult(
-            name,
-            points[name],
+
+    def result(run: _Run) -> PointResult:
+        t = tallies[run.name]
+        return PointResult(
+            run.name,
+            run.settings,
             t.top1 / evaluated,
             t.top5 / evaluated,
             t.flops / evaluated,
             t.latency_ms / evaluated,
             tuple(t.exits[k] / evaluated for k in range(exit_count)),
         )
-        for name, t in tallies.items()
-    ]
-    return results, usage.result(usage_point, model.labels) if usage_point else None
+
+    results = [result(run) for run in runs]
+    return (
+        results[: len(points)],
+        results[len(points) :],
+        usage.result(usage_point, model.labels) if usage_point else None,
+    )
 
 
 def match_best_baseline(points: list[PointResult], baselines: list[PointResult]) -> BaselineMatch | None:

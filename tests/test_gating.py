@@ -114,14 +114,17 @@ def test_gated_traces_round_trip_through_json(skipping, channels, image):
     )
 
 
-def test_the_card_gets_each_class_s_execution_rates(skipping, tmp_path):
+def test_the_card_gets_each_class_s_execution_rates_and_its_baselines_on_the_same_inputs(skipping, tmp_path):
     files = []
     for i, label in enumerate((0, 0, 3)):
         path = tmp_path / f"{i}.png"
         path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
         files.append(LabelledFile(path, label))
-    points, usage = evaluate(skipping, files, skipping.operating_points(), "θ = 0.5")
-    assert len(points) == len(skipping.operating_points())
+    points, baselines, usage = evaluate(skipping, files, skipping.operating_points(), "θ = 0.5", {"twin": skipping})
+    assert len(points) == len(baselines) == len(skipping.operating_points())
+    for point, baseline in zip(points, baselines):  # a baseline taking turns on each input gets its own figures
+        assert baseline.name == f"twin, {point.name}"
+        assert (baseline.top1, baseline.top5, baseline.mean_flops) == (point.top1, point.top5, point.mean_flops)
     assert usage.classes == (skipping.labels[0], skipping.labels[3]) and usage.images == (2, 1)
     assert len(usage.units) == len(skipping.parts)
     assert all(0.0 <= rate <= 1.0 for row in usage.rates for rate in row)
