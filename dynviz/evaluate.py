@@ -113,10 +113,12 @@ def evaluate(
                 usage.add(trace, item.label)
     if not evaluated:
         raise ValueError("no image could be evaluated")
-    exit_count = 1 + max((k for t in tallies.values() for k in t.exits), default=-1)
 
     def result(run: _Run) -> PointResult:
         t = tallies[run.name]
+        exit_count = 1 + max(
+            (k for other in runs if other.model is run.model for k in tallies[other.name].exits), default=-1
+        )
         return PointResult(
             run.name,
             run.settings,

@@ -8,10 +8,13 @@ import torch
 from conftest import encode, pattern
 
 from dynviz.cost import count_macs
+from dynviz.data import LabelledFile
+from dynviz.evaluate import evaluate
 from dynviz.inputs import load_image
 from dynviz.models.cifar import cifar_input
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.models.ranet import RANet, RANetClassifier, RANetConfig
+from dynviz.models.resnet_cifar import StaticResNetCifar
 from dynviz.trace import ExitRecord, NodeRecord, Trace
 from dynviz.train.exits import forced_exit
 
@@ -117,3 +120,14 @@ def test_ranet_answers_from_the_resolution_its_exit_saw(cifar_photo):
         with torch.inference_mode():
             expected = net(cifar_input(cifar_photo).tensor)[k][0].softmax(-1)
         assert trace.prediction.confidence == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_eval_gives_exit_shares_to_the_exit_model_and_none_to_its_static_baseline(tiny_msdnet, tmp_path):
+    files = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
+        files.append(LabelledFile(path, i))
+    points, baselines, _ = evaluate(tiny_msdnet, files, {"middle": {}}, baselines={"resnet": StaticResNetCifar(8)})
+    assert len(points[0].exit_rates) == EXITS and sum(points[0].exit_rates) == pytest.approx(1.0)
+    assert baselines[0].name == "resnet" and baselines[0].exit_rates == ()
