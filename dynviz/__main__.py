@@ -77,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         "--unlabeled", type=Path, help="extra unlabelled images for distilling recipes (e.g. CIFAR-10's train/)"
     )
 
+    train_all = commands.add_parser(
+        "train-all", help="retrain the whole CIFAR-10 zoo in dependency order, each model then evaluated into its card"
+    )
+    train_all.add_argument("--data", required=True, type=Path, help="CIFAR-10: train/ and test/ folders, or python batches")
+    train_all.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train_all.add_argument("--resume", action="store_true", help="continue each model from its last checkpoint")
+    train_all.add_argument("--only", nargs="+", metavar="NAME", help="only these models (still in dependency order)")
+
     args = parser.parse_args(argv)
     command = "python -m dynviz " + shlex.join(argv)
     if args.command == "models":
@@ -85,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out)
     if args.command == "eval":
         return eval_command(args.name, args.data, args.split, args.out, args.card, command)
+    if args.command == "train-all":
+        return train_all_command(args.data, args.device, args.resume, args.only)
     return train_command(
         args.name, TrainOptions(args.data, args.epochs, args.device, args.resume, args.unlabeled), command
     )
@@ -197,6 +207,22 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
     )
     card.save()
     return main(["eval", name, "--data", str(options.data), "--split", "test", "--card"])
+
+
+def train_all_command(data: Path, device: str, resume: bool, only: list[str] | None) -> int:
+    """Each CIFAR model's own ``train`` command, in dependency order; the card records that command."""
+    from dynviz.train import CIFAR_ZOO, training_order
+
+    unknown = set(only or ()) - set(CIFAR_ZOO)
+    if unknown:
+        print(f"not in the CIFAR zoo: {', '.join(sorted(unknown))}; it holds {', '.join(CIFAR_ZOO)}", file=sys.stderr)
+        return 2
+    for name in [name for name in training_order(CIFAR_ZOO) if not only or name in only]:
+        argv = ["train", name, "--data", str(data), "--device", device] + (["--resume"] if resume else [])
+        print(f"train-all: {shlex.join(argv)}", file=sys.stderr, flush=True)
+        if status := main(argv):
+            return status
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ slot rather than thrash, and each runs on :data:`INFERENCE_THREADS` torch thread
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,6 +25,12 @@ that the browser, another session or a neighbouring machine may hold: with one o
 cores Lite0 took 5x longer on two threads and no longer on one. The latencies shown stay those of the
 network. Single-core latency is also how mobile networks' latency is reported (MobileNet, EfficientNet-Lite)."""
 torch.set_num_threads(INFERENCE_THREADS)
+
+
+def compiling_enabled() -> bool:
+    """Whether torch.compile may be used: its CPU backend (inductor) builds C++ with the machine's compiler;
+    ``DYNVIZ_COMPILE=0`` turns it off."""
+    return os.environ.get("DYNVIZ_COMPILE", "1") != "0" and shutil.which(os.environ.get("CXX", "g++")) is not None
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The training pipeline without training: data layouts, augmentation, losses, budgeted calibration,
 and one tiny epoch to check checkpoints and resume."""
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from PIL import Image
 from dynviz.data import labelled_images
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
-from dynviz.train.cifar import load_train_split, prepare
+from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
 from dynviz.train.exits import budgeted_thresholds, exit_index, forced_exit
+from dynviz.train import CIFAR_ZOO, training_order
+from dynviz.train import loop
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
-from dynviz.train.losses import distillation, exit_losses, self_distilled_exit_losses
+from dynviz.train.losses import LABEL_SMOOTHING, distillation, exit_losses, self_distilled_exit_losses
 
 KEYS = Cifar10Classifier.class_keys()
 
@@ -65,10 +68,32 @@ def test_augmentation_crops_and_flips_reproducibly():
     assert not torch.equal(first, prepare(batch, None))
 
 
+def test_batch_augmentation_is_a_crop_of_the_zero_padded_image_mirrored_or_not():
+    batch = torch.randint(1, 255, (64, 3, 32, 32), dtype=torch.uint8)  # no zeros: padding shows as 0
+    augmented = augment(batch, torch.Generator().manual_seed(0))
+    assert augmented.shape == batch.shape and augmented.dtype == torch.uint8
+    padded = torch.nn.functional.pad(batch, (PADDING,) * 4)
+    window = 2 * PADDING + 1
+    found = set()
+    for image, original in zip(augmented, padded):
+        crops = {
+            (y, x, mirrored)
+            for y in range(window)
+            for x in range(window)
+            for mirrored in (False, True)
+            if torch.equal(image, original[:, y : y + 32, x : x + 32].flip(-1) if mirrored else original[:, y : y + 32, x : x + 32])
+        }
+        assert crops, "every image is one crop of its padded original, flipped or not"
+        found |= crops
+    assert {mirrored for _, _, mirrored in found} == {False, True}
+    assert len({(y, x) for y, x, _ in found}) > 20  # offsets spread over the 9×9 window
+
+
 def test_losses_sum_exits_and_distillation_vanishes_when_student_equals_teacher():
     labels = torch.tensor([0, 1])
     logits = [torch.randn(2, 10) for _ in range(3)]
-    assert torch.isclose(exit_losses(logits, labels), sum(torch.nn.functional.cross_entropy(z, labels) for z in logits))
+    smoothed = sum(torch.nn.functional.cross_entropy(z, labels, label_smoothing=LABEL_SMOOTHING) for z in logits)
+    assert torch.isclose(exit_losses(logits, labels), smoothed)
     assert distillation(logits[0], logits[0]).abs() < 1e-6
     assert self_distilled_exit_losses(logits, labels) > 0
 
@@ -89,18 +114,60 @@ def test_forced_exit_sends_every_input_to_that_exit():
         assert set(exit_index(confidences, forced_exit(3, k)).tolist()) == {k}
 
 
-def test_one_tiny_epoch_checkpoints_and_resume_continues(tmp_path):
-    data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
-    schedule = Schedule(epochs=1, batch_size=8)
-    checkpoint = tmp_path / "tiny.pt"
-    net = MSDNet(MSDNetConfig.tiny())
-    accuracies = fit(net, exit_losses, data, data, prepare, schedule, checkpoint)
-    assert checkpoint.exists() and len(accuracies) == MSDNetConfig.tiny().exits
-    state = torch.load(checkpoint, weights_only=True)
-    assert state["epoch"] == 0
+def test_a_run_interrupted_after_an_epoch_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
+    data = TensorSet(torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8), torch.arange(32) % 10)
+    schedule = Schedule(epochs=2, batch_size=8)
+
+    def fresh() -> MSDNet:
+        torch.manual_seed(123)
+        return MSDNet(MSDNetConfig.tiny())
+
+    uninterrupted = fresh()
+    fit(uninterrupted, exit_losses, data, data, prepare, schedule, tmp_path / "straight.pt")
+
+    checkpoint, validations = tmp_path / "interrupted.pt", []
+    validate = loop.validation_accuracy
+
+    def interrupted_in_the_second_epoch(*args):
+        validations.append(args)
+        if len(validations) == 2:
+            raise KeyboardInterrupt  # as a stopped session stops a run
+        return validate(*args)
+
+    monkeypatch.setattr(loop, "validation_accuracy", interrupted_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh(), exit_losses, data, data, prepare, schedule, checkpoint)
+    monkeypatch.undo()
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 0
+
     resumed = MSDNet(MSDNetConfig.tiny())
-    fit(resumed, exit_losses, data, data, prepare, schedule, checkpoint, resume=True)  # nothing left to train
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), resumed.state_dict().values()))
+    history = fit(resumed, exit_losses, data, data, prepare, schedule, checkpoint, resume=True)
+    assert len(history) == 2  # the first epoch's validation comes from the checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_a_checkpoint_of_another_schedule_is_not_resumed(tmp_path):
+    data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
+    checkpoint = tmp_path / "tiny.pt"
+    fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, Schedule(epochs=1, batch_size=8), checkpoint)
+    history = fit(
+        MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, Schedule(epochs=1, batch_size=4), checkpoint, resume=True
+    )
+    assert len(history) == 1  # trained its epoch rather than taking the other schedule's
+
+
+def test_train_all_puts_every_model_after_those_it_starts_from():
+    zoo = {"gated": ("twin",), "twin": (), "alone": (), "on_gated": ("gated", "alone")}
+    order = training_order(zoo)
+    assert sorted(order) == sorted(zoo)
+    assert all(order.index(dependency) < order.index(name) for name, needs in zoo.items() for dependency in needs)
+    assert order.index("twin") < order.index("alone")  # otherwise in the order given
+    with pytest.raises(ValueError, match="circle"):
+        training_order({"a": ("b",), "b": ("a",)})
+    real = training_order(CIFAR_ZOO)
+    assert real.index("resnet32_cifar") < min(real.index(n) for n in ("skip_resnet_cifar", "dynconv_resnet_cifar"))
 
 
 def test_a_recipe_without_data_says_what_it_needs():

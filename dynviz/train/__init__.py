@@ -1,6 +1,8 @@
-"""Recipes that produce the bundled weights: ``python -m dynviz train NAME``."""
+"""Recipes that produce the bundled weights: ``python -m dynviz train NAME``, and the CIFAR zoo in the order
+its recipes depend on one another: ``python -m dynviz train-all``."""
 
 import functools
+from collections.abc import Mapping
 
 from dynviz.models.msdnet import MSDNetClassifier
 from dynviz.models.ranet import RANetClassifier
@@ -21,4 +23,32 @@ RECIPES = {
     **{f"resnet{d}_cifar": functools.partial(resnet_cifar.train, d) for d in (20, 32, 56)},
 }
 
-__all__ = ["RECIPES", "TrainOptions"]
+CIFAR_ZOO: dict[str, tuple[str, ...]] = {
+    "resnet32_cifar": (),
+    "resnet20_cifar": (),
+    "resnet56_cifar": (),
+    "msdnet_cifar": (),
+    "ranet_cifar": (),
+    **{name: ("resnet32_cifar",) for name in gated.TARGET_RATES},
+}
+"""Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32)."""
+
+
+def training_order(zoo: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The models of ``zoo`` with each one after those it starts from, otherwise in the order given."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise ValueError(f"recipes depend on each other in a circle: {' → '.join((*path, name))}")
+        if name not in order:
+            for dependency in zoo[name]:
+                visit(dependency, (*path, name))
+            order.append(name)
+
+    for name in zoo:
+        visit(name, ())
+    return order
+
+
+__all__ = ["CIFAR_ZOO", "RECIPES", "TrainOptions", "training_order"]

@@ -190,7 +190,7 @@ def distill(
         peak_lr=GATES_PEAK_LR,
         weight_decay=1e-5,
     )
-    (accuracy,) = fit(
+    *_, (accuracy,) = fit(
         FrozenNorms(net),
         match_teacher,
         train,

@@ -24,13 +24,16 @@ input-dependent between. Pixel masks weigh each block's share of its FLOPs
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from dynviz.models import channel_gating, dynconv, skip
 from dynviz.models.gates import DEFAULT_POINT
 from dynviz.models.resnet_cifar import ResNetCifar
-from dynviz.train.cifar import save_weights, train_on_cifar
-from dynviz.train.loop import Regularizer, Schedule, TrainOptions
+from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
+from dynviz.train.cifar import schedule as shared_schedule
+from dynviz.train.loop import Regularizer, TrainOptions
 from dynviz.train.losses import execution_rate_loss, exit_losses
 from dynviz.zoo import ModelCard, load_weights
 
@@ -39,6 +42,14 @@ RATE_WEIGHT = 5.0
 pull must be strong."""
 FINE_TUNE_EPOCHS = 12
 FINE_TUNE_LR = 0.05
+
+
+TARGET_RATES = {
+    skip.SkipResNetCifar.name: skip.TARGET_RATE,
+    channel_gating.ChannelGateResNetCifar.name: channel_gating.TARGET_RATE,
+    dynconv.DynConvResNetCifar.name: dynconv.TARGET_RATE,
+}
+"""t: each gated CIFAR model's execution rate in training."""
 
 
 def rate_penalty(target: float) -> Regularizer:
@@ -58,21 +69,22 @@ def twin() -> ResNetCifar:
     return backbone
 
 
-def fine_tune(net: nn.Module, target: float, options: TrainOptions, model: type) -> ModelCard:
-    schedule = Schedule(epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR)
-    (accuracy,), _ = train_on_cifar(model.name, net, exit_losses, options, rate_penalty(target), schedule)
-    return save_gated(net, model, {"validation_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})
+def fine_tune(net: nn.Module, options: TrainOptions, model: type) -> ModelCard:
+    target = TARGET_RATES[model.name]
+    schedule = dataclasses.replace(shared_schedule(options), epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR)
+    history, _ = train_on_cifar(model.name, net, exit_losses, options, rate_penalty(target), schedule)
+    return save_gated(net, model, validation_metadata(history) | {"target_rate": str(target)})
 
 
 def train_skip(options: TrainOptions) -> ModelCard:
     net = skip.SkipNetwork(twin(), noise=False)
-    return fine_tune(net, skip.TARGET_RATE, options, skip.SkipResNetCifar)
+    return fine_tune(net, options, skip.SkipResNetCifar)
 
 
 def train_channel_gate(options: TrainOptions) -> ModelCard:
     net = channel_gating.ChannelGatedNetwork(twin(), noise=False)
-    return fine_tune(net, channel_gating.TARGET_RATE, options, channel_gating.ChannelGateResNetCifar)
+    return fine_tune(net, options, channel_gating.ChannelGateResNetCifar)
 
 
 def train_dynconv(options: TrainOptions) -> ModelCard:
-    return fine_tune(dynconv.DynConvNetwork(twin()), dynconv.TARGET_RATE, options, dynconv.DynConvResNetCifar)
+    return fine_tune(dynconv.DynConvNetwork(twin()), options, dynconv.DynConvResNetCifar)

@@ -82,7 +82,7 @@ def train(options: TrainOptions) -> ModelCard:
         return F.nll_loss(log_probabilities[0], labels)
 
     schedule = Schedule(epochs=options.epochs or EPOCHS, batch_size=25, peak_lr=0.02, weight_decay=1e-4)
-    (accuracy,) = fit(
+    *_, (accuracy,) = fit(
         FrozenNorms(trainer),
         fused_likelihood,
         data,

@@ -10,6 +10,7 @@ forward pass runs under bf16 autocast, in channels-last layout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -21,10 +22,10 @@ import torch
 from torch import nn
 
 from dynviz.models.gates import GatedOutput
-from dynviz.zoo import PRETRAINED
+from dynviz.runtime import compiling_enabled
 
-CHECKPOINTS = Path(os.environ.get("DYNVIZ_CHECKPOINTS", PRETRAINED.parent / "checkpoints"))
-"""Where training checkpoints go (git-ignored)."""
+CHECKPOINTS = Path(os.environ.get("DYNVIZ_CHECKPOINTS", Path.home() / ".cache" / "dynviz" / "checkpoints"))
+"""Where training checkpoints go: outside the work tree, so that a fresh checkout resumes a stopped run."""
 
 LossFunction = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
 """(logits of every exit, labels) → scalar loss."""
@@ -59,6 +60,8 @@ class Schedule:
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.15
     seed: int = 0
+    compile: bool = False
+    """Run the forward pass through torch.compile where a compiler is present (:func:`compiled`)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,85 @@ def exit_logits(output: torch.Tensor | list[torch.Tensor] | GatedOutput) -> list
     return list(output) if isinstance(output, (list, tuple)) else [output]
 
 
+def parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the weights of convolutions and linear layers only: decaying BatchNorm's scales and
+    shifts and the biases only fights the normalisation (Goyal et al., 2017; He et al., "Bag of tricks", 2019)."""
+    decayed = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
+    free = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+
+
 def autocast(device: str):
     bf16 = device == "cuda" or torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported()
     return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
+
+Prepare = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+"""(uint8 batch, generator) → the network's float input: augmented with a generator, only normalised with None."""
+
+
+def compiled(net: nn.Module, compile: bool) -> Callable[..., object]:
+    """``net``'s forward through torch.compile (inductor's C++ backend) where asked and possible, else ``net``.
+    A part that fails to compile runs eagerly instead of stopping the run (dynamo's ``suppress_errors``)."""
+    if not (compile and compiling_enabled()):
+        return net
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(net)
+
+
+@dataclass
+class TrainingStep:
+    """One optimisation step of the shared loop: augment, forward under autocast, loss, backward, update.
+    ``fit`` runs it; bench/train_speed.py times it."""
+
+    net: nn.Module
+    loss_function: LossFunction
+    prepare: Prepare
+    schedule: Schedule
+    total_steps: int
+    device: str = "cpu"
+    regularizer: Regularizer | None = None
+    teacher: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.net.to(self.device, memory_format=torch.channels_last)
+        if self.teacher is not None:
+            self.teacher.to(self.device, memory_format=torch.channels_last).eval()
+        self.forward = compiled(self.net, self.schedule.compile)
+        self.optimizer = torch.optim.SGD(
+            parameter_groups(self.net, self.schedule.weight_decay),
+            lr=self.schedule.peak_lr,
+            momentum=0.9,
+            nesterov=True,
+        )
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            self.schedule.peak_lr,
+            total_steps=self.total_steps,
+            pct_start=self.schedule.warmup_fraction,
+            div_factor=10,
+            final_div_factor=100,
+        )
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, object]:
+        """One step on a uint8 batch already on the device; returns (loss, the network's output)."""
+        inputs = self.prepare(images, generator).contiguous(memory_format=torch.channels_last)
+        targets = labels
+        with autocast(self.device):
+            output = self.forward(inputs)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    targets = self.teacher(inputs).float()
+        loss = self.loss_function([z.float() for z in exit_logits(output)], targets)
+        if self.regularizer is not None:
+            loss = loss + self.regularizer(output)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, output
 
 
 def fit(
@@ -89,111 +168,93 @@ def fit(
     loss_function: LossFunction,
     train: TensorSet,
     validation: TensorSet,
-    prepare: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor],
+    prepare: Prepare,
     schedule: Schedule,
     checkpoint: Path,
     device: str = "cpu",
     resume: bool = False,
     regularizer: Regularizer | None = None,
     teacher: nn.Module | None = None,
-) -> list[float]:
-    """Train ``net`` in place; returns the validation accuracy of each exit.
+) -> list[list[float]]:
+    """Train ``net`` in place; returns the validation accuracy of each exit after each epoch (the last
+    entry is the trained network's).
 
-    ``prepare(uint8 batch, generator)`` augments (with a generator) or only
-    normalises (with None) a batch. A gated network's decisions are also
-    penalised by ``regularizer``. With a ``teacher``, the loss's targets are the
-    teacher's logits on the very same augmented batch instead of the labels
-    (distillation as function matching)."""
+    A gated network's decisions are also penalised by ``regularizer``. With a
+    ``teacher``, the loss's targets are the teacher's logits on the very same
+    augmented batch instead of the labels (distillation as function matching).
+    ``--resume`` continues from the checkpoint after the last finished epoch
+    exactly as if the run had not stopped (weights, optimiser, schedule, random
+    state and the validation history)."""
     torch.manual_seed(schedule.seed)
     generator = torch.Generator().manual_seed(schedule.seed)
-    net.to(device, memory_format=torch.channels_last)
-    if teacher is not None:
-        teacher.to(device, memory_format=torch.channels_last).eval()
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=schedule.peak_lr, momentum=0.9, nesterov=True, weight_decay=schedule.weight_decay
-    )
     steps_per_epoch = len(train) // schedule.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        schedule.peak_lr,
-        total_steps=schedule.epochs * steps_per_epoch,
-        pct_start=schedule.warmup_fraction,
-        div_factor=10,
-        final_div_factor=100,
+    step = TrainingStep(
+        net, loss_function, prepare, schedule, schedule.epochs * steps_per_epoch, device, regularizer, teacher
     )
-    first_epoch = 0
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # loading moves tensors to the device
+    # Every image on the device once: a GPU would otherwise wait for the host at every batch.
+    images, labels = train.images.to(device), train.labels.to(device)
+    first_epoch, history = 0, []
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True) if resume and checkpoint.exists() else None
+    if state is not None and state["schedule"] != dataclasses.asdict(schedule):
+        print(f"{checkpoint} was made with another schedule; starting over", file=sys.stderr)
+        state = None
+    if state is not None:  # loading moves tensors to the device
         net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        step.optimizer.load_state_dict(state["optimizer"])
+        step.scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        first_epoch = state["epoch"] + 1
+        first_epoch, history = state["epoch"] + 1, state["history"]
         print(f"resumed from {checkpoint} after epoch {first_epoch}", file=sys.stderr)
     start, steps_done = time.perf_counter(), 0
     steps_left = (schedule.epochs - first_epoch) * steps_per_epoch
-    accuracies: list[float] = []
     for epoch in range(first_epoch, schedule.epochs):
         net.train()
-        order = torch.randperm(len(train), generator=generator)
-        for step in range(steps_per_epoch):
-            batch = order[step * schedule.batch_size : (step + 1) * schedule.batch_size]
-            # Augmentation runs where the network does: on a GPU the CPU would be the bottleneck.
-            inputs = prepare(train.images[batch].to(device), generator).contiguous(memory_format=torch.channels_last)
-            targets = train.labels[batch].to(device)
-            with autocast(device):
-                output = net(inputs)
-                if teacher is not None:
-                    with torch.no_grad():
-                        targets = teacher(inputs).float()
-            loss = loss_function([z.float() for z in exit_logits(output)], targets)
-            if regularizer is not None:
-                loss = loss + regularizer(output)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+        order = torch.randperm(len(train), generator=generator).to(device)
+        for index in range(steps_per_epoch):
+            batch = order[index * schedule.batch_size : (index + 1) * schedule.batch_size]
+            loss, output = step(images[batch], labels[batch], generator)
             steps_done += 1
-            if steps_done % 50 == 0 or step == steps_per_epoch - 1:
+            if steps_done % 50 == 0 or index == steps_per_epoch - 1:
                 elapsed = time.perf_counter() - start
                 eta = elapsed / steps_done * (steps_left - steps_done)
                 rate = ""
                 if isinstance(output, GatedOutput):  # what the decisions spend is half of what is being learnt
                     rate = f"rate {torch.stack([g.float().mean() for g in output.gates]).mean().item():.2f}  "
                 print(
-                    f"epoch {epoch + 1}/{schedule.epochs}  step {step + 1}/{steps_per_epoch}  loss {loss.item():.3f}  "
-                    f"{rate}"
-                    f"lr {scheduler.get_last_lr()[0]:.4f}  {steps_done * schedule.batch_size / elapsed:.0f} img/s  "
-                    f"ETA {eta / 60:.1f} min",
+                    f"epoch {epoch + 1}/{schedule.epochs}  step {index + 1}/{steps_per_epoch}  "
+                    f"loss {loss.item():.3f}  {rate}lr {step.scheduler.get_last_lr()[0]:.4f}  "
+                    f"{steps_done * schedule.batch_size / elapsed:.0f} img/s  ETA {eta / 60:.1f} min",
                     file=sys.stderr,
                     flush=True,
                 )
-        accuracies = validation_accuracy(net, validation, prepare, device)
-        print(f"epoch {epoch + 1}: validation accuracy per exit {[round(a, 4) for a in accuracies]}", file=sys.stderr)
+        history.append(validation_accuracy(net, validation, prepare, device))
+        print(f"epoch {epoch + 1}: validation accuracy per exit {[round(a, 4) for a in history[-1]]}", file=sys.stderr)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
                 "net": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "optimizer": step.optimizer.state_dict(),
+                "scheduler": step.scheduler.state_dict(),
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "epoch": epoch,
+                "history": history,
+                "schedule": dataclasses.asdict(schedule),
             },
             checkpoint,
         )
     net.to("cpu", memory_format=torch.contiguous_format).eval()
     if teacher is not None:
         teacher.to("cpu", memory_format=torch.contiguous_format)
-    return accuracies or validation_accuracy(net, validation, prepare, "cpu")
+    return history or [validation_accuracy(net, validation, prepare, "cpu")]
 
 
 @torch.no_grad()
 def predict(
     net: nn.Module,
     data: TensorSet,
-    prepare: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor],
+    prepare: Prepare,
     device: str = "cpu",
     batch_size: int = 500,
 ) -> list[torch.Tensor]:

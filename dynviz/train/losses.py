@@ -5,6 +5,11 @@ Multi-exit networks are trained on the weighted sum of their exits' losses
 
     L = Σ_k w_k · CE(z_k, y).
 
+Every cross-entropy on labels is label-smoothed (Szegedy et al., CVPR 2016):
+the target puts 1 − ε on the label and ε/K on every class, ε =
+:data:`LABEL_SMOOTHING`, which keeps logits from growing without bound and
+calibrates the confidences that exits and thresholds later read.
+
 Knowledge distillation (Hinton et al., 2015) lets a cheap student match a
 teacher's softened distribution; applied from a network's last exit to its
 earlier ones it is the in-place distillation of IMTA (Li et al., ICCV 2019):
@@ -26,11 +31,18 @@ import torch
 import torch.nn.functional as F
 
 
+LABEL_SMOOTHING = 0.1
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
+
+
 def exit_losses(
     logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[float] | None = None
 ) -> torch.Tensor:
     weights = weights or [1.0] * len(logits)
-    return sum(w * F.cross_entropy(z, labels) for w, z in zip(weights, logits))
+    return sum(w * smoothed_cross_entropy(z, labels) for w, z in zip(weights, logits))
 
 
 def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
@@ -45,8 +57,8 @@ def self_distilled_exit_losses(
 ) -> torch.Tensor:
     """Every exit learns from the labels; the early ones also from the last exit (IMTA)."""
     *early, last = logits
-    return F.cross_entropy(last, labels) + sum(
-        (1 - alpha) * F.cross_entropy(z, labels) + alpha * distillation(z, last) for z in early
+    return smoothed_cross_entropy(last, labels) + sum(
+        (1 - alpha) * smoothed_cross_entropy(z, labels) + alpha * distillation(z, last) for z in early
     )
 
 

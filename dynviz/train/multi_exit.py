@@ -21,7 +21,7 @@ import json
 import torch
 
 from dynviz.models.multi_exit import CalibratedExits
-from dynviz.train.cifar import prepare, save_weights, train_on_cifar
+from dynviz.train.cifar import prepare, save_weights, train_on_cifar, validation_metadata
 from dynviz.train.exits import (
     budgeted_thresholds,
     exit_index,
@@ -44,7 +44,7 @@ def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard
     name = classifier.name
     config = classifier.config()
     net = classifier.network(config)
-    _, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
+    history, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
     logits = predict(net, validation, prepare)
     labels = validation.labels
     temperatures = torch.tensor([fit_temperature(z, labels) for z in logits])
@@ -68,7 +68,7 @@ def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard
     names = list(points)
     tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     tensors |= {"temperatures": temperatures, "thresholds": torch.tensor([points[p] for p in names])}
-    metadata = {
+    metadata = validation_metadata(history) | {
         "config": json.dumps(dataclasses.asdict(config)),
         "operating_points": json.dumps(names),
         "validation": json.dumps({p: on_validation(points[p]) for p in names}),

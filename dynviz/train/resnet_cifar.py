@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar, about
-from dynviz.train.cifar import save_weights, train_on_cifar
+from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
 from dynviz.train.loop import TrainOptions
 from dynviz.train.losses import exit_losses
 from dynviz.zoo import ModelCard
@@ -12,7 +12,7 @@ from dynviz.zoo import ModelCard
 def train(depth: int, options: TrainOptions) -> ModelCard:
     name = f"resnet{depth}_cifar"
     net = ResNetCifar(depth)
-    (accuracy,), _ = train_on_cifar(name, net, exit_losses, options)
+    history, _ = train_on_cifar(name, net, exit_losses, options)
     flops = StaticResNetCifar(depth, net).flops
-    metadata = {"validation_accuracy": f"{accuracy:.4f}"}
+    metadata = validation_metadata(history)
     return save_weights(name, net.state_dict(), about(depth), flops, "static", metadata)

@@ -1,0 +1,105 @@
+"""Benchmark: training throughput (images/s) of one step of the shared CIFAR loop, per CIFAR model.
+
+    python bench/train_speed.py [--device cpu|cuda] [--steps N] [--models NAME ...] [--baseline]
+
+Each model's training network (untrained: the speed does not depend on the weights) takes
+``--steps`` timed steps of the shared loop (:class:`dynviz.train.loop.TrainingStep`: whole-batch
+augmentation, channels-last, bf16 autocast where the processor has bf16 units, SGD update) on
+random 32×32 images, eager and compiled (torch.compile), after two warm-up steps whose time
+(the compile, for the compiled path) is printed apart. ``--baseline`` adds the step as it was
+before this benchmark existed (a Python loop over the images for the crops): the before and
+after, in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dynviz.models import channel_gating, dynconv, skip  # noqa: E402
+from dynviz.models.cifar import normalize  # noqa: E402
+from dynviz.models.msdnet import MSDNet  # noqa: E402
+from dynviz.models.ranet import RANet  # noqa: E402
+from dynviz.models.resnet_cifar import ResNetCifar  # noqa: E402
+from dynviz.runtime import every_core  # noqa: E402
+from dynviz.train.cifar import PADDING, prepare, schedule  # noqa: E402
+from dynviz.train.gated import TARGET_RATES, rate_penalty  # noqa: E402
+from dynviz.train.loop import Schedule, TrainingStep, TrainOptions  # noqa: E402
+from dynviz.train.losses import exit_losses, self_distilled_exit_losses  # noqa: E402
+
+NETWORKS = {
+    "resnet20_cifar": lambda: ResNetCifar(20),
+    "resnet32_cifar": lambda: ResNetCifar(32),
+    "resnet56_cifar": lambda: ResNetCifar(56),
+    "msdnet_cifar": MSDNet,
+    "ranet_cifar": RANet,
+    "skip_resnet_cifar": lambda: skip.SkipNetwork(ResNetCifar(32), noise=False),
+    "channel_gate_resnet_cifar": lambda: channel_gating.ChannelGatedNetwork(ResNetCifar(32), noise=False),
+    "dynconv_resnet_cifar": lambda: dynconv.DynConvNetwork(ResNetCifar(32)),
+}
+
+
+def looped_prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The augmentation as it was: one crop per image in a Python loop."""
+    size = batch.shape[-1]
+    padded = F.pad(batch, (PADDING,) * 4)
+    offsets = torch.randint(0, 2 * PADDING + 1, (len(batch), 2), generator=generator).tolist()
+    batch = torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    return normalize(torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch))
+
+
+def images_per_second(name: str, shared: Schedule, device: str, steps: int, baseline: bool) -> tuple[float, float]:
+    """(images/s over the timed steps, seconds of the two warm-up steps)."""
+    net = NETWORKS[name]()
+    loss = self_distilled_exit_losses if name in ("msdnet_cifar", "ranet_cifar") else exit_losses
+    regularizer = rate_penalty(TARGET_RATES[name]) if name in TARGET_RATES else None
+    step = TrainingStep(net, loss, looped_prepare if baseline else prepare, shared, steps + 2, device, regularizer)
+    batch = shared.batch_size
+    images = torch.randint(0, 256, ((steps + 2) * batch, 3, 32, 32), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, ((steps + 2) * batch,), device=device)
+    generator = torch.Generator().manual_seed(0)
+    net.train()
+    timings = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        step(images[i * batch : (i + 1) * batch], labels[i * batch : (i + 1) * batch], generator)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return batch * steps / sum(timings[2:]), sum(timings[:2])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--baseline", action="store_true", help="also time the step as it was before")
+    args = parser.parse_args()
+    shared = schedule(TrainOptions(None))
+    with every_core():
+        print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, batch {shared.batch_size}")
+        print(f"{'model':<28}{'before':>10}{'eager':>10}{'compiled':>10}   {'compile time':>12}   (images/s)")
+        for name in args.models:
+            before = images_per_second(name, shared, args.device, args.steps, True)[0] if args.baseline else None
+            eager, _ = images_per_second(name, dataclasses.replace(shared, compile=False), args.device, args.steps, False)
+            compiled, warm_up = images_per_second(
+                name, dataclasses.replace(shared, compile=True), args.device, args.steps, False
+            )
+            print(
+                f"{name:<28}{before or float('nan'):>10.0f}{eager:>10.0f}{compiled:>10.0f}   {warm_up:>10.0f} s",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
