@@ -11,6 +11,7 @@ st.set_page_config(page_title="dynviz", page_icon=":material/alt_route:", layout
 navigation = st.navigation(
     [
         st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="overview", default=True),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="every-model"),
         st.Page("pages/early_exit.py", title="Early exit", icon=":material/exit_to_app:", url_path="early-exit"),
         st.Page("pages/layer_skipping.py", title="Layer skipping", icon=":material/fast_forward:", url_path="skip"),
         st.Page("pages/channel_gating.py", title="Channel gating", icon=":material/tune:", url_path="channels"),

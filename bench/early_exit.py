@@ -25,19 +25,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dynviz.__main__ import main as cli  # noqa: E402
-from dynviz.cost import format_flops, module_macs  # noqa: E402
+from dynviz.cost import module_macs  # noqa: E402
 from dynviz.data import labelled_files, labelled_images  # noqa: E402
 from dynviz.models.base import ImageNetClassifier  # noqa: E402
 from dynviz.models.cifar import Cifar10Classifier  # noqa: E402
 from dynviz.models.efficientnet_lite import NATIVE_RESOLUTION, efficientnet_lite  # noqa: E402
 from dynviz.models.lite_cascade import STAGES  # noqa: E402
+from dynviz.runtime import INFERENCE_THREADS, inference  # noqa: E402
+from dynviz.units import format_flops  # noqa: E402
 from dynviz.zoo import create_model  # noqa: E402
 
 
 def median_latency_ms(net: torch.nn.Module, resolution: int, repeats: int = 30) -> float:
     x = torch.randn(1, 3, resolution, resolution)
     times = []
-    with torch.inference_mode():
+    with inference():
         for _ in range(5):
             net(x)
         for _ in range(repeats):
@@ -48,7 +50,7 @@ def median_latency_ms(net: torch.nn.Module, resolution: int, repeats: int = 30) 
 
 
 def per_network() -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {INFERENCE_THREADS} thread(s) per inference")
     print(f"{'network':<20}{'FLOPs (mult-adds)':>20}{'batch-1 median':>18}")
     nets = {scale: efficientnet_lite(scale) for scale in NATIVE_RESOLUTION}
     points = {(scale, res) for scale, res in NATIVE_RESOLUTION.items()} | {(s.scale, s.resolution) for s in STAGES}

@@ -13,23 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from dynviz.cost import format_flops
+from dynviz.cards import (
+    Evaluation,
+    ModelCard,
+    Recipe,
+    load_card,
+    model_summaries,
+    model_table,
+)
 from dynviz.data import SPLITS, labelled_images
 from dynviz.evaluate import evaluate, match_best_baseline
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.progress import progress
-from dynviz.runtime import every_core
-from dynviz.train.loop import TrainOptions
-from dynviz.zoo import (
-    Evaluation,
-    ModelCard,
-    Recipe,
-    create_model,
-    load_card,
-    machine_description,
-    model_summaries,
-    model_table,
-)
+from dynviz.runtime import every_core, inference
+from dynviz.train.loop import TrainOptions, machine_description
+from dynviz.units import format_flops
+from dynviz.zoo import create_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +134,10 @@ def expand(paths: list[Path]) -> Iterator[Path]:
 
 def analyze_command(paths: list[Path], name: str, settings: dict[str, float], out: Path | None) -> int:
     model = create_model(name)
+    known = [knob.name for knob in model.knobs()]
+    if unknown := sorted(set(settings) - set(known)):
+        print(f"--set {', '.join(unknown)}: {name} has no such knob; its knobs: {', '.join(known) or 'none'}", file=sys.stderr)
+        return 2
     files = list(expand(paths))
     if not files:
         print(f"no image files in {', '.join(map(str, paths))}", file=sys.stderr)
@@ -142,7 +145,9 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
     traces, failures = [], 0
     for path in progress(files, len(files), f"analyze {name}") if len(files) > 1 else files:
         try:
-            traces.append(model.analyze(load_image_file(path), settings))
+            image = load_image_file(path)
+            with inference():
+                traces.append(model.analyze(image, settings))
         except InputError as error:
             failures += 1
             print(error, file=sys.stderr)
@@ -162,7 +167,7 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
 def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
     model = create_model(name)
     files = labelled_images(data, model.class_keys(), split)
-    default_point = getattr(model, "default_point", None)
+    default_point = model.default_point
     statics = {}
     for baseline in model.baselines:
         try:
@@ -184,7 +189,7 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
     if write_card:
         card = load_card(name) or ModelCard(
-            name, model.about, flops_full=0.0, default_point=default_point or next(iter(model.operating_points()))
+            name, model.about, flops_full=0.0, default_point=default_point
         )
         flops_full = model.analyze(files[0].load()).cost.flops_full
         # The description is refreshed too: a card describes the model the figures were measured on.

@@ -3,9 +3,11 @@
 Static costs of parts are measured once per input shape with PyTorch's own
 ``FlopCounterMode`` and cached; dynamic decisions add up the parts that ran.
 FlopCounterMode counts 2 FLOPs per multiply–add (convolutions, depthwise too,
-and matrix products, matrix–vector ones once registered below; not pooling,
-norms, activations or resizing); we report multiply–accumulates, the unit the
-dynamic-network papers call "FLOPs".
+and matrix products; not pooling, norms, activations or resizing); we report
+multiply–accumulates, the unit the dynamic-network papers call "FLOPs". Its
+gaps that matter here get a formula in :data:`FORMULAS`, passed to every
+counter this project makes (:func:`flop_counter`) rather than registered
+process-wide on import.
 """
 
 from __future__ import annotations
@@ -19,12 +21,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
-
-FLOPS_UNIT = "FLOPs (multiply–adds)"
+from torch.utils.flop_counter import FlopCounterMode
 
 
-@register_flop_formula(torch.ops.aten.addmv)
 def _matrix_vector_flops(bias_shape, matrix_shape, vector_shape, *args, **kwargs) -> int:
     """FlopCounterMode prices matrix–matrix products only; the gates run theirs as matrix–vector products at
     batch size 1 (:meth:`dynviz.models.gates.Gate.logits_of_one`), and those count as much."""
@@ -32,9 +31,18 @@ def _matrix_vector_flops(bias_shape, matrix_shape, vector_shape, *args, **kwargs
     return 2 * rows * columns
 
 
+FORMULAS = {torch.ops.aten.addmv: _matrix_vector_flops}
+"""FLOP formulas for the operations FlopCounterMode does not price (its own unit: 2 per multiply–add)."""
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that also prices :data:`FORMULAS`."""
+    return FlopCounterMode(display=False, custom_mapping=FORMULAS)
+
+
 def count_macs(run: Callable[[], object]) -> int:
     """Multiply–accumulates of everything ``run`` executes, as FlopCounterMode sees it."""
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         run()
     return counter.get_total_flops() // 2
 
@@ -42,7 +50,7 @@ def count_macs(run: Callable[[], object]) -> int:
 def macs_by_module(root: nn.Module, run: Callable[[], object]) -> dict[str, int]:
     """Multiply–accumulates of every submodule of ``root`` while ``run`` executes, by qualified name
     (``""`` for ``root`` itself): one FlopCounterMode pass prices every part of a network."""
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         run()
     prefix = type(root).__name__
     return {
@@ -98,13 +106,3 @@ def stopwatch() -> Iterator[Stopwatch]:
         yield watch
     finally:
         watch.ms = (time.perf_counter() - start) * 1000
-
-
-def format_flops(macs: float) -> str:
-    """0.385e9 → '0.39 G' (with M below 0.1 G)."""
-    return f"{macs / 1e9:.2f} G" if macs >= 1e8 else f"{macs / 1e6:.1f} M"
-
-
-def spent_of_full(spent: float, full: float) -> str:
-    """'0.21 G of 0.86 G FLOPs (24%)': the spent cost always next to its static reference."""
-    return f"{format_flops(spent)} of {format_flops(full)} FLOPs ({100 * spent / full:.0f}%)"

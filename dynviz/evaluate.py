@@ -7,12 +7,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from dynviz.cards import BaselineMatch, ClassUsage, PointResult
 from dynviz.data import LabelledImage
 from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
 from dynviz.progress import progress
+from dynviz.runtime import inference
 from dynviz.trace import RECORD_TYPES, ExitRecord, Trace
-from dynviz.zoo import BaselineMatch, ClassUsage, PointResult
 
 
 @dataclass
@@ -107,7 +108,8 @@ def evaluate(
         evaluated += 1
         memos: dict[int, dict] = {}
         for run in runs:
-            trace = run.model.analyze(image, run.settings, memos.setdefault(id(run.model), {}))
+            with inference():
+                trace = run.model.analyze(image, run.settings, memos.setdefault(id(run.model), {}))
             tallies[run.name].add(trace, item.label)
             if run.model is model and run.name == usage_point:
                 usage.add(trace, item.label)

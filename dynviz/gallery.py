@@ -18,7 +18,7 @@ import pandas as pd
 
 from dynviz.data import labelled_images
 from dynviz.inputs import InputImage, load_image
-from dynviz.models.base import DynamicModel, Memo
+from dynviz.models.base import DynamicModel
 from dynviz.models.cifar import Cifar10Classifier
 from dynviz.trace import ExitRecord, Trace
 
@@ -81,17 +81,17 @@ def exhaustive_settings(model: DynamicModel) -> dict[str, float]:
 
 
 def run_gallery(
-    model: DynamicModel, items: list[GalleryItem], settings: dict[str, float], memos: dict[str, Memo]
+    model: DynamicModel,
+    items: list[GalleryItem],
+    settings: dict[str, float],
+    analyze: Callable[[InputImage, dict[str, float]], Trace],
 ) -> list[GalleryResult]:
-    """Decide every item under ``settings``. Each item's exits are computed once (into ``memos``, by
-    digest); new settings only re-decide."""
+    """Decide every item under ``settings`` with ``analyze`` (the serving layer's, which keeps each input's
+    memo): every exit is computed once per item, so new settings only re-decide."""
     results = []
     for item in items:
-        memo = memos.get(item.image.digest)
-        if memo is None:
-            memo = memos[item.image.digest] = {}
-            model.analyze(item.image, exhaustive_settings(model), memo)
-        results.append(GalleryResult(item, model.analyze(item.image, settings, memo)))
+        analyze(item.image, exhaustive_settings(model))
+        results.append(GalleryResult(item, analyze(item.image, settings)))
     return results
 
 

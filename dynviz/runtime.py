@@ -1,7 +1,20 @@
-"""Serving shared models: a bounded number of inferences at a time, read-only, on one core each.
+"""Serving shared models: one wrapper around every ``analyze``.
 
-Several browser sessions share one model object and two cores: inferences queue for a
-slot rather than thrash, and each runs on :data:`INFERENCE_THREADS` torch threads.
+Several browser sessions share one model object and two cores. Everything that
+makes that safe and fast lives here, so that a model file holds only its method:
+
+- an inference slot: a bounded number of inferences at a time, each read-only
+  (``torch.inference_mode``) on :data:`INFERENCE_THREADS` torch threads;
+- the memo of each (model, input): the parts a model already computed for that
+  input (exits, stages, glances), so that a new knob setting only re-decides.
+  One lock per memo: two sessions analysing the same photo never interleave on
+  it (MSDNet's memo holds the features of its deepest computed block, which a
+  concurrent analysis at other thresholds would otherwise replace mid-way);
+- the traces already answered, by (model, input digest, settings): a page
+  revisited, or the same photo opened by another session, is not recomputed.
+
+Both caches are bounded LRUs, so the server's memory does not grow with the
+number of uploads.
 """
 
 from __future__ import annotations
@@ -10,8 +23,10 @@ import os
 import shutil
 import threading
 import weakref
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +39,6 @@ INFERENCE_THREADS = int(os.environ.get("DYNVIZ_THREADS", "1"))
 that the browser, another session or a neighbouring machine may hold: with one other busy process on two
 cores Lite0 took 5x longer on two threads and no longer on one. The latencies shown stay those of the
 network. Single-core latency is also how mobile networks' latency is reported (MobileNet, EfficientNet-Lite)."""
-torch.set_num_threads(INFERENCE_THREADS)
 
 
 def compiling_enabled() -> bool:
@@ -44,9 +58,11 @@ def every_core() -> Iterator[None]:
 
 
 @contextmanager
-def inference_slot() -> Iterator[None]:
-    """Wait for a free slot, then run read-only: inference mode is entered in this thread."""
+def inference() -> Iterator[None]:
+    """Wait for a free slot, then run read-only on :data:`INFERENCE_THREADS` threads."""
     with _slots, torch.inference_mode():
+        if torch.get_num_threads() != INFERENCE_THREADS:
+            torch.set_num_threads(INFERENCE_THREADS)
         yield
 
 
@@ -61,3 +77,70 @@ def exclusive(model: nn.Module) -> Iterator[None]:
         lock = _locks.setdefault(model, threading.Lock())
     with _slots, lock:
         yield
+
+
+class BoundedCache:
+    """A least-recently-used mapping of at most ``entries`` items, safe to share between threads."""
+
+    def __init__(self, entries: int):
+        self.entries = entries
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, create: Callable[[], Any] | None = None) -> Any:
+        """The item under ``key`` (now the most recently used); created by ``create`` when absent."""
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is None and create is not None:
+                item = create()
+            if item is not None:
+                self._items[key] = item
+                while len(self._items) > self.entries:
+                    self._items.popitem(last=False)
+            return item
+
+    def put(self, key: Hashable, item: Any) -> None:
+        self.get(key, lambda: item)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Memo(dict):
+    """Parts one model computed for one input, and the lock that serialises the analyses using them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def settings_key(settings: dict[str, float] | None) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((settings or {}).items()))
+
+
+class Server:
+    """Every analysis an app process answers goes through :meth:`analyze`."""
+
+    def __init__(self, memo_entries: int = 1024, trace_entries: int = 4096):
+        self.memos = BoundedCache(memo_entries)
+        self.traces = BoundedCache(trace_entries)
+
+    def analyze(self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None) -> Any:
+        """``model.analyze(image, settings)`` (``model`` registered as ``name``), answered once per
+        (name, image digest, settings) and computed on the memo of (name, image)."""
+        key = (name, image.digest, settings_key(settings))
+        trace = self.traces.get(key)
+        if trace is not None:
+            return trace
+        memo = self.memos.get((name, image.digest), Memo)
+        with memo.lock:
+            trace = self.traces.get(key)  # another session may have answered it while this one waited
+            if trace is None:
+                with inference():
+                    trace = model.analyze(image, settings, memo)
+                self.traces.put(key, trace)
+        return trace
+
+
+SERVER = Server()
+"""The app process's one server."""

@@ -13,7 +13,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 Box = tuple[float, float, float, float]
 """(x0, y0, x1, y1) in input-image pixels."""
@@ -67,6 +67,30 @@ class Cost:
         return self.flops / self.flops_full
 
 
+class Record(Protocol):
+    """One decision of a model for one input: a frozen dataclass with a unique ``kind``, registered with
+    :func:`record_kind` where its family is defined, so that traces holding it round-trip through JSON."""
+
+    kind: ClassVar[str]
+
+    @staticmethod
+    def summarize(records: list[Any]) -> dict[str, Any]:
+        """The CLI row's columns for this kind's records of one trace."""
+
+
+RECORD_TYPES: dict[str, type] = {}
+"""Every record kind, by its ``kind``: filled by :func:`record_kind`."""
+
+
+def record_kind(cls: type) -> type:
+    """Register a record class under its ``kind`` (a family's module does this where it defines its record)."""
+    if RECORD_TYPES.get(cls.kind, cls) is not cls:
+        raise ValueError(f"record kind {cls.kind!r} is taken by {RECORD_TYPES[cls.kind].__name__}")
+    RECORD_TYPES[cls.kind] = cls
+    return cls
+
+
+@record_kind
 @dataclass(frozen=True)
 class ExitRecord:
     """One exit (or cascade stage): computed or not, and whether it answered."""
@@ -95,6 +119,7 @@ class ExitRecord:
         return {"exit": taken.index, "exit_name": taken.name, "exit_resolution": taken.resolution}
 
 
+@record_kind
 @dataclass(frozen=True)
 class NodeRecord:
     """One node of a network's computation grid (MSDNet: a layer at one scale): computed, or
@@ -116,6 +141,7 @@ class NodeRecord:
         return {"nodes_computed": sum(r.computed for r in records), "nodes": len(records)}
 
 
+@record_kind
 @dataclass(frozen=True)
 class BlockRecord:
     """One residual block under an execution gate (layer skipping): run or skipped for this input."""
@@ -146,6 +172,7 @@ class BlockRecord:
         return {r.name: float(r.executed) for r in records}
 
 
+@record_kind
 @dataclass(frozen=True)
 class ChannelRecord:
     """One layer's gated channels (channel skipping): which ran for this input."""
@@ -176,6 +203,7 @@ class ChannelRecord:
         return {r.name: r.active_fraction for r in records}
 
 
+@record_kind
 @dataclass(frozen=True)
 class MaskRecord:
     """One residual block's spatial mask (pixel-level dynamic convolution): where it computed its output."""
@@ -215,6 +243,7 @@ class MaskRecord:
         return {r.name: r.density for r in records}
 
 
+@record_kind
 @dataclass(frozen=True)
 class FocusRecord:
     """One focus step of glance and focus: the map the policy read, and the patch it chose."""
@@ -237,8 +266,6 @@ class FocusRecord:
         return {"focus_steps": len(records), "policy": records[0].policy, "crop_boxes": boxes}
 
 
-Record = ExitRecord | NodeRecord | BlockRecord | ChannelRecord | MaskRecord | FocusRecord
-RECORD_TYPES: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Record)}
 
 
 @dataclass(frozen=True)
@@ -301,14 +328,14 @@ def build(hint: Any, value: Any) -> Any:
     if value is None:
         return None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Record:
+        return build(RECORD_TYPES[value["kind"]], value)
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
         return hint(
             **{f.name: build(hints[f.name], value[f.name]) for f in dataclasses.fields(hint) if f.name in value}
         )
     if origin in (typing.Union, types.UnionType):
-        if isinstance(value, dict) and "kind" in value:
-            return build(RECORD_TYPES[value["kind"]], value)
         return build(next(a for a in args if a is not type(None)), value)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:

@@ -5,34 +5,37 @@ renderers in :mod:`dynviz.viz`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
-import threading
-from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.cards import ModelCard, load_card, model_table
+from dynviz.compare import Family, family_of
 from dynviz.explain import Heatmap, grad_cam, pushed_towards
 from dynviz.gallery import (
     GalleryItem,
     GalleryResult,
     default_gallery,
+    exhaustive_settings,
     labelled_gallery,
     run_gallery,
 )
-from dynviz.inputs import InputError, InputImage, load_image
-from dynviz.models.base import Memo
+from dynviz.inputs import MAX_BYTES, InputError, InputImage, load_image
+from dynviz.runtime import SERVER, inference, settings_key
 from dynviz.trace import Trace
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.gates import class_usage_heatmap
-from dynviz.zoo import ModelCard, create_model, load_card, model_table
+from dynviz.zoo import create_model, declared_records, list_models
 
 INPUT_KEY = "dynviz_input"
 PICKED_KEY = "dynviz_sidebar_pick"
-MEMO_ENTRIES = 64
+MAX_UPLOADS = 20
+"""Files decoded from one upload: a class dropping a folder of photos must not hold the server."""
 
 
 def text(value: str) -> str:
@@ -89,8 +92,17 @@ def input_sidebar() -> None:
 
 def pick_upload() -> InputImage | None:
     """Decode every uploaded file; a bad one gets one line and the others stay usable."""
-    uploads = st.file_uploader("Images (JPEG, PNG, WebP, GIF, BMP, TIFF)", accept_multiple_files=True, key="uploads")
-    good = [image for upload in uploads or [] if (image := decoded_or_error(upload.getvalue(), upload.name))]
+    uploads = st.file_uploader(
+        "Images (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+        accept_multiple_files=True,
+        key="uploads",
+        help=f"Up to {MAX_UPLOADS} files of at most {MAX_BYTES // 2**20} MB each; they stay in this browser session.",
+    )
+    uploads = uploads or []
+    if len(uploads) > MAX_UPLOADS:
+        st.warning(f"{len(uploads)} files: the first {MAX_UPLOADS} are analysed.")
+        uploads = uploads[:MAX_UPLOADS]
+    good = [image for upload in uploads if (image := decoded_or_error(upload.getvalue(), upload.name))]
     if not good:
         return None
     return st.selectbox("Analyse", good, format_func=lambda image: image.name, key="upload_choice")
@@ -132,26 +144,38 @@ def model(name: str):
     return create_model(name)
 
 
-@st.cache_resource
-def _memos() -> tuple[OrderedDict, threading.Lock]:
-    return OrderedDict(), threading.Lock()
-
-
-def memo_for(model_name: str, digest: str) -> Memo:
-    """What a model already computed for this input, shared by every session (bounded LRU)."""
-    memos, lock = _memos()
-    with lock:
-        key = (model_name, digest)
-        memo = memos.pop(key, None)
-        memos[key] = memo = {} if memo is None else memo  # most recently used last
-        while len(memos) > MEMO_ENTRIES:
-            memos.popitem(last=False)
-        return memo
-
-
 def analyze(model_name: str, image: InputImage, settings: dict[str, float] | None = None) -> Trace:
+    """The trace of ``image`` under ``settings``: computed once for every session (:mod:`dynviz.runtime`)."""
     with st.spinner("Running the network…"):
-        return model(model_name).analyze(image, settings, memo_for(model_name, image.digest))
+        return SERVER.analyze(model_name, model(model_name), image, settings)
+
+
+def every_model(image: InputImage) -> list[Trace]:
+    """``image`` through every bundled model at its default settings, with progress while it runs (each
+    answer is computed once for every session)."""
+    names = list_models()
+    bar = st.progress(0.0, text="Running every model…")
+    traces = []
+    for i, name in enumerate(names):
+        bar.progress(i / len(names), text=f"Running {name} ({i + 1} of {len(names)})…")
+        traces.append(SERVER.analyze(name, model(name), image, None))
+    bar.empty()
+    return traces
+
+
+def family(model_name: str) -> Family:
+    """The family of ``model_name``'s decisions, and the page that shows them."""
+    card = load_card(model_name)
+    return family_of(declared_records(model_name), card.about.family if card else "")
+
+
+def open_model_page(image: InputImage, model_name: str, family: Family) -> None:
+    """Make ``image`` the analysed input and open the page of ``family`` with ``model_name`` chosen."""
+    st.session_state[INPUT_KEY] = image
+    st.session_state[family.model_key] = model_name
+    if family.view_key:
+        st.session_state[family.view_key] = family.view
+    st.switch_page(family.page)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing Grad-CAM…")
@@ -190,18 +214,14 @@ def gallery_items(model_name: str, folder: str | None) -> list[GalleryItem]:
     return default_gallery(chosen, example_photos)
 
 
-@st.cache_resource(max_entries=4)
-def _gallery_memos(model_name: str, folder: str | None) -> dict[str, Memo]:
-    return {}
-
-
 def gallery(model_name: str, folder: str | None, settings: dict[str, float]) -> list[GalleryResult]:
     """Every gallery image decided under ``settings``; exits are computed once per image, for every session."""
     items = gallery_items(model_name, folder)
-    memos = _gallery_memos(model_name, folder)
+    chosen = model(model_name)
+    first_time = SERVER.traces.get((model_name, items[-1].image.digest, settings_key(exhaustive_settings(chosen))))
     message = "Running the model on the gallery (once; then only the decisions are re-made)…"
-    with st.spinner(message) if len(memos) < len(items) else contextlib.nullcontext():
-        return run_gallery(model(model_name), items, settings, memos)
+    with st.spinner(message) if first_time is None else contextlib.nullcontext():
+        return run_gallery(chosen, items, settings, functools.partial(SERVER.analyze, model_name, chosen))
 
 
 def operating_point_picker(model_name: str, key: str) -> str:
@@ -239,7 +259,8 @@ def knob_sliders(model_name: str, leave_out: tuple[str, ...] = ()) -> dict[str, 
 @st.cache_data(max_entries=64, show_spinner="Timing the sparse and the dense path…")
 def mask_speed(model_name: str, digest: str, threshold: float, _image: InputImage):
     """Realised latency of a pixel-masking model's sparse path against its dense twin, on this input."""
-    return model(model_name).measure_speed(_image, threshold)
+    with inference():
+        return model(model_name).measure_speed(_image, threshold)
 
 
 def answer_header(trace: Trace, decision: str, detail: str, decision_label: str = "Stopped at stage") -> None:

@@ -1,8 +1,8 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cost import spent_of_full
 from dynviz.trace import ChannelRecord
+from dynviz.units import spent_of_full
 from dynviz.viz.gates import (
     active_fraction_chart,
     channel_difference,

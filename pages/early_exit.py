@@ -1,8 +1,10 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cost import spent_of_full
+from dynviz.cards import load_card
+from dynviz.models.base import ExplainsExits
 from dynviz.trace import ExitRecord, FocusRecord, NodeRecord
+from dynviz.units import spent_of_full
 from dynviz.viz.exits import (
     computation_grid,
     cost_bars,
@@ -12,7 +14,7 @@ from dynviz.viz.exits import (
 )
 from dynviz.viz.image import network_view, photo, with_box, with_heatmap
 from dynviz.viz.style import exit_color
-from dynviz.zoo import list_models, load_card
+from dynviz.zoo import list_models
 
 st.title("Early exit: stop as soon as it is sure")
 image = ui.required_input()
@@ -64,19 +66,20 @@ with right:
         "Coloured: the stages it paid for; grey: what each static network pays on every photo."
     )
 
-with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=True):
-    show_overlay = st.toggle("Show the attribution", value=True, key="show_cam")
-    figure = photo(image.image, f"Where did {answered.name} look for “{answered.prediction.label}”?")
-    with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
-    if show_overlay:
-        with_heatmap(
-            figure, ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image), "Grad-CAM"
+if isinstance(ui.model(name), ExplainsExits):
+    with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=True):
+        show_overlay = st.toggle("Show the attribution", value=True, key="show_cam")
+        figure = photo(image.image, f"Where did {answered.name} look for “{answered.prediction.label}”?")
+        with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
+        if show_overlay:
+            with_heatmap(
+                figure, ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image), "Grad-CAM"
+            )
+        st.plotly_chart(figure, key="cam")
+        st.caption(
+            "Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "
+            "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score."
         )
-    st.plotly_chart(figure, key="cam")
-    st.caption(
-        "Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "
-        "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score."
-    )
 
 with st.expander("Stage by stage (table and downloads)"):
     table = exit_table(trace)

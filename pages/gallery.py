@@ -1,9 +1,9 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.gallery import by_exit, easiest, exit_histogram, hardest
 from dynviz.trace import ExitRecord
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.gallery import class_exit_heatmap, exit_shares, result_table
 from dynviz.viz.image import thumbnail
 from dynviz.zoo import list_models

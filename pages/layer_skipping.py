@@ -1,8 +1,9 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cost import spent_of_full
+from dynviz.models.base import ExplainsGates
 from dynviz.trace import BlockRecord
+from dynviz.units import spent_of_full
 from dynviz.viz.gates import block_grid
 from dynviz.viz.image import photo, with_box, with_heatmap
 from dynviz.viz.style import exit_color
@@ -31,21 +32,22 @@ st.caption(
 )
 
 gated = [b for b in blocks if b.probability is not None]
-with st.expander("Why did a gate decide so? (Integrated Gradients)", expanded=True):
-    chosen = st.selectbox(
-        "Gate",
-        gated,
-        format_func=lambda b: f"{b.name}: p(run) = {b.probability:.2f}, {'ran' if b.executed else 'skipped'}",
-        key=f"{name}:gate",
-    )
-    heatmap = ui.gate_heatmap(name, image.digest, chosen.index, tuple(b.executed for b in blocks), image)
-    figure = photo(image.image, f"Which pixels pushed {chosen.name}'s gate to run?")
-    with_box(figure, heatmap.box, "seen by the network", exit_color(0))
-    with_heatmap(figure, heatmap, "pushed to run")
-    st.plotly_chart(figure, key="gate_attribution")
-    st.caption(
-        "Integrated Gradients (captum) of the chosen gate's logit, from a black image to this one, along the path "
-        "this input took through the earlier blocks. Bright: pixels that raised the gate's wish to run the block."
-    )
+if isinstance(ui.model(name), ExplainsGates):
+    with st.expander("Why did a gate decide so? (Integrated Gradients)", expanded=True):
+        chosen = st.selectbox(
+            "Gate",
+            gated,
+            format_func=lambda b: f"{b.name}: p(run) = {b.probability:.2f}, {'ran' if b.executed else 'skipped'}",
+            key=f"{name}:gate",
+        )
+        heatmap = ui.gate_heatmap(name, image.digest, chosen.index, tuple(b.executed for b in blocks), image)
+        figure = photo(image.image, f"Which pixels pushed {chosen.name}'s gate to run?")
+        with_box(figure, heatmap.box, "seen by the network", exit_color(0))
+        with_heatmap(figure, heatmap, "pushed to run")
+        st.plotly_chart(figure, key="gate_attribution")
+        st.caption(
+            "Integrated Gradients (captum) of the chosen gate's logit, from a black image to this one, along the path "
+            "this input took through the earlier blocks. Bright: pixels that raised the gate's wish to run the block."
+        )
 
-ui.card_with_class_usage(name, "block")
+    ui.card_with_class_usage(name, "block")

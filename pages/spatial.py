@@ -1,8 +1,9 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cost import spent_of_full
+from dynviz.models.base import MeasuresSpeed
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord
+from dynviz.units import spent_of_full
 from dynviz.viz.exits import cost_bars, exit_timeline
 from dynviz.viz.image import network_view
 from dynviz.viz.spatial import focus_steps, mask_density_chart, mask_overlay, policy_map
@@ -10,11 +11,15 @@ from dynviz.zoo import list_models
 
 st.title("Spatial: compute where it matters")
 image = ui.required_input()
-masks_tab, focus_tab, resolution_tab = st.tabs(
-    ["Pixel masks (DynConv)", "Glance and focus (GFNet)", "Resolution (RANet)"]
+VIEWS = {"Pixel masks": "DynConv", "Regions": "GFNet: glance and focus", "Resolution": "RANet"}
+# One view at a time: only the open one runs its model (tabs would run all three on every rerun).
+view = st.segmented_control(
+    "View", list(VIEWS), format_func=lambda v: f"{v} ({VIEWS[v]})", default="Pixel masks", key="spatial_view"
 )
+if view is None:
+    st.stop()
 
-with masks_tab:
+if view == "Pixel masks":
     name = st.selectbox("Model", list_models(emitting=MaskRecord), key="mask_model")
     controls, chart = st.columns([1, 3])
     with controls:
@@ -40,25 +45,26 @@ with masks_tab:
         "mask unit's probability; raise θ and fewer positions are computed."
     )
     st.plotly_chart(mask_density_chart(trace), key="densities")
-    speed = ui.mask_speed(name, image.digest, settings["threshold"], image)
     theoretical, realised = st.columns(2)
     theoretical.metric(
         "Theoretical speed-up (FLOPs)",
         f"{trace.cost.flops_full / trace.cost.flops:.2f}×",
         help=spent_of_full(trace.cost.flops, trace.cost.flops_full),
     )
-    realised.metric(
-        "Realised speed-up (latency, this server)",
-        f"{speed.speedup:.2f}×",
-        help=f"sparse path {speed.sparse_ms:.1f} ms against the dense network's {speed.dense_ms:.1f} ms (best of 5)",
-    )
+    if isinstance(ui.model(name), MeasuresSpeed):
+        speed = ui.mask_speed(name, image.digest, settings["threshold"], image)
+        realised.metric(
+            "Realised speed-up (latency, this server)",
+            f"{speed.speedup:.2f}×",
+            help=f"sparse path {speed.sparse_ms:.1f} ms against the dense network's {speed.dense_ms:.1f} ms (best of 5)",
+        )
     st.caption(
         "Skipping positions saves multiply–adds, but gathering and scattering them costs time the FLOPs count "
         "does not see: on small feature maps the realised speed-up falls short of the theoretical one."
     )
     ui.card_with_class_usage(name, "block")
 
-with focus_tab:
+if view == "Regions":
     name = st.selectbox("Model", list_models(emitting=FocusRecord), key="focus_model")
     knobs = ui.model(name).knobs()
     policy_knob = next(k for k in knobs if k.choices)
@@ -97,7 +103,7 @@ with focus_tab:
         "class-activation policy, the class activation map of the class predicted so far)."
     )
 
-with resolution_tab:
+if view == "Resolution":
     models = list_models(emitting=ExitRecord, unless=FocusRecord)
     name = st.selectbox(
         "Model", models, index=models.index("ranet_cifar") if "ranet_cifar" in models else 0, key="resolution_model"

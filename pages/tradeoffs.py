@@ -1,12 +1,13 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.cards import load_card
 from dynviz.gallery import exit_changes
 from dynviz.trace import ExitRecord
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.image import thumbnail
 from dynviz.viz.tradeoff import tradeoff_chart
-from dynviz.zoo import dynamic_models, list_models, load_card
+from dynviz.zoo import dynamic_models, list_models
 
 SHOWN_CHANGES = 48
 

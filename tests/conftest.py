@@ -12,6 +12,19 @@ from dynviz.inputs import InputImage, load_image
 from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
 from dynviz.zoo import create_model
 
+SLOW_MODULES = {"test_app", "test_browser", "test_cli", "test_cascade"}
+"""Modules that run the app, the CLI or the bundled networks on every test."""
+REAL_WEIGHT_FIXTURES = {"cascade"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as slow every test that loads bundled weights or runs the app: ``pytest -m "not slow"`` runs the
+    rest (tiny untrained networks, generated inputs) in under a minute; plain ``pytest tests`` runs all."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.module.__name__ in SLOW_MODULES or fixtures & REAL_WEIGHT_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()

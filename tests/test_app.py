@@ -7,7 +7,8 @@ import pytest
 from conftest import encode, pattern
 from streamlit.testing.v1 import AppTest
 
-from dynviz.zoo import load_card
+from dynviz.cards import load_card
+from dynviz.zoo import list_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -188,7 +189,9 @@ def test_spatial_page_draws_each_block_s_mask_and_its_speed_up(app):
 
 
 def test_spatial_page_shows_both_glance_and_focus_policies_and_the_resolution_taken(app):
-    app.switch_page("pages/spatial.py").run()
+    app.switch_page("pages/spatial.py")
+    app.session_state["spatial_view"] = "Regions"
+    app.run()
     app.slider(key="gfnet_lite0:threshold").set_value(1.0).run()
     assert not app.exception
     figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
@@ -196,7 +199,25 @@ def test_spatial_page_shows_both_glance_and_focus_policies_and_the_resolution_ta
     assert len(looked) == 2 and all(len(f["layout"]["shapes"]) == 3 for f in looked)  # glance + 2 patches each
     policies = {f["layout"]["title"]["text"] for f in figures if "policy saw" in f["layout"]["title"]["text"]}
     assert any("class-activation peak" in t for t in policies) and any("learned" in t for t in policies)
+    assert not any(title.startswith("How sparse was each block?") for title in charts(app))  # one view at a time
+    app.session_state["spatial_view"] = "Resolution"
+    app.run()
     assert metric(app, "Answered from") in {"8×8 px", "16×16 px", "32×32 px"}
+
+
+def test_compare_page_puts_every_model_in_one_table_largest_saving_first_with_each_family_s_saving(app):
+    app.switch_page("pages/compare.py")
+    app.session_state["compare_view"] = "The input chosen in the sidebar"
+    app.run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert set(table["model"]) == set(list_models())
+    saved = list(table["FLOPs saved"])
+    assert saved == sorted(saved, reverse=True)  # the largest saving first
+    static = table[table["family"] == "static network"]
+    assert (static["FLOPs saved"].abs() < 1e-6).all() and len(static) >= 4
+    families = charts(app)["How much did each family save on this input?"]["data"][0]["y"]
+    assert {"early exit", "layer skipping", "channel skipping", "pixel masks", "glance and focus"} <= set(families)
 
 
 def test_ranet_on_the_early_exit_page_says_which_resolution_answered(app):

@@ -8,28 +8,13 @@ Chromium or Playwright is missing, except under CI=true, where a skip would hide
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import encode, pattern
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-# Without these Chromium keeps dialling Google's hosts, which a closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
+from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, running_app
 
 
 def missing(reason: str) -> None:
@@ -38,51 +23,13 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start: {server.stdout.read().decode()[-2000:]}") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with running_app() as app:
+        yield app.url
 
 
-def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_and_the_spatial_page(app_url, tmp_path):
+def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_and_compare_pages(app_url, tmp_path):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -122,6 +69,9 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_and_th
         expect(main.get_by_text("Which channels ran, layer by layer?")).to_be_visible(timeout=120_000)
         page.get_by_role("link", name="Spatial").click()  # pixel masks, glance and focus, resolution
         expect(main.get_by_text("How sparse was each block?")).to_be_visible(timeout=120_000)
-        page.get_by_role("tab", name="Glance and focus (GFNet)").click()
+        main.get_by_text("Regions (GFNet: glance and focus)").click()
         expect(main.get_by_text("Where did it look?").first).to_be_visible(timeout=120_000)
+        page.get_by_role("link", name="Compare").click()  # the upload through every model
+        expect(main.get_by_text("How much did each family save on this input?")).to_be_visible(timeout=180_000)
+        expect(main.get_by_test_id("stDataFrame")).to_be_visible(timeout=60_000)
         browser.close()

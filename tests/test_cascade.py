@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from dynviz.cards import load_card
 from dynviz.inputs import load_image
 from dynviz.models import lite_cascade
-from dynviz.zoo import create_model, load_card
+from dynviz.zoo import create_model
 
 
 def exit_taken(trace) -> int:

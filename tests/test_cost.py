@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from dynviz.cost import count_macs, module_macs, spent_of_full
+from dynviz.cost import count_macs, module_macs
 from dynviz.models.efficientnet_lite import efficientnet_lite
+from dynviz.units import spent_of_full
 
 EVERY_EXIT = {0: {"tau_1": 0.0}, 1: {"tau_1": 1.01, "tau_2": 0.0}, 2: {"tau_1": 1.01, "tau_2": 1.01}}
 

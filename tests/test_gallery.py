@@ -1,5 +1,7 @@
 """The easy-vs-hard gallery: grouping by exit, per-class histograms, extremes, exit changes."""
 
+import functools
+
 import pytest
 import torch
 from conftest import encode, pattern
@@ -18,6 +20,7 @@ from dynviz.gallery import (
 from dynviz.inputs import load_image
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
+from dynviz.runtime import Server
 
 EXITS = MSDNetConfig.tiny().exits
 
@@ -33,6 +36,11 @@ def items() -> list[GalleryItem]:
     return [GalleryItem(load_image(encode(pattern(32, 32, seed=i), "PNG"), f"{i}.png"), i % 10) for i in range(20)]
 
 
+def serving(model):
+    """A fresh serving layer's analyze for ``model``, as the app's gallery page passes it."""
+    return functools.partial(Server().analyze, "tiny", model)
+
+
 def thresholds(*taus: float) -> dict[str, float]:
     return {f"tau_{k + 1}": t for k, t in enumerate(taus)}
 
@@ -45,12 +53,12 @@ def test_the_bundled_sample_has_fifty_test_images_per_class():
 
 
 def test_images_are_grouped_by_the_exit_they_took(tiny, items):
-    memos = {}
-    results = run_gallery(tiny, items, thresholds(0.0, 1.0), memos)  # everyone leaves at exit 1
+    served = serving(tiny)
+    results = run_gallery(tiny, items, thresholds(0.0, 1.0), served)  # everyone leaves at exit 1
     assert set(by_exit(results)) == {0}
-    results = run_gallery(tiny, items, thresholds(1.0, 1.0), memos)  # everyone goes to the last
+    results = run_gallery(tiny, items, thresholds(1.0, 1.0), served)  # everyone goes to the last
     assert set(by_exit(results)) == {EXITS - 1}
-    mixed = run_gallery(tiny, items, thresholds(sorted(r.confidence for r in results)[10], 1.0), memos)
+    mixed = run_gallery(tiny, items, thresholds(sorted(r.confidence for r in results)[10], 1.0), served)
     groups = by_exit(mixed)
     assert sum(len(g) for g in groups.values()) == len(items)
     assert all(g == sorted(g, key=lambda r: -r.confidence) for g in groups.values())
@@ -60,7 +68,7 @@ def test_images_are_grouped_by_the_exit_they_took(tiny, items):
 
 
 def test_easiest_are_right_at_the_first_exit_and_hardest_start_with_confident_mistakes(tiny, items):
-    results = run_gallery(tiny, items, thresholds(0.2, 0.9), {})
+    results = run_gallery(tiny, items, thresholds(0.2, 0.9), serving(tiny))
     for result in easiest(results, 5):
         assert result.exit == 0 and result.correct
     hard = hardest(results, 50)
@@ -70,8 +78,8 @@ def test_easiest_are_right_at_the_first_exit_and_hardest_start_with_confident_mi
 
 
 def test_exit_changes_lists_only_images_whose_exit_moved(tiny, items):
-    memos = {}
-    early = run_gallery(tiny, items, thresholds(0.0, 1.0), memos)
-    late = run_gallery(tiny, items, thresholds(1.0, 1.0), memos)
+    served = serving(tiny)
+    early = run_gallery(tiny, items, thresholds(0.0, 1.0), served)
+    late = run_gallery(tiny, items, thresholds(1.0, 1.0), served)
     assert len(exit_changes(early, late)) == len(items)
     assert exit_changes(early, early) == []

@@ -1,32 +1,57 @@
-"""Several browser sessions share one model: inferences queue for a slot and run read-only."""
+"""Several browser sessions share one model through the serving layer: inferences queue for a slot and run
+read-only, each (model, input) keeps one memo that concurrent analyses never interleave on, and an answer
+already given is not recomputed."""
 
 import os
 import threading
 
+import pytest
 import torch
+from conftest import encode, pattern
 
 from dynviz import runtime
+from dynviz.inputs import load_image
+from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
+from dynviz.runtime import Server
 
 
-def test_concurrent_analyses_queue_for_the_slot_and_run_in_inference_mode(cascade, photo, monkeypatch):
-    net = cascade.nets["lite0"]
+@pytest.fixture(scope="module")
+def tiny_msdnet() -> MSDNetClassifier:
+    torch.manual_seed(0)
+    config = MSDNetConfig.tiny()
+    points = {"deep": (1.0,) * (config.exits - 1)}
+    return MSDNetClassifier(MSDNet(config).eval(), torch.ones(config.exits), points, "deep")
+
+
+def watch_forward(net, monkeypatch) -> tuple[list[int], list[bool]]:
+    """Replace ``net.forward`` by one that records how many run at once (peak) and in which autograd mode."""
     running, peak, modes = [0], [0], []
     lock = threading.Lock()
     original = net.forward
 
-    def watched(x):
+    def watched(*args, **kwargs):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         modes.append(torch.is_inference_mode_enabled())
         try:
-            return original(x)
+            return original(*args, **kwargs)
         finally:
             with lock:
                 running[0] -= 1
 
     monkeypatch.setattr(net, "forward", watched)
-    threads = [threading.Thread(target=cascade.analyze, args=(photo, {"tau_1": 0.0}, {})) for _ in range(4)]
+    return peak, modes
+
+
+def test_concurrent_analyses_queue_for_the_slot_and_run_in_inference_mode(cascade, monkeypatch):
+    peak, modes = watch_forward(cascade.nets["lite0"], monkeypatch)
+    server = Server()
+    photos = [load_image(encode(pattern(seed=i), "PNG"), f"{i}.png") for i in range(4)]
+    threads = [
+        threading.Thread(target=server.analyze, args=("lite_cascade", cascade, photo, {"tau_1": 0.0}))
+        for photo in photos
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -36,8 +61,58 @@ def test_concurrent_analyses_queue_for_the_slot_and_run_in_inference_mode(cascad
     assert not any(p.requires_grad for p in cascade.parameters())  # shared weights are never trained
 
 
+def test_an_answer_already_given_is_not_recomputed_and_other_settings_reuse_the_memo(cascade, photo, monkeypatch):
+    server = Server()
+    first = server.analyze("lite_cascade", cascade, photo, {"tau_1": 1.0, "tau_2": 1.0})  # every stage runs
+    peak, modes = watch_forward(cascade.nets["lite0"], monkeypatch)
+    assert server.analyze("lite_cascade", cascade, photo, {"tau_2": 1.0, "tau_1": 1.0}) is first
+    decided_again = server.analyze("lite_cascade", cascade, photo, {"tau_1": 0.0})
+    assert modes == []  # neither the revisit nor the new thresholds ran a network
+    assert decided_again.settings["tau_1"] == 0.0 and decided_again is not first
+
+
+def test_two_sessions_analysing_one_photo_at_different_settings_each_get_their_own_answer(tiny_msdnet):
+    """The race of the load test: MSDNet's memo holds the deepest block's features, which an analysis at other
+    thresholds replaced mid-way ('expected input[1, 52, 32, 32] to have 70 channels')."""
+    exits = tiny_msdnet.net.config.exits
+    photos = [load_image(encode(pattern(32, 32, seed=i), "PNG"), f"{i}.png") for i in range(6)]
+    settings = [{f"tau_{k + 1}": (0.0 if k == stop else 1.0) for k in range(exits - 1)} for stop in range(exits - 1)]
+    expected = {
+        (photo.digest, i): Server().analyze("tiny", tiny_msdnet, photo, s).summary()
+        for photo in photos
+        for i, s in enumerate(settings)
+    }
+    server, answers, errors = Server(), {}, []
+
+    def session(i: int) -> None:
+        try:
+            for photo in photos:
+                answers[(photo.digest, i)] = server.analyze("tiny", tiny_msdnet, photo, settings[i]).summary()
+        except Exception as error:  # noqa: BLE001 - the test reports any
+            errors.append(error)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(len(settings))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    drop = ("latency_ms",)
+    assert {k: {f: v for f, v in a.items() if f not in drop} for k, a in answers.items()} == {
+        k: {f: v for f, v in a.items() if f not in drop} for k, a in expected.items()
+    }
+
+
+def test_the_caches_are_bounded():
+    cache = runtime.BoundedCache(3)
+    for i in range(10):
+        cache.put(i, str(i))
+    assert len(cache) == 3 and cache.get(0) is None and cache.get(9) == "9"
+
+
 def test_an_inference_runs_on_one_thread_and_training_takes_every_core_only_while_it_runs():
-    assert torch.get_num_threads() == runtime.INFERENCE_THREADS == 1
+    with runtime.inference():
+        assert torch.get_num_threads() == runtime.INFERENCE_THREADS
     with runtime.every_core():
         assert torch.get_num_threads() == (os.cpu_count() or 1)
-    assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == runtime.INFERENCE_THREADS

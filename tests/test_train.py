@@ -1,7 +1,6 @@
 """The training pipeline without training: data layouts, augmentation, losses, budgeted calibration,
 and one tiny epoch to check checkpoints and resume."""
 
-import dataclasses
 import pickle
 from pathlib import Path
 
@@ -13,12 +12,16 @@ from PIL import Image
 from dynviz.data import labelled_images
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
+from dynviz.train import CIFAR_ZOO, loop, training_order
 from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
 from dynviz.train.exits import budgeted_thresholds, exit_index, forced_exit
-from dynviz.train import CIFAR_ZOO, training_order
-from dynviz.train import loop
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
-from dynviz.train.losses import LABEL_SMOOTHING, distillation, exit_losses, self_distilled_exit_losses
+from dynviz.train.losses import (
+    LABEL_SMOOTHING,
+    distillation,
+    exit_losses,
+    self_distilled_exit_losses,
+)
 
 KEYS = Cifar10Classifier.class_keys()
 

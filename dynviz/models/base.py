@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -35,9 +35,13 @@ class Knob:
 
 
 class DynamicModel(Protocol):
-    """What the zoo hands out: every page, the CLI and the evaluation use only this."""
+    """What the zoo hands out: every page, the CLI and the evaluation use only this. What only some models
+    can do is declared below (:class:`ExplainsExits`, :class:`ExplainsGates`, :class:`MeasuresSpeed`): a page
+    asks ``isinstance(model, ExplainsExits)`` before it offers that view."""
 
     name: str
+    default_point: str
+    """The operating point its knobs start at (and its card's headline figures)."""
     about: Any
     """The card's description of the method (:class:`dynviz.zoo.About`)."""
     baselines: tuple[str, ...]
@@ -54,6 +58,24 @@ class DynamicModel(Protocol):
     def analyze(
         self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None
     ) -> Trace: ...
+
+
+@runtime_checkable
+class ExplainsExits(Protocol):
+    def explain_exit(self, image: InputImage, k: int, target: int) -> Any:
+        """What captum needs to attribute exit ``k``'s score of class ``target`` (:class:`dynviz.explain.ExplainTarget`)."""
+
+
+@runtime_checkable
+class ExplainsGates(Protocol):
+    def explain_gate(self, image: InputImage, block: int, executed: Sequence[bool]) -> Any:
+        """What captum needs to attribute gate ``block``'s logit along the path ``executed``."""
+
+
+@runtime_checkable
+class MeasuresSpeed(Protocol):
+    def measure_speed(self, image: InputImage, threshold: float) -> Any:
+        """The realised latency of the executed path against the dense twin on ``image``."""
 
 
 @functools.cache
@@ -232,6 +254,7 @@ class StaticClassifier:
     of the input it is given (e.g. its resolution). Subclasses provide ``name``, ``labels`` and ``run``."""
 
     baselines: tuple[str, ...] = ()
+    default_point = "static"
 
     def knobs(self) -> list[Knob]:
         return []

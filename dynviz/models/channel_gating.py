@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.cost import stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
@@ -65,9 +66,8 @@ from dynviz.models.gates import (
     identity,
 )
 from dynviz.models.resnet_cifar import BasicBlock
-from dynviz.runtime import inference_slot
 from dynviz.trace import ChannelRecord, Trace, rounded
-from dynviz.zoo import About, register_model
+from dynviz.zoo import register_model
 
 TARGET_RATE = 0.45
 """Each gate's share of active channels in training (CIFAR)."""
@@ -324,7 +324,7 @@ class ChannelSkipping(GatedModel, nn.Module):
         seen = self.network_input(image)
         probabilities, active = {}, {}
         parts = {layer.block: layer.parts for layer in self.layers}
-        with inference_slot(), stopwatch() as watch:
+        with stopwatch() as watch:
             x = self.net.backbone.stem(seen.tensor)
             for i, block in enumerate(self.net.backbone.blocks):
                 if str(i) not in self.net.gates:

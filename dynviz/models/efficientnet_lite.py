@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
@@ -34,8 +35,7 @@ from dynviz.models.base import (
     StaticClassifier,
     StaticOutput,
 )
-from dynviz.runtime import inference_slot
-from dynviz.zoo import About, register_model
+from dynviz.zoo import register_model
 
 BN_EPS = 1e-3
 # Stride of the first block of each of EfficientNet's seven stages.
@@ -213,7 +213,7 @@ def run_view(net: EfficientNetLite, image: Image.Image, resolution: int) -> View
     box = center_crop_box(*image.size)
     x = image_to_tensor(image, resolution, box)
     flops = module_macs(net, tuple(x.shape))
-    with inference_slot(), stopwatch() as watch:
+    with stopwatch() as watch:
         logits = net(x)[0]
     return ViewOutput(logits, box, flops, watch.ms)
 

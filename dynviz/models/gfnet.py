@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.cost import count_macs, module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import ExitPart, ImageNetClassifier, Knob, Memo, run_exits
@@ -47,9 +48,8 @@ from dynviz.models.efficientnet_lite import (
     efficientnet_lite,
     image_to_tensor,
 )
-from dynviz.runtime import inference_slot
 from dynviz.trace import Box, Cost, ExitRecord, FocusRecord, Trace, rounded
-from dynviz.zoo import About, load_weights, register_model
+from dynviz.zoo import load_weights, register_model
 
 GLANCE_RESOLUTION = 160
 PATCH = 128
@@ -263,7 +263,7 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
     def glance(self, image: InputImage, memo: Memo) -> Glance:
         if "glance" not in memo:
             x = image_to_tensor(image.image, GLANCE_RESOLUTION, center_crop_box(*image.size))
-            with inference_slot(), stopwatch() as watch:
+            with stopwatch() as watch:
                 features = self.net.features(x)
                 probabilities = self.net.classifier(features.mean((2, 3)))[0].softmax(-1)
             memo["glance"] = Glance(probabilities, features, watch.ms)
@@ -283,7 +283,7 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
         fused = torch.stack([s.probabilities for s in earlier]).mean(0)
         chooser = self.policies[policy]
         covered = [s.focus.box for s in earlier if s.focus]
-        with inference_slot(), stopwatch() as watch:
+        with stopwatch() as watch:
             scores = chooser.scores(glance.features, int(fused.argmax()))
             box = patch_box(chooser.centre(scores, covered_cells(scores.shape[-1], covered, view)), view)
             probabilities = self.net(image_to_tensor(image.image, PATCH, box))[0].softmax(-1)

@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from dynviz.cards import About, load_card
 from dynviz.cost import module_macs
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
@@ -50,7 +51,7 @@ from dynviz.models.efficientnet_lite import (
     run_view,
 )
 from dynviz.trace import Cost, ExitRecord, Trace
-from dynviz.zoo import About, load_card, register_model, weights_path
+from dynviz.zoo import register_model, weights_path
 
 ABOUT = About(
     title="EfficientNet-Lite cascade with calibrated confidence exits",

@@ -37,10 +37,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.models.cifar import CIFAR_SIZE
 from dynviz.models.multi_exit import CalibratedExits
 from dynviz.trace import ExitRecord, NodeRecord
-from dynviz.zoo import About, register_model
+from dynviz.zoo import register_model
 
 ABOUT = About(
     title="MSDNet: multi-scale dense network with 7 exits (CIFAR-10)",

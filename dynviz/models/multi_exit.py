@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynviz.cards import load_card
 from dynviz.cost import macs_by_module, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import ExitPart, Memo, ThresholdExits, run_exits
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
 from dynviz.models.resnet_cifar import resnet_flops
-from dynviz.runtime import inference_slot
 from dynviz.trace import Cost, Trace, build
-from dynviz.zoo import load_card, load_weights
+from dynviz.zoo import load_weights
 
 
 def exit_logits(net: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -110,7 +110,7 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
         Only the deepest block's state is kept (a gallery holds thousands of memos)."""
         if k not in memo:
             state = self.net.start(x) if k == 0 else self._frontier(x, k - 1, memo)
-            with inference_slot(), stopwatch() as watch:
+            with stopwatch() as watch:
                 state = self.net.blocks[k](state)
                 logits = self.net.classifiers[k](self.net.exit_features(state))[0]
             memo[k] = ExitOutput(logits, watch.ms)

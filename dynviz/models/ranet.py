@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.models.multi_exit import CalibratedExits
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.trace import ExitRecord
-from dynviz.zoo import About, register_model
+from dynviz.zoo import register_model
 
 ABOUT = About(
     title="RANet: resolution adaptive network with 3 exits (CIFAR-10)",

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import StaticClassifier, StaticOutput
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
-from dynviz.runtime import inference_slot
-from dynviz.zoo import About, load_weights, register_model
+from dynviz.zoo import load_weights, register_model
 
 DEPTHS = (20, 32, 56)
 WIDTHS = (16, 32, 64)
@@ -115,7 +115,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = cifar_view(image)
-        with inference_slot(), stopwatch() as watch:
+        with stopwatch() as watch:
             logits = self.net(view.tensor())[0]
         return StaticOutput(logits, self.flops, watch.ms, self.name, (view.note,) if view.note else ())
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.cost import stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
@@ -47,9 +48,8 @@ from dynviz.models.gates import (
     ResNet32Backbone,
     decisions,
 )
-from dynviz.runtime import inference_slot
 from dynviz.trace import BlockRecord, Trace
-from dynviz.zoo import About, register_model
+from dynviz.zoo import register_model
 
 TARGET_RATE = 0.6
 """Each gate's execution rate in training (CIFAR)."""
@@ -134,7 +134,7 @@ class LayerSkipping(GatedModel, nn.Module):
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         threshold = self.threshold(settings)
         seen = self.network_input(image)
-        with inference_slot(), stopwatch() as watch:
+        with stopwatch() as watch:
             x, probabilities, executed = self.net.run(seen.tensor, threshold)
             logits = self.net.backbone.classify(x)[0]
         records = tuple(

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from dynviz.cards import PRETRAINED, About, ModelCard, sha256_of
 from dynviz.data import labelled_images
 from dynviz.models.cifar import Cifar10Classifier, cifar_view, normalize
 from dynviz.train.loop import (
@@ -36,7 +37,6 @@ from dynviz.train.loop import (
     fit,
     require_data,
 )
-from dynviz.zoo import PRETRAINED, About, ModelCard, sha256_of
 
 EPOCHS = 40
 """What a 2-core CPU affords for the whole CIFAR zoo in about 12 hours (ResNet-56 about 2 hours; the papers

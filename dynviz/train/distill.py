@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dynviz.cards import ModelCard
 from dynviz.data import labelled_files
 from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
 from dynviz.models import channel_gating, dynconv, skip
@@ -53,7 +54,6 @@ from dynviz.train.gated import (
 )
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
 from dynviz.train.losses import distillation
-from dynviz.zoo import ModelCard
 
 EPOCHS = 6
 """About half an hour on a 2-core CPU; an epoch is every unlabelled image once and the labelled ones as often."""

@@ -28,6 +28,7 @@ import dataclasses
 
 from torch import nn
 
+from dynviz.cards import ModelCard
 from dynviz.models import channel_gating, dynconv, skip
 from dynviz.models.gates import DEFAULT_POINT
 from dynviz.models.resnet_cifar import ResNetCifar
@@ -35,7 +36,7 @@ from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
 from dynviz.train.cifar import schedule as shared_schedule
 from dynviz.train.loop import Regularizer, TrainOptions
 from dynviz.train.losses import execution_rate_loss, exit_losses
-from dynviz.zoo import ModelCard, load_weights
+from dynviz.zoo import load_weights
 
 RATE_WEIGHT = 5.0
 """λ: gates added to a trained network (the CIFAR twin, Lite0) meet a network that resists losing work, so the

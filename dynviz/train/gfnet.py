@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.cards import ModelCard
 from dynviz.data import labelled_files
 from dynviz.models.efficientnet_lite import efficientnet_lite
 from dynviz.models.gfnet import (
@@ -34,7 +35,6 @@ from dynviz.models.gfnet import (
 from dynviz.train.cifar import checkpoint_path, save_weights
 from dynviz.train.distill import FrozenNorms, augmented_views, central_square, stack
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
-from dynviz.zoo import ModelCard
 
 EPOCHS = 30
 """250 images a pass, so a pass is short: about 20 s on a 2-core CPU."""

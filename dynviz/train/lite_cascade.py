@@ -14,13 +14,13 @@ import json
 import torch
 from safetensors.torch import save_file
 
+from dynviz.cards import PRETRAINED, ModelCard, sha256_of
 from dynviz.data import labelled_files
 from dynviz.inputs import load_image_file
 from dynviz.models.lite_cascade import ABOUT, REFERENCE, LiteCascade
 from dynviz.progress import progress
 from dynviz.train.exits import fit_temperature, search_thresholds
 from dynviz.train.loop import TrainOptions, require_data
-from dynviz.zoo import PRETRAINED, ModelCard, sha256_of
 
 HARM_CAPS = (0.0, 0.004, 0.01, 0.02, 0.04, 0.08)
 DEFAULT_CAP = 0.004

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,11 @@ class TrainOptions:
     resume: bool = False
     unlabeled: Path | None = None
     """Extra images without labels, for recipes that distil (a teacher labels them)."""
+
+
+def machine_description() -> str:
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def require_data(options: TrainOptions, what: str) -> Path:

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-
 LABEL_SMOOTHING = 0.1
 
 

@@ -20,8 +20,14 @@ import json
 
 import torch
 
+from dynviz.cards import ModelCard, anytime_point
 from dynviz.models.multi_exit import CalibratedExits
-from dynviz.train.cifar import prepare, save_weights, train_on_cifar, validation_metadata
+from dynviz.train.cifar import (
+    prepare,
+    save_weights,
+    train_on_cifar,
+    validation_metadata,
+)
 from dynviz.train.exits import (
     budgeted_thresholds,
     exit_index,
@@ -30,7 +36,6 @@ from dynviz.train.exits import (
 )
 from dynviz.train.loop import TrainOptions, predict
 from dynviz.train.losses import self_distilled_exit_losses
-from dynviz.zoo import ModelCard, anytime_point
 
 BUDGET_BASES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
 DEFAULT_TOLERANCE = 0.005

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dynviz.cards import ModelCard
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar, about
 from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
 from dynviz.train.loop import TrainOptions
 from dynviz.train.losses import exit_losses
-from dynviz.zoo import ModelCard
 
 
 def train(depth: int, options: TrainOptions) -> ModelCard:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.trace import ExitRecord, NodeRecord, Prediction, Trace
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.cards import ClassUsage
 from dynviz.trace import BlockRecord, ChannelRecord, Trace
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
-from dynviz.zoo import ClassUsage
 
 RAN = exit_color(2)
 ONLY_FIRST, ONLY_SECOND = exit_color(0), exit_color(1)

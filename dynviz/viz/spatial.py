@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from dynviz.cost import FLOPS_UNIT, format_flops
 from dynviz.trace import Box, ExitRecord, FocusRecord, MaskRecord, Trace
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.image import RELEVANCE, photo, with_box
 from dynviz.viz.style import SKIPPED, exit_color, titled
 

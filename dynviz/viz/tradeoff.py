@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dynviz.cost import FLOPS_UNIT, format_flops
+from dynviz.cards import ANYTIME, ModelCard, PointResult
+from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.style import EXIT_COLORS, STATIC, THRESHOLD, titled
-from dynviz.zoo import ANYTIME, ModelCard, PointResult
 
 
 def _hover(model: str, point: PointResult) -> str:

@@ -1,0 +1,258 @@
+"""Load test: a class of browser sessions using the app at once, on this machine, loopback only.
+
+    python bench/load.py [--sessions 8] [--seconds 180] [--out bench/load.txt]
+
+Starts the app (``streamlit run app.py`` on a free 127.0.0.1 port) and Debian's Chromium
+(Playwright, one browser context per session, so each is its own Streamlit session). Each
+session uploads its own generated photo, then walks every page in turn until the time is up.
+A page visit is timed from the click on its link until its marker chart is on screen and the
+app has stopped running; visits are split into first visits (the session had not seen that
+page with its input) and later ones. Prints:
+
+- errors: pages that showed an exception, and visits that timed out (both must be 0);
+- p50 / p95 page time, first and later visits; the upload's time to its first answer;
+- the server's peak resident memory, sampled every 0.2 s;
+- cold start: from launching the server to the first page's input picker;
+- a 12-megapixel upload answered by ``lite_cascade`` with the model warm;
+- the memo race: two sessions analysing the same photo at different settings each get their
+  own answer (threads on one serving layer, with MSDNet, whose memo holds features).
+
+Every loop is bounded in count and time; nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
+
+PAGES = {  # link text → a text the page shows once its main chart is drawn
+    "Compare": "How much did each family save on this input?",
+    "Early exit": "Where did it stop?",
+    "Layer skipping": "Which blocks ran?",
+    "Channel gating": "Which channels ran, layer by layer?",
+    "Spatial": "How sparse was each block?",
+    "Easy vs hard": "Where did the images leave?",
+    "Trade-offs": "How much accuracy for how much computation?",
+    "Home": "what a dynamic network chose to compute",
+}
+VISIT_TIMEOUT_S = 120
+
+
+def photo(seed: int, width: int = 640, height: int = 480) -> bytes:
+    """A generated photo-like JPEG: smooth colour fields and a few shapes, different per seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([np.sin(6 * x * rng.uniform(0.5, 2)) , np.cos(5 * y * rng.uniform(0.5, 2)), x * y], -1)
+    pixels = ((base - base.min()) / np.ptp(base) * 255).astype(np.uint8)
+    for _ in range(5):
+        x0, y0 = rng.integers(0, width - 60), rng.integers(0, height - 60)
+        pixels[y0 : y0 + rng.integers(20, 200), x0 : x0 + rng.integers(20, 200)] = rng.integers(0, 255, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@dataclass
+class Tally:
+    first: list[float] = field(default_factory=list)
+    later: list[float] = field(default_factory=list)
+    uploads: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def settled(page, marker: str) -> None:
+    """The marker is on screen and the app is not running any more."""
+    main = page.get_by_test_id("stMain")
+    await main.get_by_text(marker).first.wait_for(state="visible", timeout=VISIT_TIMEOUT_S * 1000)
+    await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
+
+
+async def failed(page) -> str | None:
+    exceptions = page.get_by_test_id("stException")
+    if await exceptions.count():
+        return (await exceptions.first.inner_text()).splitlines()[0][:200]
+    return None
+
+
+async def session(browser, url: str, index: int, deadline: float, folder: Path, tally: Tally) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = await context.new_page()
+    page.set_default_timeout(VISIT_TIMEOUT_S * 1000)
+    upload = folder / f"session-{index}.jpg"
+    upload.write_bytes(photo(index))
+    try:
+        await page.goto(url)
+        sidebar = page.get_by_test_id("stSidebar")
+        await sidebar.get_by_text("Source").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
+        await sidebar.locator("label").filter(has_text="Upload").click()
+        start = time.monotonic()
+        await sidebar.locator("input[type=file]").set_input_files(upload)
+        await sidebar.get_by_text(f"Analysing: {upload.name}").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
+        tally.uploads.append(time.monotonic() - start)
+        seen: set[str] = set()
+        order = list(PAGES)[index % len(PAGES) :] + list(PAGES)[: index % len(PAGES)]  # sessions spread out
+        for visit in range(200):
+            if time.monotonic() > deadline:
+                break
+            link = order[visit % len(order)]
+            start = time.monotonic()
+            await page.get_by_role("link", name=link, exact=True).click()
+            try:
+                await settled(page, PAGES[link])
+            except Exception as error:  # noqa: BLE001 - a timeout is a failure the report counts
+                tally.errors.append(f"session {index}, {link}: {type(error).__name__}")
+                continue
+            (tally.later if link in seen else tally.first).append(time.monotonic() - start)
+            seen.add(link)
+            if problem := await failed(page):
+                tally.errors.append(f"session {index}, {link}: {problem}")
+    finally:
+        await context.close()
+
+
+class PeakMemory(threading.Thread):
+    """The largest resident set of a process and its children, sampled every 0.2 s until stopped."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stopped = pid, 0, threading.Event()
+
+    def rss(self) -> int:
+        total = 0
+        for pid in [self.pid, *children(self.pid)]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            self.peak = max(self.peak, self.rss())
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+async def cold_start_and_big_upload(browser, url: str, started_in_s: float, folder: Path) -> tuple[float, float]:
+    """(seconds from launch to the first page's input picker, seconds to answer a 12-MP upload warm)."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = await context.new_page()
+    start = time.monotonic()
+    await page.goto(url)
+    await page.get_by_test_id("stSidebar").get_by_text("Source").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
+    cold = started_in_s + time.monotonic() - start
+    await page.get_by_role("link", name="Early exit", exact=True).click()
+    await settled(page, PAGES["Early exit"])  # lite_cascade warm, on the bundled example
+    big = folder / "twelve-megapixels.jpg"
+    big.write_bytes(photo(99, 4000, 3000))
+    sidebar = page.get_by_test_id("stSidebar")
+    await sidebar.locator("label").filter(has_text="Upload").click()
+    start = time.monotonic()
+    await sidebar.locator("input[type=file]").set_input_files(big)
+    await sidebar.get_by_text(f"Analysing: {big.name}").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
+    await settled(page, PAGES["Early exit"])
+    answered = time.monotonic() - start
+    await context.close()
+    return cold, answered
+
+
+def memo_race() -> str:
+    """Two threads, one photo, MSDNet at two settings, one serving layer: each must get its own answer."""
+    from dynviz.inputs import load_image
+    from dynviz.runtime import Server
+    from dynviz.zoo import create_model
+
+    model = create_model("msdnet_cifar")
+    image = load_image(photo(7, 64, 64), "race.jpg")
+    early = {f"tau_{k + 1}": 0.0 for k in range(len(model.knobs()))}
+    late = {f"tau_{k + 1}": 1.0 for k in range(len(model.knobs()))}
+    expected = {name: Server().analyze("msdnet_cifar", model, image, s).answered_at.index for name, s in (("early", early), ("late", late))}
+    for attempt in range(20):
+        server, answers = Server(), {}
+
+        def ask(name: str, settings: dict[str, float]) -> None:
+            answers[name] = server.analyze("msdnet_cifar", model, image, settings).answered_at.index
+
+        threads = [threading.Thread(target=ask, args=pair) for pair in (("late", late), ("early", early))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if answers != expected:
+            return f"FAILED on attempt {attempt + 1}: {answers} instead of {expected}"
+    return f"ok (20 attempts; exits {expected['early'] + 1} and {expected['late'] + 1} as asked)"
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no visits"
+    p95 = statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
+    return f"p50 {statistics.median(values):5.1f} s   p95 {p95:5.1f} s   ({len(values)} visits)"
+
+
+async def main_async(sessions: int, seconds: float) -> str:
+    from playwright.async_api import async_playwright
+
+    tally = Tally()
+    with running_app() as app, tempfile.TemporaryDirectory() as folder:
+        memory = PeakMemory(app.process.pid)
+        memory.start()
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            cold, big = await cold_start_and_big_upload(browser, app.url, app.started_in_s, Path(folder))
+            deadline = time.monotonic() + seconds
+            await asyncio.gather(
+                *(session(browser, app.url, i, deadline, Path(folder), tally) for i in range(sessions))
+            )
+            await browser.close()
+        memory.stopped.set()
+    lines = [
+        f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages",
+        f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
+        f"first visit of a page: {percentiles(tally.first)}",
+        f"later visits:          {percentiles(tally.later)}",
+        f"upload to its answer:  {percentiles(tally.uploads)}",
+        f"server peak memory:    {memory.peak / 2**30:.2f} GiB",
+        f"cold start to an interactive page: {cold:.1f} s",
+        f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",
+        f"memo race: {memo_race()}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=180)
+    parser.add_argument("--out", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args.sessions, args.seconds))
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

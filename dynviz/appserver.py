@@ -1,0 +1,68 @@
+"""The app on a loopback port, and Debian's Chromium to drive it: for the browser test and bench/load.py."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    # Without the networking switches Chromium keeps dialling Google's hosts, which a closed network refuses.
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    url: str
+    process: subprocess.Popen
+    started_in_s: float
+    """From launching the server to its health check answering."""
+
+
+@contextmanager
+def running_app(timeout_s: float = 90) -> Iterator[RunningApp]:
+    """``streamlit run app.py`` on a free loopback port until the block ends."""
+    port = free_port()
+    start = time.monotonic()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+        + ["--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() - start > timeout_s:
+                    raise RuntimeError(f"streamlit did not start: {server.stdout.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        yield RunningApp(url, server, time.monotonic() - start)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

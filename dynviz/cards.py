@@ -1,0 +1,201 @@
+"""Model cards: what each bundled model is, how it was trained and what it measured.
+
+A card is ``pretrained/<name>.json`` beside the weights. Its figures are written
+by the ``eval`` command and its recipe by the command that produced the
+weights, never by hand. Reading cards needs no torch, so tables and pages that
+only show cards load no network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynviz.trace import build
+from dynviz.units import FLOPS_UNIT, format_flops
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+@dataclass(frozen=True)
+class About:
+    """What a method is, for the card: written in code beside the method."""
+
+    title: str
+    family: str
+    """Where it sits in the survey's taxonomy."""
+    summary: str
+    papers: tuple[str, ...]
+    license: str
+    data: str
+    """What the weights were trained or calibrated on."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    command: str
+    seconds: float
+    machine: str
+
+
+ANYTIME = "anytime: exit "
+"""Operating points named ANYTIME + k send every input out at exit k (anytime prediction)."""
+
+
+def anytime_point(k: int) -> str:
+    return f"{ANYTIME}{k + 1}"
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """Accuracy and cost of one operating point on the evaluation split."""
+
+    name: str
+    settings: dict[str, float]
+    top1: float
+    top5: float
+    mean_flops: float
+    mean_latency_ms: float
+    exit_rates: tuple[float, ...] = ()
+    """Share of inputs answered at each exit (dynamic-exit models only)."""
+
+
+@dataclass(frozen=True)
+class BaselineMatch:
+    """Where the dynamic curve reaches the best static baseline's accuracy, if it does."""
+
+    baseline: str
+    baseline_top1: float
+    baseline_flops: float
+    point: str | None
+    """The cheapest operating point at least as accurate; None when none is."""
+    point_flops: float | None
+
+    @property
+    def flops_ratio(self) -> float | None:
+        return None if self.point_flops is None else self.point_flops / self.baseline_flops
+
+    def describe(self) -> str:
+        best = f"the most accurate static network, {self.baseline} ({100 * self.baseline_top1:.1f}% top-1)"
+        if self.point is None:
+            return f"No operating point reaches {best}."
+        return f"Reaches {best} at {self.flops_ratio:.2f}× its FLOPs, with “{self.point}”."
+
+
+@dataclass(frozen=True)
+class ClassUsage:
+    """How much of each gated unit (block, channel group) ran, per class, at one operating point: the
+    category-specific inference paths of ConvNet-AIG."""
+
+    point: str
+    units: tuple[str, ...]
+    classes: tuple[str, ...]
+    """Classes with at least one evaluated image."""
+    images: tuple[int, ...]
+    """Evaluated images per class."""
+    rates: tuple[tuple[float, ...], ...]
+    """[class][unit]: the mean share of the unit that ran."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    command: str
+    data: str
+    split: str
+    images: int
+    points: tuple[PointResult, ...]
+    baselines: tuple[PointResult, ...] = ()
+    """Static reference models on the same images."""
+    match: BaselineMatch | None = None
+    class_usage: ClassUsage | None = None
+    """For gated models, at the default operating point."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    about: About
+    flops_full: float
+    """Multiply–accumulates of the static counterpart at its native size."""
+    default_point: str
+    weights: str | None = None
+    weights_sha256: str | None = None
+    recipe: Recipe | None = None
+    evaluation: Evaluation | None = None
+
+    def point(self, name: str) -> PointResult | None:
+        points = self.evaluation.points if self.evaluation else ()
+        return next((p for p in points if p.name == name), None)
+
+    def save(self) -> Path:
+        path = PRETRAINED / f"{self.name}.json"
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+
+def load_card(name: str) -> ModelCard | None:
+    path = PRETRAINED / f"{name}.json"
+    return build(ModelCard, json.loads(path.read_text())) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of the model table (home page, ``python -m dynviz models``), from the card."""
+
+    model: str
+    title: str
+    family: str
+    top1: float | None
+    """At the default operating point, on the card's evaluation split."""
+    mean_flops: float | None
+    flops_full: float | None
+    evaluated_on: str
+
+
+def card_names() -> list[str]:
+    """Every bundled model with a card, by name."""
+    return sorted(path.stem for path in PRETRAINED.glob("*.json"))
+
+
+def model_summaries() -> list[ModelSummary]:
+    rows = []
+    for name in card_names():
+        card = load_card(name)
+        point, evaluation = card.point(card.default_point), card.evaluation
+        rows.append(
+            ModelSummary(
+                name,
+                card.about.title,
+                card.about.family,
+                point.top1 if point else None,
+                point.mean_flops if point else None,
+                card.flops_full,
+                f"{evaluation.data} ({evaluation.split}, {evaluation.images} images)"
+                if evaluation
+                else "not evaluated",
+            )
+        )
+    return rows
+
+
+def model_table() -> list[dict[str, str]]:
+    """The model summaries formatted for people (home page, README)."""
+    return [
+        {
+            "model": row.model,
+            "what it is": row.title,
+            "top-1 (default)": "" if row.top1 is None else f"{100 * row.top1:.1f}%",
+            f"mean {FLOPS_UNIT}": "" if row.mean_flops is None else format_flops(row.mean_flops),
+            "static FLOPs": "" if row.flops_full is None else format_flops(row.flops_full),
+            "measured on": row.evaluated_on,
+            "family": row.family,
+        }
+        for row in model_summaries()
+    ]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,115 @@
+"""Renderers of the Compare page: a small picture of each model's decision, and the savings per family."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw
+
+from dynviz.compare import Comparison
+from dynviz.trace import (
+    BlockRecord,
+    ChannelRecord,
+    ExitRecord,
+    FocusRecord,
+    MaskRecord,
+    Trace,
+)
+from dynviz.viz.style import SKIPPED, STATIC, exit_color, titled
+
+HEIGHT = 72
+STRIP = 10
+COMPUTED = exit_color(0)
+
+
+def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
+    """The photo with the decision drawn on it (focus boxes; pixel masks, skipped positions greyed), above a
+    strip of the units the network could run: exits, blocks or gated layers, coloured when they ran."""
+    scale = HEIGHT / image.height
+    width = max(1, round(image.width * scale))
+    picture = image.convert("RGB").resize((width, HEIGHT), Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(picture, "RGBA")
+    if masks := trace.records_of(MaskRecord):
+        first = masks[0]  # the finest grid: the first block's
+        left, top, right, bottom = (v * scale for v in first.box)
+        side = first.resolution
+        cell_w, cell_h = (right - left) / side, (bottom - top) / side
+        for i, computed in enumerate(first.computed):
+            if not computed:
+                x, y = left + (i % side) * cell_w, top + (i // side) * cell_h
+                draw.rectangle((x, y, x + cell_w, y + cell_h), fill=(199, 199, 199, 200))
+    for record in trace.records_of(FocusRecord):
+        box = tuple(v * scale for v in record.box)
+        draw.rectangle(box, outline=exit_color(record.step), width=2)
+    cells = strip_cells(trace)
+    canvas = Image.new("RGB", (width, HEIGHT + STRIP + 2), "white")
+    canvas.paste(picture, (0, 0))
+    strip = ImageDraw.Draw(canvas)
+    bottom = HEIGHT + 1 + STRIP
+    for i, (color, filled) in enumerate(cells):
+        x0 = i * width / len(cells)
+        x1 = max(x0, (i + 1) * width / len(cells) - 1)  # a 1-pixel gap between cells
+        strip.rectangle((x0, HEIGHT + 2, x1, bottom), fill=SKIPPED)
+        if filled > 0:  # the share that ran, from the bottom up
+            strip.rectangle((x0, bottom - (STRIP - 1) * filled, x1, bottom), fill=color)
+    return canvas
+
+
+def strip_cells(trace: Trace) -> list[tuple[str, float]]:
+    """(colour, share that ran) per unit, in the order the network meets them."""
+    if blocks := trace.records_of(BlockRecord):
+        return [(COMPUTED, float(r.executed)) for r in blocks]
+    if channels := trace.records_of(ChannelRecord):
+        return [(COMPUTED, r.active_fraction) for r in channels]
+    if masks := trace.records_of(MaskRecord):
+        return [(COMPUTED, r.density) for r in masks]
+    if exits := trace.records_of(ExitRecord):
+        return [(exit_color(r.index), float(r.computed)) for r in exits]
+    return [(STATIC, 1.0)]
+
+
+def data_url(picture: Image.Image) -> str:
+    """A PNG as a data URL, for an image column of a table."""
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def savings_chart(savings: dict[str, float], title: str = "How much did each family save on this input?") -> go.Figure:
+    """Bars of each family's mean saving against its static twins' FLOPs (negative: spent more)."""
+    families = sorted(savings, key=lambda f: savings[f])
+    values = [100 * savings[f] for f in families]
+    figure = go.Figure(
+        go.Bar(
+            x=values,
+            y=families,
+            orientation="h",
+            marker_color=[STATIC if f == "static network" else COMPUTED for f in families],
+            text=[f"{v:.0f}%" for v in values],
+            textposition="outside",
+            cliponaxis=False,
+        )
+    )
+    figure.update_xaxes(title="FLOPs saved against the static twin (%)", zeroline=True)
+    return titled(figure, title, height=80 + 34 * len(families))
+
+
+def rows_table(rows: list[Comparison], pictures: dict[str, str]) -> list[dict]:
+    """The table's rows: one per model, pictures as data URLs."""
+    return [
+        {
+            "model": row.model,
+            "decision": pictures[row.model],
+            "family": row.family.name,
+            "answer": row.answer,
+            "confidence": 100 * row.confidence,
+            "FLOPs saved": 100 * row.saved,
+            "spent (M)": row.flops / 1e6,
+            "static twin (M)": row.flops_full / 1e6,
+            "latency (ms)": row.latency_ms,
+            "what it decided": row.decision,
+        }
+        for row in rows
+    ]
