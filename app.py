@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dynviz.ui import input_sidebar
+from dynviz.ui import input_sidebar, warm_up
 
 st.set_page_config(page_title="dynviz", page_icon=":material/alt_route:", layout="wide")
 # Every url_path differs from its file's name on purpose: while a pages/ folder sits beside
@@ -20,5 +20,6 @@ navigation = st.navigation(
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:", url_path="trade-off-explorer"),
     ]
 )
+warm_up()
 input_sidebar()
 navigation.run()

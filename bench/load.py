@@ -71,6 +71,8 @@ def photo(seed: int, width: int = 640, height: int = 480) -> bytes:
 class Tally:
     first: list[float] = field(default_factory=list)
     later: list[float] = field(default_factory=list)
+    by_page: dict[str, list[float]] = field(default_factory=dict)
+    """First visits by page."""
     uploads: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -117,7 +119,10 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
             except Exception as error:  # noqa: BLE001 - a timeout is a failure the report counts
                 tally.errors.append(f"session {index}, {link}: {type(error).__name__}")
                 continue
-            (tally.later if link in seen else tally.first).append(time.monotonic() - start)
+            took = time.monotonic() - start
+            (tally.later if link in seen else tally.first).append(took)
+            if link not in seen:
+                tally.by_page.setdefault(link, []).append(took)
             seen.add(link)
             if problem := await failed(page):
                 tally.errors.append(f"session {index}, {link}: {problem}")
@@ -234,6 +239,8 @@ async def main_async(sessions: int, seconds: float) -> str:
         f"first visit of a page: {percentiles(tally.first)}",
         f"later visits:          {percentiles(tally.later)}",
         f"upload to its answer:  {percentiles(tally.uploads)}",
+        "first visits by page:",
+        *(f"  {page:<16}{percentiles(times)}" for page, times in tally.by_page.items()),
         f"server peak memory:    {memory.peak / 2**30:.2f} GiB",
         f"cold start to an interactive page: {cold:.1f} s",
         f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",

@@ -119,11 +119,23 @@ def settings_key(settings: dict[str, float] | None) -> tuple[tuple[str, float], 
 
 
 class Server:
-    """Every analysis an app process answers goes through :meth:`analyze`."""
+    """Every analysis an app process answers goes through :meth:`analyze`; every model it serves is built once
+    by :meth:`model`, with ``build`` (the zoo's ``create_model``)."""
 
-    def __init__(self, memo_entries: int = 1024, trace_entries: int = 4096):
+    def __init__(self, build: Callable[[str], Any] | None = None, memo_entries: int = 1024, trace_entries: int = 4096):
+        self.build = build
         self.memos = BoundedCache(memo_entries)
         self.traces = BoundedCache(trace_entries)
+        self._models: dict[str, Any] = {}
+        self._building = BoundedCache(1024)
+
+    def model(self, name: str) -> Any:
+        """The one shared instance of model ``name`` (built at its first request; others wait for it)."""
+        if name not in self._models:
+            with self._building.get(name, threading.Lock):
+                if name not in self._models:
+                    self._models[name] = self.build(name)
+        return self._models[name]
 
     def analyze(self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None) -> Any:
         """``model.analyze(image, settings)`` (``model`` registered as ``name``), answered once per
@@ -142,5 +154,13 @@ class Server:
         return trace
 
 
-SERVER = Server()
+def _create_model(name: str) -> Any:
+    from dynviz.zoo import (
+        create_model,  # the zoo imports every model; the serving layer needs it only here
+    )
+
+    return create_model(name)
+
+
+SERVER = Server(_create_model)
 """The app process's one server."""

@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from dynviz.cards import ModelCard, load_card, model_table
 from dynviz.compare import Family, family_of
@@ -30,7 +33,9 @@ from dynviz.runtime import SERVER, inference, settings_key
 from dynviz.trace import Trace
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.gates import class_usage_heatmap
-from dynviz.zoo import create_model, declared_records, list_models
+from dynviz.viz.image import preview
+from dynviz.warmup import start_warm_up
+from dynviz.zoo import declared_records, list_models
 
 INPUT_KEY = "dynviz_input"
 PICKED_KEY = "dynviz_sidebar_pick"
@@ -43,9 +48,21 @@ def text(value: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$])", r"\\\1", value)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner=False)
 def decode(data: bytes, name: str) -> InputImage:
+    """One decoded image for every rerun and session that sends these bytes (a resource: ``cache_data``
+    would pickle a 12-megapixel image at every rerun)."""
     return load_image(data, name)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _preview(digest: str, _image: InputImage) -> Image.Image:
+    return preview(_image.image)
+
+
+def shown(image: InputImage) -> Image.Image:
+    """What ``st.image`` sends of an input: at most 640 pixels on its longest side."""
+    return _preview(image.digest, image)
 
 
 @st.cache_data(show_spinner=False)
@@ -85,7 +102,7 @@ def input_sidebar() -> None:
             st.session_state[INPUT_KEY] = chosen
         current = current_input()  # with no new choice, the earlier input stays analysed
         if current is not None:
-            st.image(current.image, caption=f"Analysing: {current.name}")
+            st.image(shown(current), caption=f"Analysing: {current.name}")
             for note in current.notes:
                 st.caption(f"Note: {text(note)}")
 
@@ -141,7 +158,14 @@ def send_to_analysis(image: InputImage, model_name: str) -> None:
 
 @st.cache_resource(show_spinner="Loading the model (once for all users)…")
 def model(name: str):
-    return create_model(name)
+    return SERVER.model(name)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread | None:
+    """Once per server process: the background warm-up (:mod:`dynviz.warmup`), unless ``DYNVIZ_WARM_UP=0``
+    (the test suite's apps, which each need a model or two, not all of them)."""
+    return start_warm_up(SERVER, example_photos) if os.environ.get("DYNVIZ_WARM_UP", "1") != "0" else None
 
 
 def analyze(model_name: str, image: InputImage, settings: dict[str, float] | None = None) -> Trace:

@@ -23,7 +23,8 @@ def comparison(image: InputImage, key: str) -> None:
     families = {t.model: ui.family(t.model) for t in traces}
     rows = compare(traces, families)
     st.plotly_chart(savings_chart(savings_by_family(rows)), key=f"{key}:savings")
-    pictures = {t.model: data_url(decision_picture(image.image, t)) for t in traces}
+    small = ui.shown(image)  # the pictures are 72 px high: drawn from the preview, not the full photo
+    pictures = {t.model: data_url(decision_picture(small, t)) for t in traces}
     selection = st.dataframe(
         rows_table(rows, pictures),
         hide_index=True,
@@ -58,7 +59,7 @@ if view == VIEWS[0]:
         with column:
             st.subheader(f"{entry['scene'].split(':')[0].capitalize()}: {entry['title']}")
             image = ui.example(entry)
-            st.image(image.image, width=240)
+            st.image(ui.shown(image), width=240)
             comparison(image, key)
 else:
     image = ui.required_input()

@@ -40,14 +40,16 @@ if isinstance(ui.model(name), ExplainsGates):
             format_func=lambda b: f"{b.name}: p(run) = {b.probability:.2f}, {'ran' if b.executed else 'skipped'}",
             key=f"{name}:gate",
         )
-        heatmap = ui.gate_heatmap(name, image.digest, chosen.index, tuple(b.executed for b in blocks), image)
-        figure = photo(image.image, f"Which pixels pushed {chosen.name}'s gate to run?")
-        with_box(figure, heatmap.box, "seen by the network", exit_color(0))
-        with_heatmap(figure, heatmap, "pushed to run")
-        st.plotly_chart(figure, key="gate_attribution")
+        # On demand: 32 backward passes through the network take seconds, the rest of the page milliseconds.
+        if st.toggle("Attribute this gate's decision (a few seconds)", key=f"{name}:attribute"):
+            heatmap = ui.gate_heatmap(name, image.digest, chosen.index, tuple(b.executed for b in blocks), image)
+            figure = photo(image.image, f"Which pixels pushed {chosen.name}'s gate to run?")
+            with_box(figure, heatmap.box, "seen by the network", exit_color(0))
+            with_heatmap(figure, heatmap, "pushed to run")
+            st.plotly_chart(figure, key="gate_attribution")
         st.caption(
             "Integrated Gradients (captum) of the chosen gate's logit, from a black image to this one, along the path "
             "this input took through the earlier blocks. Bright: pixels that raised the gate's wish to run the block."
         )
 
-    ui.card_with_class_usage(name, "block")
+ui.card_with_class_usage(name, "block")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,10 @@ from PIL import Image
 from dynviz.inputs import InputImage, load_image
 from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
 from dynviz.zoo import create_model
+
+# The apps under test load the models they need; the server's background warm-up of every model would only
+# compete with them for the two cores.
+os.environ["DYNVIZ_WARM_UP"] = "0"
 
 SLOW_MODULES = {"test_app", "test_browser", "test_cli", "test_cascade"}
 """Modules that run the app, the CLI or the bundled networks on every test."""

@@ -132,7 +132,9 @@ def test_layer_skipping_page_shows_the_blocks_the_gate_attribution_and_the_class
     ran = sum(text != "always" and text.endswith("ran") for text in probabilities["text"])
     always = probabilities["text"].count("always")
     assert metric(app, "Blocks run") == f"{ran + always}/15"
-    assert any(title.startswith("Which pixels pushed block") for title in figures)
+    assert not any(title.startswith("Which pixels pushed block") for title in figures)  # on demand only
+    app.toggle(key="skip_resnet_cifar:attribute").set_value(True).run()
+    assert any(title.startswith("Which pixels pushed block") for title in charts(app))
     heatmap = figures["Does each class take its own path? Share of each block that ran"]["data"][0]
     assert len(heatmap["y"]) == 10 and len(heatmap["x"]) == 15  # the card's ten classes × fifteen blocks
 

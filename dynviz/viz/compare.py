@@ -26,9 +26,10 @@ COMPUTED = exit_color(0)
 
 def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
     """The photo with the decision drawn on it (focus boxes; pixel masks, skipped positions greyed), above a
-    strip of the units the network could run: exits, blocks or gated layers, coloured when they ran."""
-    scale = HEIGHT / image.height
-    width = max(1, round(image.width * scale))
+    strip of the units the network could run: exits, blocks or gated layers, coloured when they ran.
+    ``image`` is the input or a smaller copy of it."""
+    scale = HEIGHT / trace.input_size[1]  # geometry is in the input's pixels; ``image`` may be a smaller copy
+    width = max(1, round(trace.input_size[0] * scale))
     picture = image.convert("RGB").resize((width, HEIGHT), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(picture, "RGBA")
     if masks := trace.records_of(MaskRecord):

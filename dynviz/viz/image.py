@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+import base64
+import io
+
 import plotly.graph_objects as go
 from PIL import Image
 
@@ -16,10 +18,26 @@ DISPLAY_SIDE = 640
 """Longest side sent to the browser; coordinates stay in the input's pixels."""
 
 
+def preview(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
+    """``image`` with its longest side at most ``side``: what is sent to the browser."""
+    scale = max(image.size) / side
+    return image.resize((round(image.width / scale), round(image.height / scale))) if scale > 1 else image
+
+
+def jpeg_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def photo(image: Image.Image, title: str) -> go.Figure:
-    scale = max(image.size) / DISPLAY_SIDE if max(image.size) > DISPLAY_SIDE else 1.0
-    shown = image.resize((round(image.width / scale), round(image.height / scale))) if scale > 1 else image
-    figure = go.Figure(go.Image(z=np.asarray(shown), x0=scale / 2, y0=scale / 2, dx=scale, dy=scale, hoverinfo="skip"))
+    """The photo as a plotly figure whose axes are the input's pixels. The picture travels as one JPEG (a
+    numeric array of its pixels was megabytes of JSON per chart)."""
+    shown = preview(image)
+    scale = image.width / shown.width
+    figure = go.Figure(
+        go.Image(source=jpeg_url(shown), x0=scale / 2, y0=scale / 2, dx=scale, dy=scale, hoverinfo="skip")
+    )
     figure.update_xaxes(range=[0, image.width], showticklabels=False, showgrid=False, zeroline=False)
     figure.update_yaxes(range=[image.height, 0], showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x")
     return titled(figure, title, height=420)

@@ -1,0 +1,40 @@
+"""What an app process computes in the background as it starts, so that the first visitors find it done:
+every model loaded, the example photos through every model (the Compare page's default view and every
+page's first answer), and the bundled galleries of the exit models (the Easy-vs-hard page). All of it goes
+through the serving layer, one inference at a time like any request, so a visitor's request waits for at
+most one warm-up inference."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from dynviz.gallery import default_gallery, run_gallery
+from dynviz.inputs import load_image
+from dynviz.runtime import Server
+from dynviz.trace import ExitRecord
+from dynviz.zoo import declared_records, list_models
+
+
+def warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -> None:
+    start = time.perf_counter()
+    names = list_models()
+    models = {name: server.model(name) for name in names}
+    images = [load_image(data, name) for data, name in photos()]
+    for image in images:
+        for name, model in models.items():
+            server.analyze(name, model, image, None)
+    for name, model in models.items():
+        if ExitRecord in declared_records(name):
+            default = model.operating_points()[model.default_point]
+            run_gallery(model, default_gallery(model, photos), default, functools.partial(server.analyze, name, model))
+    print(f"dynviz: warmed up {len(names)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def start_warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -> threading.Thread:
+    thread = threading.Thread(target=warm_up, args=(server, photos), name="dynviz-warm-up", daemon=True)
+    thread.start()
+    return thread
