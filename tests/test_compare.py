@@ -6,6 +6,7 @@ from conftest import encode, pattern
 
 from dynviz.compare import compare, decision_text, family_of, savings_by_family
 from dynviz.inputs import load_image
+from dynviz.runtime import inference
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
@@ -20,7 +21,8 @@ def traces():
     config = MSDNetConfig.tiny()
     exits = MSDNetClassifier(MSDNet(config).eval(), torch.ones(config.exits), {"p": (0.0,) * (config.exits - 1)}, "p")
     skipping = SkipResNetCifar(SkipNetwork(ResNetCifar(14)).eval())
-    return image, [exits.analyze(image), skipping.analyze(image, {"threshold": 0.99})]
+    with inference():
+        return image, [exits.analyze(image), skipping.analyze(image, {"threshold": 0.99})]
 
 
 FAMILIES = {"exits": family_of((ExitRecord, NodeRecord)), "skipping": family_of((BlockRecord,))}

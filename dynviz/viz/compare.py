@@ -89,7 +89,8 @@ def savings_chart(savings: dict[str, float], title: str = "How much did each fam
             orientation="h",
             marker_color=[STATIC if f == "static network" else COMPUTED for f in families],
             text=[f"{v:.0f}%" for v in values],
-            textposition="outside",
+            # Outside a bar that grows right; inside one that grows left, where outside is the families' names.
+            textposition=["outside" if v >= 0 else "inside" for v in values],
             cliponaxis=False,
         )
     )
@@ -103,14 +104,14 @@ def rows_table(rows: list[Comparison], pictures: dict[str, str]) -> list[dict]:
         {
             "model": row.model,
             "decision": pictures[row.model],
-            "family": row.family.name,
+            "FLOPs saved": 100 * row.saved,
             "answer": row.answer,
             "confidence": 100 * row.confidence,
-            "FLOPs saved": 100 * row.saved,
+            "what it decided": row.decision,
+            "latency (ms)": row.latency_ms,
+            "family": row.family.name,
             "spent (M)": row.flops / 1e6,
             "static twin (M)": row.flops_full / 1e6,
-            "latency (ms)": row.latency_ms,
-            "what it decided": row.decision,
         }
         for row in rows
     ]
