@@ -41,12 +41,28 @@ class Recipe:
     machine: str
 
 
-ANYTIME = "anytime: exit "
-"""Operating points named ANYTIME + k send every input out at exit k (anytime prediction)."""
+BUDGET = "budget"
+"""A point of a dynamic model's accuracy–cost curve: its decisions are the input's."""
+ANYTIME = "anytime"
+"""Every input leaves at one exit (anytime prediction): what that exit alone scores and costs."""
+STATIC = "static"
+"""A static network's only point (or one of its input resolutions)."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A knob setting a card measures, and where it belongs: which kind of point it is and, for a model with
+    several curves (GFNet's two policies), which curve."""
+
+    name: str
+    settings: dict[str, float]
+    kind: str = BUDGET
+    group: str = ""
 
 
 def anytime_point(k: int) -> str:
-    return f"{ANYTIME}{k + 1}"
+    """The name of the point that sends every input out at exit k."""
+    return f"anytime: exit {k + 1}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class PointResult:
     mean_latency_ms: float
     exit_rates: tuple[float, ...] = ()
     """Share of inputs answered at each exit (dynamic-exit models only)."""
+    kind: str = BUDGET
+    group: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dynviz.cards import BaselineMatch, ClassUsage, PointResult
+from dynviz.cards import BaselineMatch, ClassUsage, OperatingPoint, PointResult
 from dynviz.data import LabelledImage
 from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
@@ -73,14 +73,18 @@ class _Run:
     """One operating point of one model, and the name its result goes by."""
 
     model: DynamicModel
-    settings: dict[str, float]
+    point: OperatingPoint
     name: str
+
+    @property
+    def settings(self) -> dict[str, float]:
+        return self.point.settings
 
 
 def evaluate(
     model: DynamicModel,
     files: list[LabelledImage],
-    points: Mapping[str, dict[str, float]],
+    points: Mapping[str, OperatingPoint],
     usage_point: str | None = None,
     baselines: Mapping[str, DynamicModel] | None = None,
 ) -> tuple[list[PointResult], list[PointResult], ClassUsage | None]:
@@ -89,12 +93,12 @@ def evaluate(
     so a slow spell of a shared machine falls on all of them alike and their latencies compare; each input's
     computed parts are shared between a model's points. Also returns the per-class usage of gated units at
     ``usage_point`` (None for models without gates)."""
-    runs = [_Run(model, settings, name) for name, settings in points.items()]
+    runs = [_Run(model, point, name) for name, point in points.items()]
     for baseline, static in (baselines or {}).items():
         static_points = static.operating_points()
         runs += [
-            _Run(static, settings, baseline if len(static_points) == 1 else f"{baseline}, {name}")
-            for name, settings in static_points.items()
+            _Run(static, point, baseline if len(static_points) == 1 else f"{baseline}, {name}")
+            for name, point in static_points.items()
         ]
     tallies = {run.name: _Tally() for run in runs}
     usage = _UsageTally()
@@ -129,6 +133,8 @@ def evaluate(
             t.flops / evaluated,
             t.latency_ms / evaluated,
             tuple(t.exits[k] / evaluated for k in range(exit_count)),
+            run.point.kind,
+            run.point.group,
         )
 
     results = [result(run) for run in runs]

@@ -29,7 +29,7 @@ def warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -
             server.analyze(name, model, image, None)
     for name, model in models.items():
         if ExitRecord in declared_records(name):
-            default = model.operating_points()[model.default_point]
+            default = model.operating_points()[model.default_point].settings
             run_gallery(model, default_gallery(model, photos), default, functools.partial(server.analyze, name, model))
     print(f"dynviz: warmed up {len(names)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 

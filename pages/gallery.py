@@ -35,7 +35,7 @@ if source != "Bundled sample":
     if not folder:
         st.stop()
 point = ui.operating_point_picker(name, key=f"gallery_point:{name}")
-settings = ui.model(name).operating_points()[point]
+settings = ui.model(name).operating_points()[point].settings
 try:
     results = ui.gallery(name, folder, settings)
 except (FileNotFoundError, ValueError) as error:

@@ -6,10 +6,10 @@ from conftest import encode, pattern
 
 from dynviz.compare import compare, decision_text, family_of, savings_by_family
 from dynviz.inputs import load_image
-from dynviz.runtime import inference
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
+from dynviz.runtime import inference
 from dynviz.trace import BlockRecord, ExitRecord, FocusRecord, NodeRecord
 from dynviz.viz.compare import HEIGHT, STRIP, decision_picture, savings_chart
 

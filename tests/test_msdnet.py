@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import encode, pattern
 
+from dynviz.cards import ANYTIME, BUDGET, STATIC, OperatingPoint
 from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
 from dynviz.evaluate import evaluate
@@ -128,6 +129,15 @@ def test_eval_gives_exit_shares_to_the_exit_model_and_none_to_its_static_baselin
         path = tmp_path / f"{i}.png"
         path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
         files.append(LabelledFile(path, i))
-    points, baselines, _ = evaluate(tiny_msdnet, files, {"middle": {}}, baselines={"resnet": StaticResNetCifar(8)})
+    middle = {"middle": OperatingPoint("middle", {})}
+    points, baselines, _ = evaluate(tiny_msdnet, files, middle, baselines={"resnet": StaticResNetCifar(8)})
     assert len(points[0].exit_rates) == EXITS and sum(points[0].exit_rates) == pytest.approx(1.0)
     assert baselines[0].name == "resnet" and baselines[0].exit_rates == ()
+    assert (points[0].kind, baselines[0].kind) == (BUDGET, STATIC)
+
+
+def test_anytime_points_are_told_apart_by_what_they_do_not_by_their_name():
+    thresholds = {"any name": forced_exit(EXITS, 1), "middle": (0.5,) * (EXITS - 1), "deep": (1.0,) * (EXITS - 1)}
+    net = MSDNetClassifier.network(MSDNetConfig.tiny())
+    points = MSDNetClassifier(net, torch.ones(EXITS), thresholds, "middle").operating_points()
+    assert (points["any name"].kind, points["deep"].kind, points["middle"].kind) == (ANYTIME, ANYTIME, BUDGET)

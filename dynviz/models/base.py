@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from dynviz.cards import ANYTIME, BUDGET, STATIC, OperatingPoint
 from dynviz.inputs import InputImage
 from dynviz.trace import Box, Cost, ExitRecord, Prediction, TopClass, Trace
 
@@ -51,7 +52,9 @@ class DynamicModel(Protocol):
 
     def knobs(self) -> list[Knob]: ...
 
-    def operating_points(self) -> dict[str, dict[str, float]]: ...
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        """The settings its card measures, by name."""
+        ...
 
     def class_keys(self) -> tuple[tuple[str, ...], ...]: ...
 
@@ -222,9 +225,18 @@ class ThresholdExits:
             for k, (name, default) in enumerate(zip(self.exit_names()[:-1], defaults))
         ]
 
-    def operating_points(self) -> dict[str, dict[str, float]]:
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        """Each point's thresholds as knob settings; a point whose every τ is 0 or "never" sends every input out
+        at one exit, whatever its confidence: an anytime point, not one of the dynamic curve."""
         names = [knob.name for knob in self.knobs()]
-        return {point: dict(zip(names, thresholds)) for point, thresholds in self.point_thresholds.items()}
+        return {
+            point: OperatingPoint(
+                point,
+                dict(zip(names, thresholds)),
+                ANYTIME if all(t <= 0 or t >= NEVER for t in thresholds) else BUDGET,
+            )
+            for point, thresholds in self.point_thresholds.items()
+        }
 
     def thresholds(self, settings: dict[str, float] | None) -> list[float]:
         """τ per early exit: from ``settings`` where given, else the default operating point's."""
@@ -259,8 +271,8 @@ class StaticClassifier:
     def knobs(self) -> list[Knob]:
         return []
 
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        return {"static": {}}
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        return {"static": OperatingPoint("static", {}, STATIC)}
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         raise NotImplementedError

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from dynviz.cards import About
+from dynviz.cards import STATIC, About, OperatingPoint
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
@@ -260,8 +260,8 @@ class ResizedLite0(StaticLite):
             Knob("resolution", "Input resolution (px)", 128, 224, 16, 160, "The side the centre crop is resized to.")
         ]
 
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        return {f"{side} px": {"resolution": side} for side in self.resolutions}
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        return {f"{side} px": OperatingPoint(f"{side} px", {"resolution": side}, STATIC) for side in self.resolutions}
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         side = int(settings.get("resolution", self.knobs()[0].default))

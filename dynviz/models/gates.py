@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynviz.cards import OperatingPoint
 from dynviz.cost import macs_by_module, module_macs, output_sides
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
@@ -210,8 +211,8 @@ class GatedModel:
             )
         ]
 
-    def operating_points(self) -> dict[str, dict[str, float]]:
-        return {threshold_point(t): {"threshold": t} for t in self.thresholds}
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        return {threshold_point(t): OperatingPoint(threshold_point(t), {"threshold": t}) for t in self.thresholds}
 
     @staticmethod
     def threshold(settings: dict[str, float] | None) -> float:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cards import About
+from dynviz.cards import About, OperatingPoint
 from dynviz.cost import count_macs, module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import ExitPart, ImageNetClassifier, Knob, Memo, run_exits
@@ -191,9 +191,12 @@ ABOUT = About(
 )
 
 
+def policy_name(policy: int) -> str:
+    return f"{('CAM', 'learned')[policy]} policy"
+
+
 def point_name(policy: int, threshold: float) -> str:
-    short = ("CAM", "learned")[policy]
-    return f"{short} policy, τ = {threshold:g}"
+    return f"{policy_name(policy)}, τ = {threshold:g}"
 
 
 class GlanceAndFocus(ImageNetClassifier, nn.Module):
@@ -253,9 +256,14 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
             ),
         ]
 
-    def operating_points(self) -> dict[str, dict[str, float]]:
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        """One curve per policy, τ along it."""
         return {
-            point_name(policy, t): {"threshold": t, "focus_steps": DEFAULT_FOCUS_STEPS, "policy": policy}
+            point_name(policy, t): OperatingPoint(
+                point_name(policy, t),
+                {"threshold": t, "focus_steps": DEFAULT_FOCUS_STEPS, "policy": policy},
+                group=policy_name(policy),
+            )
             for policy in range(len(self.policies))
             for t in THRESHOLDS
         }

@@ -22,10 +22,10 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
         color = EXIT_COLORS[i % len(EXIT_COLORS)]
         points = card.evaluation.points
         curves: dict[str, list[PointResult]] = {}
-        for point in points:  # "CAM policy, τ = 0.5": one curve per setting before the comma (GFNet's policies)
-            if not point.name.startswith(ANYTIME):
-                curves.setdefault(point.name.split(", ")[0] if ", " in point.name else "", []).append(point)
-        anytime = [p for p in points if p.name.startswith(ANYTIME)]
+        for point in points:  # one curve per group (GFNet's policies); anytime points apart
+            if point.kind != ANYTIME:
+                curves.setdefault(point.group, []).append(point)
+        anytime = [p for p in points if p.kind == ANYTIME]
         series_list = [
             (
                 sorted(curve, key=lambda p: p.mean_flops),
