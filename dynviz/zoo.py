@@ -7,6 +7,7 @@ checked against its card (:mod:`dynviz.cards`) before they are read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,30 @@ from safetensors import safe_open
 
 from dynviz.cards import PRETRAINED, ModelCard, load_card, sha256_of
 
-_registry: dict[str, Callable[[], Any]] = {}
-_emits: dict[str, tuple[type, ...]] = {}
+
+@dataclass(frozen=True)
+class Registration:
+    build: Callable[..., Any]
+    """(pretrained, **config) → the model. ``pretrained``: with this project's trained weights and calibration
+    (``pretrained/<name>.safetensors``); without, those parts start untrained. The ImageNet backbones always
+    come with their packages' weights."""
+    emits: tuple[type, ...]
+    """The record kinds its traces may hold (pages filter on them)."""
+    tiny: dict[str, Any]
+    """A configuration that builds a small, fast instance with ``pretrained=False``: what the tests run."""
 
 
-def register_model(name: str, emits: tuple[type, ...] = ()) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
-    """Register a builder; ``emits`` names the trace record types its traces hold (pages filter on it)."""
+_registry: dict[str, Registration] = {}
 
-    def add(builder: Callable[[], Any]) -> Callable[[], Any]:
-        _registry[name] = builder
-        _emits[name] = emits
-        return builder
+
+def register_model(
+    name: str, emits: tuple[type, ...] = (), tiny: dict[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a builder ``(pretrained, **config) → model`` under ``name``."""
+
+    def add(build: Callable[..., Any]) -> Callable[..., Any]:
+        _registry[name] = Registration(build, emits, tiny or {})
+        return build
 
     return add
 
@@ -40,28 +54,38 @@ def list_models(emitting: type | None = None, unless: type | None = None) -> lis
     return sorted(
         name
         for name in _registry
-        if (emitting is None or emitting in _emits[name]) and (unless is None or unless not in _emits[name])
+        if (emitting is None or emitting in _registry[name].emits)
+        and (unless is None or unless not in _registry[name].emits)
     )
 
 
 def declared_records(name: str) -> tuple[type, ...]:
     """The record kinds ``name``'s traces may hold, as registered."""
     _load_model_modules()
-    return _emits[name]
+    return _registry[name].emits
+
+
+def tiny_config(name: str) -> dict[str, Any]:
+    """The configuration of a small instance of ``name`` (for ``create_model(name, pretrained=False, ...)``)."""
+    _load_model_modules()
+    return dict(_registry[name].tiny)
 
 
 def dynamic_models() -> list[str]:
     """Registered models whose traces hold decisions."""
     _load_model_modules()
-    return sorted(name for name in _registry if _emits[name])
+    return sorted(name for name in _registry if _registry[name].emits)
 
 
-def create_model(name: str) -> Any:
-    """Build ``name`` with its weights (checked against the card's sha256)."""
+def create_model(name: str, pretrained: bool = True, **config: Any) -> Any:
+    """Build ``name``: with its bundled weights (checked against the card's sha256), or, with
+    ``pretrained=False``, untrained in the configuration ``config`` (e.g. :func:`tiny_config`)."""
     _load_model_modules()
     if name not in _registry:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_registry))}")
-    return _registry[name]()
+    if pretrained and config:
+        raise ValueError(f"{name}: the bundled weights come in one configuration; use pretrained=False for {config}")
+    return _registry[name].build(pretrained, **config)
 
 
 def weights_path(card: ModelCard) -> Path:

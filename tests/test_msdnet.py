@@ -12,12 +12,13 @@ from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
 from dynviz.evaluate import evaluate
 from dynviz.inputs import load_image
+from dynviz.models.base import forced_exit
 from dynviz.models.cifar import cifar_input
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.models.ranet import RANet, RANetClassifier, RANetConfig
 from dynviz.models.resnet_cifar import StaticResNetCifar
 from dynviz.trace import ExitRecord, NodeRecord, Trace
-from dynviz.train.exits import forced_exit
+from dynviz.zoo import create_model, tiny_config
 
 EXITS = MSDNetConfig.tiny().exits
 assert RANetConfig.tiny().exits == EXITS
@@ -25,8 +26,7 @@ assert RANetConfig.tiny().exits == EXITS
 
 def untrained(classifier: type):
     torch.manual_seed(0)
-    net = classifier.network(classifier.config.tiny())
-    return classifier(net, torch.ones(EXITS), {"middle": (0.5,) * (EXITS - 1)}, "middle")
+    return create_model(classifier.name, pretrained=False, **tiny_config(classifier.name))
 
 
 @pytest.fixture(scope="module", params=[MSDNetClassifier, RANetClassifier])

@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from dynviz.data import labelled_images
+from dynviz.models.base import forced_exit
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
 from dynviz.train import CIFAR_ZOO, loop, training_order
 from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
-from dynviz.train.exits import budgeted_thresholds, exit_index, forced_exit
+from dynviz.train.exits import budgeted_thresholds, exit_index
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
 from dynviz.train.losses import (
     LABEL_SMOOTHING,

@@ -1,5 +1,6 @@
 """Every registered model, as the zoo builds it: its traces hold only the record kinds it declares, every kind
-is registered, and a trace round-trips through JSON."""
+is registered, a trace round-trips through JSON, and its settings are its knobs. Once in the tiny configuration
+each model registers (untrained, fast), once with the bundled weights (slow)."""
 
 import pytest
 from conftest import encode, pattern
@@ -7,15 +8,11 @@ from conftest import encode, pattern
 from dynviz.inputs import load_image
 from dynviz.runtime import inference
 from dynviz.trace import RECORD_TYPES, Trace
-from dynviz.zoo import create_model, declared_records, list_models
-
-pytestmark = pytest.mark.slow  # the bundled weights of every model
+from dynviz.zoo import create_model, declared_records, list_models, tiny_config
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_a_model_emits_the_records_it_declares_and_its_trace_round_trips(name):
+def check(name: str, model) -> None:
     image = load_image(encode(pattern(80, 60, seed=3), "PNG"), "small.png")
-    model = create_model(name)
     with inference():
         trace = model.analyze(image)
     declared = set(declared_records(name))
@@ -23,3 +20,21 @@ def test_a_model_emits_the_records_it_declares_and_its_trace_round_trips(name):
     assert all(RECORD_TYPES[kind.kind] is kind for kind in declared)
     assert Trace.from_json(trace.to_json()) == trace
     assert trace.settings.keys() <= {knob.name for knob in model.knobs()}
+    assert model.default_point in model.operating_points()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_tiny_untrained_model_emits_the_records_it_declares_and_its_trace_round_trips(name):
+    check(name, create_model(name, pretrained=False, **tiny_config(name)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_a_bundled_model_emits_the_records_it_declares_and_its_trace_round_trips(name):
+    check(name, create_model(name))
+
+
+def test_bundled_weights_come_in_one_configuration():
+    with pytest.raises(ValueError, match="pretrained=False"):
+        create_model("resnet20_cifar", depth=8)
+    assert create_model("resnet20_cifar", pretrained=False, depth=8).name == "resnet8_cifar"

@@ -131,6 +131,11 @@ NEVER = 1.0
 """An exit threshold of 1.0 means "never stop here" (a saturated softmax can reach 1.0 exactly)."""
 
 
+def forced_exit(exits: int, k: int) -> tuple[float, ...]:
+    """Thresholds that send every input out at exit k: anytime prediction's view of exit k."""
+    return tuple(0.0 if j == k else NEVER for j in range(exits - 1))
+
+
 @dataclass(frozen=True)
 class ExitPart:
     """An exit (or cascade stage) as built, before any input."""

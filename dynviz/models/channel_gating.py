@@ -395,5 +395,5 @@ class Lite0Channels(Lite0Backbone, ChannelSkipping):
     about = LITE_ABOUT
 
 
-register_model(ChannelGateResNetCifar.name, emits=(ChannelRecord,))(ChannelGateResNetCifar.pretrained)
-register_model(Lite0Channels.name, emits=(ChannelRecord,))(Lite0Channels.pretrained)
+register_model(ChannelGateResNetCifar.name, emits=(ChannelRecord,), tiny={"depth": 14})(ChannelGateResNetCifar.build)
+register_model(Lite0Channels.name, emits=(ChannelRecord,))(Lite0Channels.build)

@@ -462,5 +462,5 @@ class Lite0DynConv(Lite0Backbone, PixelMasking):
     about = LITE_ABOUT
 
 
-register_model(DynConvResNetCifar.name, emits=(MaskRecord,))(DynConvResNetCifar.pretrained)
-register_model(Lite0DynConv.name, emits=(MaskRecord,))(Lite0DynConv.pretrained)
+register_model(DynConvResNetCifar.name, emits=(MaskRecord,), tiny={"depth": 14})(DynConvResNetCifar.build)
+register_model(Lite0DynConv.name, emits=(MaskRecord,))(Lite0DynConv.build)

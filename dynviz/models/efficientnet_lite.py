@@ -286,6 +286,10 @@ def about(scale: str) -> About:
     )
 
 
-for _scale in NATIVE_RESOLUTION:
-    register_model(_scale)(functools.partial(StaticLite, _scale))
-register_model("lite0_resized")(ResizedLite0)
+def static_lite(scale: str, pretrained: bool = True) -> StaticLite:
+    """The static Lites have no bundled weights of this project's: their ImageNet weights come from the package."""
+    return ResizedLite0() if scale == "lite0_resized" else StaticLite(scale)
+
+
+for _scale in (*NATIVE_RESOLUTION, "lite0_resized"):
+    register_model(_scale)(functools.partial(static_lite, _scale))

@@ -192,9 +192,11 @@ class GatedModel:
         return Trace(self.name, image.name, image.size, prediction, cost, records, {"threshold": threshold}, seen.notes)
 
     @classmethod
-    def pretrained(cls):
-        net = cls.network(cls.backbone())
-        net.load_state_dict(load_weights(cls.name)[0])
+    def build(cls, pretrained: bool = True, **config):
+        """With the trained gates (and backbone); or with untrained gates on the backbone ``config`` builds."""
+        net = cls.network(cls.backbone(**config))
+        if pretrained:
+            net.load_state_dict(load_weights(cls.name)[0])
         return cls(net)
 
     def knobs(self) -> list[Knob]:
@@ -242,8 +244,8 @@ class ResNet32Backbone(Cifar10Classifier):
     thresholds = FINE_TUNED_THRESHOLDS
 
     @staticmethod
-    def backbone() -> nn.Module:
-        return ResNetCifar(32)
+    def backbone(depth: int = 32) -> nn.Module:
+        return ResNetCifar(depth)
 
     @staticmethod
     def network_input(image: InputImage) -> NetworkInput:

@@ -218,9 +218,11 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
             self.policy_flops = [count_macs(lambda p=p: p.scores(probe, 0)) for p in self.policies]
 
     @classmethod
-    def pretrained(cls) -> GlanceAndFocus:
+    def build(cls, pretrained: bool = True) -> GlanceAndFocus:
+        """With the trained policy; or with an untrained one."""
         learned = LearnedPolicy()
-        learned.load_state_dict(load_weights(cls.name)[0])
+        if pretrained:
+            learned.load_state_dict(load_weights(cls.name)[0])
         return cls(learned).eval()
 
     def knobs(self) -> list[Knob]:
@@ -327,4 +329,4 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
         return Trace(self.name, image.name, image.size, decision.answer, cost, records, applied, image.notes)
 
 
-register_model(GlanceAndFocus.name, emits=(ExitRecord, FocusRecord))(GlanceAndFocus.pretrained)
+register_model(GlanceAndFocus.name, emits=(ExitRecord, FocusRecord))(GlanceAndFocus.build)

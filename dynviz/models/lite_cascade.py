@@ -106,7 +106,10 @@ class LiteCascade(ImageNetClassifier, ThresholdExits, nn.Module):
             self.stage_flops(k)
 
     @classmethod
-    def pretrained(cls) -> LiteCascade:
+    def build(cls, pretrained: bool = True) -> LiteCascade:
+        """Calibrated; or uncalibrated (temperatures 1, every τ ½)."""
+        if not pretrained:
+            return cls(torch.ones(len(STAGES)), {"τ = 0.5": (0.5,) * (len(STAGES) - 1)}, "τ = 0.5").eval()
         card = load_card(cls.name)
         with safe_open(weights_path(card), "pt") as weights:
             names = json.loads(weights.metadata()["operating_points"])
@@ -165,4 +168,4 @@ class LiteCascade(ImageNetClassifier, ThresholdExits, nn.Module):
         return ExplainTarget(self, net, net.head, image_to_tensor(image.image, stage.resolution, box), target, box)
 
 
-register_model(LiteCascade.name, emits=(ExitRecord,))(LiteCascade.pretrained)
+register_model(LiteCascade.name, emits=(ExitRecord,))(LiteCascade.build)

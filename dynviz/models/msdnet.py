@@ -31,6 +31,7 @@ shares, fitted on validation images; :mod:`dynviz.train.msdnet`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -288,4 +289,6 @@ class MSDNetClassifier(CalibratedExits):
         )
 
 
-register_model(MSDNetClassifier.name, emits=(ExitRecord, NodeRecord))(MSDNetClassifier.pretrained)
+register_model(MSDNetClassifier.name, emits=(ExitRecord, NodeRecord), tiny=dataclasses.asdict(MSDNetConfig.tiny()))(
+    MSDNetClassifier.build
+)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dynviz.cards import load_card
+from dynviz.cards import anytime_point, load_card
 from dynviz.cost import macs_by_module, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
-from dynviz.models.base import ExitPart, Memo, ThresholdExits, run_exits
+from dynviz.models.base import ExitPart, Memo, ThresholdExits, forced_exit, run_exits
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
 from dynviz.models.resnet_cifar import resnet_flops
 from dynviz.trace import Cost, Trace, build
@@ -93,7 +93,14 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
         return ()
 
     @classmethod
-    def pretrained(cls) -> CalibratedExits:
+    def build(cls, pretrained: bool = True, **config) -> CalibratedExits:
+        """Trained and calibrated; or untrained in ``config`` (the network's config fields), with temperatures 1,
+        an anytime point per exit and one budget point at τ = ½ (the default)."""
+        if not pretrained:
+            layout = cls.config(**config)
+            points = {anytime_point(k): forced_exit(layout.exits, k) for k in range(layout.exits)}
+            points["τ = 0.5"] = (0.5,) * (layout.exits - 1)
+            return cls(cls.network(layout), torch.ones(layout.exits), points, "τ = 0.5")
         card = load_card(cls.name)
         state, metadata = load_weights(cls.name)
         net = cls.network(build(cls.config, json.loads(metadata["config"])))

@@ -25,6 +25,7 @@ classifier answered.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -188,4 +189,4 @@ class RANetClassifier(CalibratedExits):
         return self.net.blocks[k].stages[-1]  # the coarsest scale of the sub-network that answered
 
 
-register_model(RANetClassifier.name, emits=(ExitRecord,))(RANetClassifier.pretrained)
+register_model(RANetClassifier.name, emits=(ExitRecord,), tiny=dataclasses.asdict(RANetConfig.tiny()))(RANetClassifier.build)

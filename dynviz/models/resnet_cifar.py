@@ -108,9 +108,12 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
 
     @classmethod
-    def pretrained(cls, depth: int) -> StaticResNetCifar:
-        net = ResNetCifar(depth)
-        net.load_state_dict(load_weights(f"resnet{depth}_cifar")[0])
+    def build(cls, registered_depth: int, /, pretrained: bool = True, **config) -> StaticResNetCifar:
+        """``config``: ResNetCifar's (e.g. a shallower ``depth`` for a tiny untrained one)."""
+        depth = config.pop("depth", registered_depth)
+        net = ResNetCifar(depth, **config)
+        if pretrained:
+            net.load_state_dict(load_weights(f"resnet{depth}_cifar")[0])
         return cls(depth, net)
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
@@ -121,4 +124,4 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
 
 
 for _depth in DEPTHS:
-    register_model(f"resnet{_depth}_cifar")(functools.partial(StaticResNetCifar.pretrained, _depth))
+    register_model(f"resnet{_depth}_cifar", tiny={"depth": 8})(functools.partial(StaticResNetCifar.build, _depth))

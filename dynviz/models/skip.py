@@ -197,5 +197,5 @@ class Lite0Skip(Lite0Backbone, LayerSkipping):
     about = LITE_ABOUT
 
 
-register_model(SkipResNetCifar.name, emits=(BlockRecord,))(SkipResNetCifar.pretrained)
-register_model(Lite0Skip.name, emits=(BlockRecord,))(Lite0Skip.pretrained)
+register_model(SkipResNetCifar.name, emits=(BlockRecord,), tiny={"depth": 14})(SkipResNetCifar.build)
+register_model(Lite0Skip.name, emits=(BlockRecord,))(Lite0Skip.build)

@@ -91,8 +91,3 @@ def budgeted_thresholds(confidences: torch.Tensor, base: float) -> tuple[float, 
         thresholds.append(threshold)
         remaining &= confidences[k] < threshold
     return tuple(thresholds)
-
-
-def forced_exit(exits: int, k: int) -> tuple[float, ...]:
-    """Thresholds that send every input out at exit k: anytime prediction's view of exit k."""
-    return tuple(0.0 if j == k else NEVER for j in range(exits - 1))

@@ -21,6 +21,7 @@ import json
 import torch
 
 from dynviz.cards import ModelCard, anytime_point
+from dynviz.models.base import forced_exit
 from dynviz.models.multi_exit import CalibratedExits
 from dynviz.train.cifar import (
     prepare,
@@ -32,7 +33,6 @@ from dynviz.train.exits import (
     budgeted_thresholds,
     exit_index,
     fit_temperature,
-    forced_exit,
 )
 from dynviz.train.loop import TrainOptions, predict
 from dynviz.train.losses import self_distilled_exit_losses
