@@ -44,7 +44,7 @@ PAGES = {  # link text → a text the page shows once its main chart is drawn
     "Compare": "How much did each family save on this input?",
     "Early exit": "Where did it stop?",
     "Layer skipping": "Which blocks ran?",
-    "Channel gating": "Which channels ran, layer by layer?",
+    "Channel selection": "Which channels ran, layer by layer?",
     "Spatial": "How sparse was each block?",
     "Easy vs hard": "Where did the images leave?",
     "Trade-offs": "How much accuracy for how much computation?",

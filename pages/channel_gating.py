@@ -10,7 +10,7 @@ from dynviz.viz.gates import (
 )
 from dynviz.zoo import list_models
 
-st.title("Channel gating: compute only the channels this input needs")
+st.title("Channel selection: compute only the channels this input needs")
 image = ui.required_input()
 
 name = st.selectbox("Model", list_models(emitting=ChannelRecord), key="channel_model")

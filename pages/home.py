@@ -27,7 +27,7 @@ st.markdown(
   the confidence at each exit against its threshold, the FLOPs it saved, what the answering exit looked at,
   and for MSDNet which layers and scales were computed. Move a threshold and the decision is re-made at once,
   reusing what was already computed.
-- **Layer skipping** and **Channel gating**: gates that decide, per input, which residual blocks run and which
+- **Layer skipping** and **Channel selection**: gates that decide, per input, which residual blocks run and which
   channels inside them are computed; a threshold θ trades accuracy for FLOPs, and the card shows how the
   paths differ by class.
 - **Spatial**: computation spent where it matters in the image: DynConv's pixel masks (which positions each

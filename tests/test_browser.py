@@ -65,7 +65,7 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         expect(main.get_by_text("Which exit does each class take?")).to_be_visible(timeout=60_000)
         page.get_by_role("link", name="Layer skipping").click()  # the uploaded photo, through Lite0's gates
         expect(main.get_by_text("Which blocks ran?")).to_be_visible(timeout=120_000)
-        page.get_by_role("link", name="Channel gating").click()
+        page.get_by_role("link", name="Channel selection").click()
         expect(main.get_by_text("Which channels ran, layer by layer?")).to_be_visible(timeout=120_000)
         page.get_by_role("link", name="Spatial").click()  # pixel masks, glance and focus, resolution
         expect(main.get_by_text("How sparse was each block?")).to_be_visible(timeout=120_000)

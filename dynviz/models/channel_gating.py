@@ -1,6 +1,9 @@
-"""Channel skipping: Gumbel channel gating (Herrmann et al., ECCV 2020; FBS, Gao et al., ICLR 2019).
+"""Channel skipping: dynamic channel selection by per-block gates (Herrmann et al., Channel selection using
+Gumbel softmax, ECCV 2020), in the manner of FBS (Gao et al., ICLR 2019) without its saliency boosting.
 
-Survey §3.2.2 (sample-wise dynamic width: channel skipping).
+Survey §3.2.2 (sample-wise dynamic width: channel skipping). Not to be confused with "Channel gating"
+(Hua et al., NeurIPS 2019), which gates each output position from a partial sum over a base group of
+channels: the decisions here are per channel and per input, from the pooled block input.
 
 Inside a residual block x ↦ x + F(x), the convolution that opens the block
 produces C channels that the next convolution reads. A gate looks at the
@@ -351,7 +354,7 @@ class ChannelSkipping(GatedModel, nn.Module):
 
 
 ABOUT = About(
-    title="ResNet-32 with channel gating, CIFAR-10",
+    title="ResNet-32 with dynamic channel selection (per-block gates), CIFAR-10",
     family="sample-wise dynamic width: channel skipping (survey §3.2.2)",
     summary=(
         "In every residual block a small gate (pooling, then a 16-unit MLP) reads the block's input and switches "
@@ -374,7 +377,7 @@ class ChannelGateResNetCifar(ResNet32Backbone, ChannelSkipping):
 
 
 LITE_ABOUT = About(
-    title="EfficientNet-Lite0 with channel gating on its expansion layers",
+    title="EfficientNet-Lite0 with dynamic channel selection on its expansion layers",
     family="sample-wise dynamic width: channel skipping (survey §3.2.2)",
     summary=(
         "Each MBConv block with an expansion layer (15 of 16) has a small gate that reads the block's input and "

@@ -1,6 +1,15 @@
-"""RANet: resolution adaptive network (Yang et al., CVPR 2020).
+"""RANet-style resolution adaptation (after Yang et al., Resolution adaptive networks, CVPR 2020).
 
 Survey §4.3 (spatial-wise dynamic networks: resolution level), with early exits (§3.1).
+
+"RANet-style" because pieces of the paper's network are left out on purpose, to keep one
+method on one screen and train it with the shared CIFAR recipe: each sub-network here reads
+its own down-sampled copy of the image (the paper: one shared first layer whose strided
+convolutions feed every sub-network), its stages are residual blocks (the paper: dense
+blocks), a later sub-network adds the earlier one's features by a convolution at each
+shared scale (the paper: convolution, bilinear up-sampling and concatenation at every
+layer), and each sub-network has one exit (the paper: two, each after two strided
+convolutions).
 
 MSDNet keeps every input at full resolution from the first layer on. RANet
 starts from the observation that many images are recognised from a thumbnail:
@@ -19,7 +28,7 @@ so a hard image pays for every resolution, but no sub-network starts from
 nothing. Within a sub-network the features go down from its resolution to the
 coarsest (8²) in residual stages, as in a CIFAR ResNet; the exit classifier
 reads the coarsest. Exits and thresholds are trained and calibrated exactly as
-MSDNet's (:mod:`dynviz.train.msdnet`), and a trace says which resolution's
+MSDNet's (:mod:`dynviz.train.multi_exit`), and a trace says which resolution's
 classifier answered.
 """
 
@@ -39,7 +48,7 @@ from dynviz.trace import ExitRecord
 from dynviz.zoo import register_model
 
 ABOUT = About(
-    title="RANet: resolution adaptive network with 3 exits (CIFAR-10)",
+    title="RANet-style resolution adaptive network with 3 exits (CIFAR-10)",
     family="spatial-wise · resolution adaptation, with early exits (survey §4.3)",
     summary=(
         "Three sub-networks look at the image at 8×8, 16×16 and 32×32 pixels, in that order, each with an exit. "

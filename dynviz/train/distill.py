@@ -17,7 +17,7 @@ SGD, at a from-scratch rate since only the gates learn.
 The layer-skipping and pixel-masking students train their gates only, Lite0
 unchanged: a few hundred images cannot be memorised by nine small gates, and
 Lite0, trained with stochastic depth, has met inputs with residual blocks
-dropped. Channel gating does without the KL term altogether: each gate is
+dropped. Channel selection does without the KL term altogether: each gate is
 fitted to the channels that matter on Lite0 itself (a dense target, one per
 channel and view, where the KL term gives one per view). Distilled by KL
 instead, with Lite0 frozen and switched-off channels at 0, its gates learnt
