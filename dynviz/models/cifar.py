@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dynviz.inputs import InputImage
+from dynviz.inputs import REDUCING_GAP, InputImage
 from dynviz.models.base import NetworkInput
 from dynviz.trace import Box
 
@@ -50,7 +50,7 @@ def cifar_view(image: InputImage) -> CifarView:
     box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
     if (width, height) == (CIFAR_SIZE, CIFAR_SIZE):
         return CifarView(image.image, box, None)
-    pixels = image.image.resize((CIFAR_SIZE, CIFAR_SIZE), Image.Resampling.LANCZOS, box=box)
+    pixels = image.image.resize((CIFAR_SIZE, CIFAR_SIZE), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
     cropped = "its central square " if width != height else ""
     return CifarView(
         pixels, box, f"CIFAR-10 model: {cropped}resized from {width}×{height} to {CIFAR_SIZE}×{CIFAR_SIZE} pixels."

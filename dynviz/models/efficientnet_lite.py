@@ -27,7 +27,7 @@ from torch import nn
 
 from dynviz.cards import STATIC, About, OperatingPoint
 from dynviz.cost import module_macs, stopwatch
-from dynviz.inputs import InputImage
+from dynviz.inputs import REDUCING_GAP, InputImage
 from dynviz.models.base import (
     ImageNetClassifier,
     Knob,
@@ -194,7 +194,7 @@ def lite_input(image: InputImage, resolution: int) -> NetworkInput:
 
 def image_to_tensor(image: Image.Image, resolution: int, box: tuple[float, float, float, float]) -> torch.Tensor:
     """Crop ``box``, resize to ``resolution``² (bicubic) and scale to Lite's (x·255 − 127)/128."""
-    crop = image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box)
+    crop = image.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=REDUCING_GAP)
     pixels = torch.frombuffer(bytearray(crop.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
     return ((pixels.permute(2, 0, 1).float() - 127.0) / 128.0).unsqueeze(0)
 

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from dynviz.explain import Heatmap
+from dynviz.inputs import REDUCING_GAP
 from dynviz.trace import Box
 from dynviz.viz.style import titled
 
@@ -21,7 +22,8 @@ DISPLAY_SIDE = 640
 def preview(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
     """``image`` with its longest side at most ``side``: what is sent to the browser."""
     scale = max(image.size) / side
-    return image.resize((round(image.width / scale), round(image.height / scale))) if scale > 1 else image
+    size = (round(image.width / scale), round(image.height / scale))
+    return image.resize(size, reducing_gap=REDUCING_GAP) if scale > 1 else image
 
 
 def jpeg_url(image: Image.Image) -> str:
@@ -81,7 +83,7 @@ def with_heatmap(figure: go.Figure, heatmap: Heatmap, name: str) -> go.Figure:
 
 def network_view(image: Image.Image, box: Box, resolution: int, display_side: int = 160) -> Image.Image:
     """What a network saw: ``box`` of the input at ``resolution``², enlarged with visible pixels."""
-    view = image.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box)
+    view = image.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
     return view.resize((display_side, display_side), Image.Resampling.NEAREST) if resolution < display_side else view
 
 
