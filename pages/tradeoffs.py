@@ -37,7 +37,15 @@ chosen = card.point(
     )
 )
 same_data = [c for c in cards if c.evaluation.data == card.evaluation.data]
-st.plotly_chart(tradeoff_chart(same_data, (name, chosen.name)), key="tradeoff")
+statics = [
+    static
+    for static_name in list_models()
+    if static_name not in dynamic
+    and (static := load_card(static_name))
+    and static.evaluation
+    and (static.evaluation.data, static.evaluation.split) == (card.evaluation.data, card.evaluation.split)
+]
+st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name)), key="tradeoff")
 st.caption(f"Measured on {card.evaluation.data} ({card.evaluation.split} split, {card.evaluation.images} images).")
 
 top1, flops, versus = st.columns(3)

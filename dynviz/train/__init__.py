@@ -25,13 +25,15 @@ RECIPES = {
 
 CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "resnet32_cifar": (),
+    **{name: ("resnet32_cifar",) for name in gated.TARGET_RATES},
     "resnet20_cifar": (),
     "resnet56_cifar": (),
     "msdnet_cifar": (),
     "ranet_cifar": (),
-    **{name: ("resnet32_cifar",) for name in gated.TARGET_RATES},
 }
-"""Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32)."""
+"""Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32),
+in the order ``train-all`` takes them: ResNet-32 and the models fine-tuned from it first, so that a run stopped
+part-way leaves the gated models and their twin trained alike."""
 
 
 def training_order(zoo: Mapping[str, tuple[str, ...]]) -> list[str]:

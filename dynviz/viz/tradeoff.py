@@ -13,11 +13,13 @@ def _hover(model: str, point: PointResult) -> str:
     return f"{model} · {point.name}: {100 * point.top1:.1f}% at {format_flops(point.mean_flops)} FLOPs"
 
 
-def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = None) -> go.Figure:
-    """Each dynamic model's curve (its budgeted operating points), its anytime exits, and the static
-    baselines measured on the same images; ``highlight`` = (model, point) is ringed."""
+def tradeoff_chart(
+    cards: list[ModelCard], static_cards: list[ModelCard], highlight: tuple[str, str] | None = None
+) -> go.Figure:
+    """Each dynamic model's curve (its budgeted operating points) and its anytime exits, and each static
+    network from its own card (a single point, or a dotted curve for one measured at several settings);
+    ``highlight`` = (model, point) is ringed. Every card should be measured on the same images."""
     figure = go.Figure()
-    statics: dict[str, PointResult] = {}
     for i, card in enumerate(cards):
         color = EXIT_COLORS[i % len(EXIT_COLORS)]
         points = card.evaluation.points
@@ -47,7 +49,6 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
                     hovertext=[_hover(card.name, p) for p in series],
                     hoverinfo="text",
                 )
-        statics |= {b.name: b for b in card.evaluation.baselines}
         if highlight and highlight[0] == card.name and (chosen := card.point(highlight[1])):
             figure.add_scatter(
                 x=[chosen.mean_flops / 1e6],
@@ -58,23 +59,22 @@ def tradeoff_chart(cards: list[ModelCard], highlight: tuple[str, str] | None = N
                 hovertext=[_hover(card.name, chosen)],
                 hoverinfo="text",
             )
-    curves: dict[str, list[PointResult]] = {}
-    for name, point in statics.items():  # a static model measured at several settings: "lite0_resized, 160 px"
-        curves.setdefault(name.split(", ")[0], []).append(point)
-    for model, series in curves.items():
-        if len(series) > 1:
-            series.sort(key=lambda p: p.mean_flops)
-            figure.add_scatter(
-                x=[p.mean_flops / 1e6 for p in series],
-                y=[100 * p.top1 for p in series],
-                mode="lines+markers",
-                marker=dict(symbol="diamond", size=8, color=STATIC),
-                line=dict(color=STATIC, dash="dot"),
-                name=f"{model} (static, each setting)",
-                hovertext=[_hover(p.name, p) for p in series],
-                hoverinfo="text",
-            )
-    statics = {name: p for name, p in statics.items() if len(curves[name.split(", ")[0]]) == 1}
+    statics: dict[str, PointResult] = {}
+    for static in static_cards:
+        series = sorted(static.evaluation.points, key=lambda p: p.mean_flops)
+        if len(series) == 1:
+            statics[static.name] = series[0]
+            continue
+        figure.add_scatter(
+            x=[p.mean_flops / 1e6 for p in series],
+            y=[100 * p.top1 for p in series],
+            mode="lines+markers",
+            marker=dict(symbol="diamond", size=8, color=STATIC),
+            line=dict(color=STATIC, dash="dot"),
+            name=f"{static.name} (static, each setting)",
+            hovertext=[_hover(static.name, p) for p in series],
+            hoverinfo="text",
+        )
     if statics:
         costliest = max(p.mean_flops for p in statics.values())
         figure.add_scatter(
