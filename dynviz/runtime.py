@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 MAX_CONCURRENT = int(os.environ.get("DYNVIZ_MAX_CONCURRENT", "1"))
-_slots = threading.BoundedSemaphore(MAX_CONCURRENT)
 INFERENCE_THREADS = int(os.environ.get("DYNVIZ_THREADS", "1"))
 """Torch threads per inference. At batch size one these networks' operations are too small to share out
 (Lite0 runs 10% faster on two cores than on one), and a second thread waits at every operation for a core
@@ -57,10 +56,45 @@ def every_core() -> Iterator[None]:
         torch.set_num_threads(INFERENCE_THREADS)
 
 
+class Slots:
+    """At most ``size`` holders at a time; background work (the start-up warm-up) takes a free slot only while
+    no visitor's request is waiting for one, so that a visitor waits for at most the inferences already
+    running, not for a queue of background ones."""
+
+    def __init__(self, size: int):
+        self._changed = threading.Condition()
+        self._free = size
+        self._visitors_waiting = 0
+
+    @property
+    def visitors_waiting(self) -> int:
+        return self._visitors_waiting
+
+    @contextmanager
+    def hold(self, background: bool = False) -> Iterator[None]:
+        with self._changed:
+            self._visitors_waiting += not background
+            try:
+                self._changed.wait_for(lambda: self._free > 0 and (not background or not self._visitors_waiting))
+            finally:
+                self._visitors_waiting -= not background
+            self._free -= 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += 1
+                self._changed.notify_all()
+
+
+_slots = Slots(MAX_CONCURRENT)
+
+
 @contextmanager
-def inference() -> Iterator[None]:
-    """Wait for a free slot, then run read-only on :data:`INFERENCE_THREADS` threads."""
-    with _slots, torch.inference_mode():
+def inference(background: bool = False) -> Iterator[None]:
+    """Wait for a free slot (after every waiting visitor, for ``background`` work), then run read-only on
+    :data:`INFERENCE_THREADS` threads."""
+    with _slots.hold(background), torch.inference_mode():
         if torch.get_num_threads() != INFERENCE_THREADS:
             torch.set_num_threads(INFERENCE_THREADS)
         yield
@@ -75,7 +109,7 @@ def exclusive(model: nn.Module) -> Iterator[None]:
     """Hold the model alone, for work that attaches hooks (captum, FlopCounterMode)."""
     with _locks_guard:
         lock = _locks.setdefault(model, threading.Lock())
-    with _slots, lock:
+    with _slots.hold(), lock:
         yield
 
 
@@ -137,9 +171,12 @@ class Server:
                     self._models[name] = self.build(name)
         return self._models[name]
 
-    def analyze(self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None) -> Any:
+    def analyze(
+        self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None, background: bool = False
+    ) -> Any:
         """``model.analyze(image, settings)`` (``model`` registered as ``name``), answered once per
-        (name, image digest, settings) and computed on the memo of (name, image)."""
+        (name, image digest, settings) and computed on the memo of (name, image); ``background`` work yields
+        the inference slot to visitors (:class:`Slots`)."""
         key = (name, image.digest, settings_key(settings))
         trace = self.traces.get(key)
         if trace is not None:
@@ -148,7 +185,7 @@ class Server:
         with memo.lock:
             trace = self.traces.get(key)  # another session may have answered it while this one waited
             if trace is None:
-                with inference():
+                with inference(background):
                     trace = model.analyze(image, settings, memo)
                 self.traces.put(key, trace)
         return trace

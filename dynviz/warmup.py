@@ -1,8 +1,8 @@
 """What an app process computes in the background as it starts, so that the first visitors find it done:
 every model loaded, the example photos through every model (the Compare page's default view and every
 page's first answer), and the bundled galleries of the exit models (the Easy-vs-hard page). All of it goes
-through the serving layer, one inference at a time like any request, so a visitor's request waits for at
-most one warm-up inference."""
+through the serving layer as background work: it takes the inference slot only while no visitor waits for
+it."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ def warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -
     images = [load_image(data, name) for data, name in photos()]
     for image in images:
         for name, model in models.items():
-            server.analyze(name, model, image, None)
+            server.analyze(name, model, image, None, background=True)
     for name, model in models.items():
         if ExitRecord in declared_records(name):
             default = model.operating_points()[model.default_point].settings
-            run_gallery(model, default_gallery(model, photos), default, functools.partial(server.analyze, name, model))
+            analyze = functools.partial(server.analyze, name, model, background=True)
+            run_gallery(model, default_gallery(model, photos), default, analyze)
     print(f"dynviz: warmed up {len(names)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ already given is not recomputed."""
 
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -116,3 +117,23 @@ def test_an_inference_runs_on_one_thread_and_training_takes_every_core_only_whil
     with runtime.every_core():
         assert torch.get_num_threads() == (os.cpu_count() or 1)
     assert torch.get_num_threads() == runtime.INFERENCE_THREADS
+
+
+def test_background_work_waits_while_a_visitor_waits_for_the_slot():
+    slots, order = runtime.Slots(1), []
+
+    def hold(name: str, background: bool) -> None:
+        with slots.hold(background):
+            order.append(name)
+
+    with slots.hold():  # a request is running; then background work and a visitor queue up, in that order
+        background = threading.Thread(target=hold, args=("background", True))
+        background.start()
+        time.sleep(0.05)
+        visitor = threading.Thread(target=hold, args=("visitor", False))
+        visitor.start()
+        while not slots.visitors_waiting:  # the visitor is waiting now
+            time.sleep(0.01)
+    background.join()
+    visitor.join()
+    assert order == ["visitor", "background"]
