@@ -240,7 +240,7 @@ async def main_async(sessions: int, seconds: float) -> str:
         f"later visits:          {percentiles(tally.later)}",
         f"upload to its answer:  {percentiles(tally.uploads)}",
         "first visits by page:",
-        *(f"  {page:<16}{percentiles(times)}" for page, times in tally.by_page.items()),
+        *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
         f"server peak memory:    {memory.peak / 2**30:.2f} GiB",
         f"cold start to an interactive page: {cold:.1f} s",
         f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",
