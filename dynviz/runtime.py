@@ -140,8 +140,9 @@ class BoundedCache:
         return len(self._items)
 
 
-class Memo(dict):
-    """Parts one model computed for one input, and the lock that serialises the analyses using them."""
+class SharedMemo(dict):
+    """Parts one model computed for one input (the models' ``memo``), and the lock that serialises the
+    analyses using them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -152,21 +153,31 @@ def settings_key(settings: dict[str, float] | None) -> tuple[tuple[str, float], 
     return tuple(sorted((settings or {}).items()))
 
 
+def bundled_model(name: str) -> Any:
+    """The zoo's model ``name`` with its bundled weights."""
+    # The zoo imports every model: only when a model is asked for.
+    from dynviz.zoo import create_model
+
+    return create_model(name)
+
+
 class Server:
     """Every analysis an app process answers goes through :meth:`analyze`; every model it serves is built once
-    by :meth:`model`, with ``build`` (the zoo's ``create_model``)."""
+    by :meth:`model`, with ``build``."""
 
-    def __init__(self, build: Callable[[str], Any] | None = None, memo_entries: int = 1024, trace_entries: int = 4096):
+    def __init__(
+        self, build: Callable[[str], Any] = bundled_model, memo_entries: int = 1024, trace_entries: int = 4096
+    ):
         self.build = build
         self.memos = BoundedCache(memo_entries)
         self.traces = BoundedCache(trace_entries)
         self._models: dict[str, Any] = {}
-        self._building = BoundedCache(1024)
+        self._building = threading.Lock()
 
     def model(self, name: str) -> Any:
         """The one shared instance of model ``name`` (built at its first request; others wait for it)."""
         if name not in self._models:
-            with self._building.get(name, threading.Lock):
+            with self._building:
                 if name not in self._models:
                     self._models[name] = self.build(name)
         return self._models[name]
@@ -181,7 +192,7 @@ class Server:
         trace = self.traces.get(key)
         if trace is not None:
             return trace
-        memo = self.memos.get((name, image.digest), Memo)
+        memo = self.memos.get((name, image.digest), SharedMemo)
         with memo.lock:
             trace = self.traces.get(key)  # another session may have answered it while this one waited
             if trace is None:
@@ -191,13 +202,5 @@ class Server:
         return trace
 
 
-def _create_model(name: str) -> Any:
-    from dynviz.zoo import (
-        create_model,  # the zoo imports every model; the serving layer needs it only here
-    )
-
-    return create_model(name)
-
-
-SERVER = Server(_create_model)
+SERVER = Server()
 """The app process's one server."""
