@@ -47,6 +47,7 @@ def comparison(image: InputImage, key: str) -> None:
     )
     if selection.selection.rows:
         row = rows[selection.selection.rows[0]]
+        del st.session_state[f"{key}:table"]  # coming back, the table is not still asking to leave
         ui.open_model_page(image, row.model, row.family)
 
 

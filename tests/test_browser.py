@@ -8,6 +8,7 @@ Chromium or Playwright is missing, except under CI=true, where a skip would hide
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -73,5 +74,12 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         expect(main.get_by_text("Where did it look?").first).to_be_visible(timeout=120_000)
         page.get_by_role("link", name="Compare").click()  # the upload through every model
         expect(main.get_by_text("How much did each family save on this input?")).to_be_visible(timeout=180_000)
-        expect(main.get_by_test_id("stDataFrame")).to_be_visible(timeout=60_000)
+        table = main.get_by_test_id("stDataFrame")
+        expect(table).to_be_visible(timeout=60_000)
+        time.sleep(1)  # the grid draws its rows on a canvas after it is shown
+        box = table.bounding_box()
+        page.mouse.click(box["x"] + 16, box["y"] + 35 + 46)  # the first row's selection box: that model's page
+        expect(main.get_by_text("Compare: one photo through every model")).to_be_hidden(timeout=120_000)
+        titles = ("Early exit:", "Layer skipping:", "Channel selection:", "Spatial:")
+        expect(main.locator("h1").filter(has_text=re.compile("|".join(titles)))).to_be_visible(timeout=120_000)
         browser.close()
