@@ -31,7 +31,7 @@ from dynviz.models.ranet import RANet  # noqa: E402
 from dynviz.models.resnet_cifar import ResNetCifar  # noqa: E402
 from dynviz.runtime import every_core  # noqa: E402
 from dynviz.train.cifar import PADDING, prepare, schedule  # noqa: E402
-from dynviz.train.gated import TARGET_RATES, rate_penalty  # noqa: E402
+from dynviz.train.gated import TARGET_RATES, decision_penalty  # noqa: E402
 from dynviz.train.loop import Schedule, TrainingStep, TrainOptions  # noqa: E402
 from dynviz.train.losses import exit_losses, self_distilled_exit_losses  # noqa: E402
 
@@ -61,7 +61,7 @@ def images_per_second(name: str, shared: Schedule, device: str, steps: int, base
     """(images/s over the timed steps, seconds of the two warm-up steps)."""
     net = NETWORKS[name]()
     loss = self_distilled_exit_losses if name in ("msdnet_cifar", "ranet_cifar") else exit_losses
-    regularizer = rate_penalty(TARGET_RATES[name]) if name in TARGET_RATES else None
+    regularizer = decision_penalty(net, TARGET_RATES[name]) if name in TARGET_RATES else None
     step = TrainingStep(net, loss, looped_prepare if baseline else prepare, shared, steps + 2, device, regularizer)
     batch = shared.batch_size
     images = torch.randint(0, 256, ((steps + 2) * batch, 3, 32, 32), dtype=torch.uint8, device=device)

@@ -18,10 +18,12 @@ from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
 from dynviz.train.exits import budgeted_thresholds, exit_index
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
 from dynviz.train.losses import (
+    ANNEALED_FRACTION,
     LABEL_SMOOTHING,
     distillation,
     exit_losses,
     self_distilled_exit_losses,
+    sparsity_criterion,
 )
 
 KEYS = Cifar10Classifier.class_keys()
@@ -100,6 +102,17 @@ def test_losses_sum_exits_and_distillation_vanishes_when_student_equals_teacher(
     assert torch.isclose(exit_losses(logits, labels), smoothed)
     assert distillation(logits[0], logits[0]).abs() < 1e-6
     assert self_distilled_exit_losses(logits, labels) > 0
+
+
+def test_dynconv_s_criterion_pulls_the_network_to_its_target_and_opens_the_block_bounds_over_a_third():
+    shares = [torch.full((4,), 0.2), torch.full((4,), 0.6)]  # a sparse block and a dense one
+    costs = [1.0, 1.0]  # equal weight: the network spends 0.4 of its maskable FLOPs
+    at_start = sparsity_criterion(shares, costs, 0.4, progress=0.0)
+    opened = sparsity_criterion(shares, costs, 0.4, progress=ANNEALED_FRACTION)
+    assert opened == pytest.approx(0.0)  # on target as a network; each block free within [0, 1]
+    assert at_start == pytest.approx(0.2**2)  # both blocks 0.2 away from the bounds, which start at the target
+    assert sparsity_criterion(shares, [1.0, 3.0], 0.4, progress=1.0) == pytest.approx((0.5 - 0.4) ** 2)
+    assert sparsity_criterion(shares, costs, 0.4, 0.1) < at_start  # the bounds open gradually
 
 
 def test_budgeted_thresholds_follow_the_geometric_exit_shares():

@@ -183,9 +183,10 @@ class DynConvNetwork(nn.Module):
         }
 
     def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:
-        """The masked dense path (training, batches). ``gates`` holds each masked block's FLOPs share f_l [N]."""
+        """The masked dense path (training, batches). ``gates`` holds each masked block's FLOPs share f_l [N],
+        ``costs`` each block's dense FLOPs."""
         x = self.backbone.stem(x)
-        shares = []
+        shares, block_costs = [], []
         for i, block in enumerate(self.backbone.blocks):
             if str(i) not in self.masks:
                 x = block(x)
@@ -195,11 +196,12 @@ class DynConvNetwork(nn.Module):
             masks = [dilate(mask, r) for r in dilation_radii(layers)]
             costs = self.position_costs[str(i)]
             shares.append(sum(c * m.mean((1, 2, 3)) for c, m in zip(costs, masks)) / sum(costs))
+            block_costs.append(sum(costs) * mask.shape[-2] * mask.shape[-1])
             h = x
             for layer, m in zip(layers, masks):
                 h = layer.activation(layer.norm(layer.conv(h))) * m
             x = finish(block, shortcut(block, x) + h)
-        return GatedOutput(self.backbone.classify(x), shares)
+        return GatedOutput(self.backbone.classify(x), shares, block_costs)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,8 @@ class GatedOutput:
 
     logits: torch.Tensor
     gates: list[torch.Tensor]
+    costs: list[float] | None = None
+    """What each gate's units cost with every unit on (DynConv's criterion weighs the blocks by it)."""
 
 
 class GatedModel:

@@ -49,7 +49,7 @@ from dynviz.models.gates import GatedOutput
 from dynviz.models.lite_cascade import LiteCascade
 from dynviz.train.cifar import checkpoint_path
 from dynviz.train.gated import (
-    rate_penalty,
+    decision_penalty,
     save_gated,
 )
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
@@ -200,7 +200,7 @@ def distill(
         checkpoint_path(name),
         options.device,
         options.resume,
-        rate_penalty(target),
+        decision_penalty(net, target),
         teacher=efficientnet_lite("lite0"),
     )
     return save_gated(net, model, {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})

@@ -35,7 +35,7 @@ from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
 from dynviz.train.cifar import schedule as shared_schedule
 from dynviz.train.loop import Regularizer, TrainOptions
-from dynviz.train.losses import execution_rate_loss, exit_losses
+from dynviz.train.losses import execution_rate_loss, exit_losses, sparsity_criterion
 from dynviz.zoo import load_weights
 
 RATE_WEIGHT = 5.0
@@ -54,7 +54,18 @@ TARGET_RATES = {
 
 
 def rate_penalty(target: float) -> Regularizer:
-    return lambda output: RATE_WEIGHT * execution_rate_loss(output.gates, target)
+    """ConvNet-AIG's target rate per gate (layer skipping, channel selection)."""
+    return lambda output, progress: RATE_WEIGHT * execution_rate_loss(output.gates, target)
+
+
+def sparsity_penalty(target: float) -> Regularizer:
+    """DynConv's network-level criterion with annealed per-block bounds (pixel masks)."""
+    return lambda output, progress: RATE_WEIGHT * sparsity_criterion(output.gates, output.costs, target, progress)
+
+
+def decision_penalty(net: nn.Module, target: float) -> Regularizer:
+    """What pulls ``net``'s decisions to ``target``: DynConv's criterion for pixel masks, a rate per gate else."""
+    return (sparsity_penalty if isinstance(net, dynconv.DynConvNetwork) else rate_penalty)(target)
 
 
 def save_gated(net: nn.Module, model: type, metadata: dict[str, str]) -> ModelCard:
@@ -73,7 +84,7 @@ def twin() -> ResNetCifar:
 def fine_tune(net: nn.Module, options: TrainOptions, model: type) -> ModelCard:
     target = TARGET_RATES[model.name]
     schedule = dataclasses.replace(shared_schedule(options), epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR)
-    history, _ = train_on_cifar(model.name, net, exit_losses, options, rate_penalty(target), schedule)
+    history, _ = train_on_cifar(model.name, net, exit_losses, options, decision_penalty(net, target), schedule)
     return save_gated(net, model, validation_metadata(history) | {"target_rate": str(target)})
 
 

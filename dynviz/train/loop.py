@@ -30,8 +30,9 @@ CHECKPOINTS = Path(os.environ.get("DYNVIZ_CHECKPOINTS", Path.home() / ".cache" /
 
 LossFunction = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
 """(logits of every exit, labels) → scalar loss."""
-Regularizer = Callable[[GatedOutput], torch.Tensor]
-"""A gated network's training output → a penalty on its decisions (e.g. the execution-rate loss)."""
+Regularizer = Callable[[GatedOutput, float], torch.Tensor]
+"""(a gated network's training output, the share of training done) → a penalty on its decisions (the
+execution-rate loss, DynConv's annealed sparsity criterion)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class TrainingStep:
                     targets = self.teacher(inputs).float()
         loss = self.loss_function([z.float() for z in exit_logits(output)], targets)
         if self.regularizer is not None:
-            loss = loss + self.regularizer(output)
+            loss = loss + self.regularizer(output, self.scheduler.last_epoch / self.total_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -21,10 +21,20 @@ Gated networks add ConvNet-AIG's target-rate loss (Veit & Belongie, ECCV 2018,
 (and its channels), towards a target t:
 
     L_rate = (1 / L) Σ_l (ḡ_l − t)².
+
+Pixel masks use DynConv's sparsity criterion instead (Verelst & Tuytelaars,
+CVPR 2020, §3.3): the share of the whole network's maskable FLOPs spent is
+pulled to t, so blocks may learn different densities, while each block's share
+f̄_l is kept within bounds that start at t and open over the first third of
+training (progress p ∈ [0, 1], a = cos²(π/2 · min(1, 3p))):
+
+    L_net = (Σ_l c_l f̄_l / Σ_l c_l − t)²,
+    L_block = (1 / L) Σ_l max(0, f̄_l − (1 − a(1 − t)))² + max(0, a·t − f̄_l)².
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -63,3 +73,20 @@ def self_distilled_exit_losses(
 
 def execution_rate_loss(gates: Sequence[torch.Tensor], target: float) -> torch.Tensor:
     return torch.stack([(g.float().mean() - target) ** 2 for g in gates]).mean()
+
+
+ANNEALED_FRACTION = 1 / 3
+"""DynConv's per-block bounds open over this share of training."""
+
+
+def sparsity_criterion(
+    shares: Sequence[torch.Tensor], costs: Sequence[float], target: float, progress: float
+) -> torch.Tensor:
+    """L_net + L_block of the module docstring; ``shares`` f_l [N] per block, ``costs`` c_l, ``progress`` p."""
+    spent = torch.stack([f.float().mean() for f in shares])
+    weights = torch.tensor(costs, dtype=spent.dtype, device=spent.device)
+    network = ((spent * weights).sum() / weights.sum() - target) ** 2
+    annealing = math.cos(math.pi / 2 * min(1.0, progress / ANNEALED_FRACTION)) ** 2
+    upper, lower = 1 - annealing * (1 - target), annealing * target
+    blocks = ((spent - upper).clamp(min=0) ** 2 + (lower - spent).clamp(min=0) ** 2).mean()
+    return network + blocks
