@@ -78,14 +78,17 @@ def dynamic_models() -> list[str]:
 
 
 def create_model(name: str, pretrained: bool = True, **config: Any) -> Any:
-    """Build ``name``: with its bundled weights (checked against the card's sha256), or, with
+    """Build ``name`` for inference: with its bundled weights (checked against the card's sha256), or, with
     ``pretrained=False``, untrained in the configuration ``config`` (e.g. :func:`tiny_config`)."""
     _load_model_modules()
     if name not in _registry:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_registry))}")
     if pretrained and config:
         raise ValueError(f"{name}: the bundled weights come in one configuration; use pretrained=False for {config}")
-    return _registry[name].build(pretrained, **config)
+    model = _registry[name].build(pretrained, **config)
+    # Ready to serve: evaluation mode, and frozen, so that an analysis outside the serving layer builds no
+    # autograd graph (explanations differentiate with respect to the input, not the weights).
+    return model.eval().requires_grad_(False)
 
 
 def weights_path(card: ModelCard) -> Path:
