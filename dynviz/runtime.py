@@ -182,6 +182,10 @@ class Server:
                     self._models[name] = self.build(name)
         return self._models[name]
 
+    def answered(self, name: str, image: Any, settings: dict[str, float] | None = None) -> bool:
+        """Whether ``image`` under ``settings`` was already answered by model ``name``."""
+        return self.traces.get((name, image.digest, settings_key(settings))) is not None
+
     def analyze(
         self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None, background: bool = False
     ) -> Any:

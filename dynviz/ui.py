@@ -29,7 +29,7 @@ from dynviz.gallery import (
     run_gallery,
 )
 from dynviz.inputs import MAX_BYTES, InputError, InputImage, load_image
-from dynviz.runtime import SERVER, inference, settings_key
+from dynviz.runtime import SERVER, inference
 from dynviz.trace import Trace
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.gates import class_usage_heatmap
@@ -242,9 +242,9 @@ def gallery(model_name: str, folder: str | None, settings: dict[str, float]) -> 
     """Every gallery image decided under ``settings``; exits are computed once per image, for every session."""
     items = gallery_items(model_name, folder)
     chosen = model(model_name)
-    first_time = SERVER.traces.get((model_name, items[-1].image.digest, settings_key(exhaustive_settings(chosen))))
+    done = SERVER.answered(model_name, items[-1].image, exhaustive_settings(chosen))
     message = "Running the model on the gallery (once; then only the decisions are re-made)…"
-    with st.spinner(message) if first_time is None else contextlib.nullcontext():
+    with contextlib.nullcontext() if done else st.spinner(message):
         return run_gallery(chosen, items, settings, functools.partial(SERVER.analyze, model_name, chosen))
 
 
