@@ -182,9 +182,16 @@ class Server:
                     self._models[name] = self.build(name)
         return self._models[name]
 
-    def answered(self, name: str, image: Any, settings: dict[str, float] | None = None) -> bool:
-        """Whether ``image`` under ``settings`` was already answered by model ``name``."""
-        return self.traces.get((name, image.digest, settings_key(settings))) is not None
+    @staticmethod
+    def key(name: str, model: Any, image: Any, settings: dict[str, float] | None) -> Hashable:
+        """An answer's cache key: knobs left out are at their defaults, so that a page's sliders at their
+        defaults and a call with no settings (the Compare page, the warm-up) share one answer."""
+        defaults = {knob.name: knob.default for knob in model.knobs()}
+        return name, image.digest, settings_key(defaults | (settings or {}))
+
+    def answered(self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None) -> bool:
+        """Whether ``image`` under ``settings`` was already answered by ``model`` (registered as ``name``)."""
+        return self.traces.get(self.key(name, model, image, settings)) is not None
 
     def analyze(
         self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None, background: bool = False
@@ -192,7 +199,7 @@ class Server:
         """``model.analyze(image, settings)`` (``model`` registered as ``name``), answered once per
         (name, image digest, settings) and computed on the memo of (name, image); ``background`` work yields
         the inference slot to visitors (:class:`Slots`)."""
-        key = (name, image.digest, settings_key(settings))
+        key = self.key(name, model, image, settings)
         trace = self.traces.get(key)
         if trace is not None:
             return trace

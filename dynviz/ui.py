@@ -242,7 +242,7 @@ def gallery(model_name: str, folder: str | None, settings: dict[str, float]) -> 
     """Every gallery image decided under ``settings``; exits are computed once per image, for every session."""
     items = gallery_items(model_name, folder)
     chosen = model(model_name)
-    done = SERVER.answered(model_name, items[-1].image, exhaustive_settings(chosen))
+    done = SERVER.answered(model_name, chosen, items[-1].image, exhaustive_settings(chosen))
     message = "Running the model on the gallery (once; then only the decisions are re-made)…"
     with contextlib.nullcontext() if done else st.spinner(message):
         return run_gallery(chosen, items, settings, functools.partial(SERVER.analyze, model_name, chosen))

@@ -67,6 +67,8 @@ def test_an_answer_already_given_is_not_recomputed_and_other_settings_reuse_the_
     first = server.analyze("lite_cascade", cascade, photo, {"tau_1": 1.0, "tau_2": 1.0})  # every stage runs
     peak, modes = watch_forward(cascade.nets["lite0"], monkeypatch)
     assert server.analyze("lite_cascade", cascade, photo, {"tau_2": 1.0, "tau_1": 1.0}) is first
+    defaults = {knob.name: knob.default for knob in cascade.knobs()}
+    assert server.analyze("lite_cascade", cascade, photo, defaults) is server.analyze("lite_cascade", cascade, photo)
     decided_again = server.analyze("lite_cascade", cascade, photo, {"tau_1": 0.0})
     assert modes == []  # neither the revisit nor the new thresholds ran a network
     assert decided_again.settings["tau_1"] == 0.0 and decided_again is not first
