@@ -7,9 +7,11 @@ import dataclasses
 import json
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,14 +23,26 @@ from dynviz.cards import (
     model_summaries,
     model_table,
 )
-from dynviz.data import SPLITS, labelled_images
+from dynviz.clips import LABELS_FILE, make_example_clips
+from dynviz.data import (
+    SPLITS,
+    LabelledImage,
+    labelled_clips_from_photos,
+    labelled_images,
+)
 from dynviz.evaluate import evaluate, match_best_baseline
-from dynviz.inputs import IMAGE_SUFFIXES, InputError, load_image_file
+from dynviz.inputs import IMAGE_SUFFIXES, InputError
+from dynviz.models.base import ImageNetClassifier
+from dynviz.models.every_frame import EveryFrame, analyst
 from dynviz.progress import progress
 from dynviz.runtime import every_core, inference
+from dynviz.trace import FrameRecord
 from dynviz.train.loop import TrainOptions, machine_description
 from dynviz.units import format_flops
-from dynviz.zoo import create_model
+from dynviz.video import VIDEO_SUFFIXES, load_input_file
+from dynviz.zoo import VIDEO, accepts, create_model
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
     output.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
 
-    analyze = commands.add_parser("analyze", help="analyse images or folders of images; one row per input")
+    analyze = commands.add_parser(
+        "analyze", help="analyse images, clips or folders of them; one row per input (or per frame of a clip)"
+    )
     analyze.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     analyze.add_argument("--model", required=True)
     analyze.add_argument(
@@ -52,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument(
         "--out", type=Path, help="FILE.csv (one row per input) or FILE.json (full traces); CSV on stdout if absent"
     )
+    analyze.add_argument("--per-frame", action="store_true", help="clips: one CSV row per frame instead of per clip")
+
+    clips = commands.add_parser("make-clips", help="make labelled clips from labelled photos (or the example clips)")
+    source = clips.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="labelled photos: class subfolders or ImageNet <synset>_*.JPEG")
+    source.add_argument("--examples", action="store_true", help="regenerate the bundled example clips")
+    clips.add_argument("--split", choices=SPLITS, default="all", help="which half of the ImageNet sample")
+    clips.add_argument("--out", type=Path, help="the folder to write clips and labels.json to")
 
     evaluation = commands.add_parser("eval", help="accuracy and mean FLOPs per operating point on a labelled folder")
     evaluation.add_argument("name")
@@ -89,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         return list_command(args.json, args.markdown)
     if args.command == "analyze":
-        return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out)
+        return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out, args.per_frame)
+    if args.command == "make-clips":
+        return make_clips_command(parser, args.images, args.split, args.out)
     if args.command == "eval":
         return eval_command(args.name, args.data, args.split, args.out, args.card, command)
     if args.command == "train-all":
@@ -124,15 +150,18 @@ def list_command(as_json: bool, as_markdown: bool) -> int:
 
 
 def expand(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; folders as the image files below them."""
+    """Files as given; folders as the image and video files below them."""
+    suffixes = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         else:
             yield path
 
 
-def analyze_command(paths: list[Path], name: str, settings: dict[str, float], out: Path | None) -> int:
+def analyze_command(
+    paths: list[Path], name: str, settings: dict[str, float], out: Path | None, per_frame: bool = False
+) -> int:
     model = create_model(name)
     known = [knob.name for knob in model.knobs()]
     if unknown := sorted(set(settings) - set(known)):
@@ -145,9 +174,9 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
     traces, failures = [], 0
     for path in progress(files, len(files), f"analyze {name}") if len(files) > 1 else files:
         try:
-            image = load_image_file(path)
+            item = load_input_file(path)
             with inference():
-                traces.append(model.analyze(image, settings))
+                traces.append(analyst(name, model, item).analyze(item, settings))
         except InputError as error:
             failures += 1
             print(error, file=sys.stderr)
@@ -157,8 +186,12 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
     if out is not None and out.suffix.lower() == ".json":
         out.write_text(json.dumps([t.to_dict() for t in traces], indent=1))
     else:
-        table = pd.DataFrame([t.summary() for t in traces])
-        table.to_csv(out if out is not None else sys.stdout, index=False)
+        rows = (
+            [row for t in traces for row in FrameRecord.rows(t.input_name, t.records_of(FrameRecord))]
+            if per_frame
+            else [t.summary() for t in traces]
+        )
+        pd.DataFrame(rows).to_csv(out if out is not None else sys.stdout, index=False)
     if failures:
         print(f"{failures} of {len(files)} inputs failed", file=sys.stderr)
     return 1 if failures else 0
@@ -166,14 +199,27 @@ def analyze_command(paths: list[Path], name: str, settings: dict[str, float], ou
 
 def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
     model = create_model(name)
-    files = labelled_images(data, model.class_keys(), split)
-    default_point = model.default_point
+    with tempfile.TemporaryDirectory(prefix="dynviz-clips-") as folder:
+        if accepts(name) == VIDEO and not (data / LABELS_FILE).is_file():
+            print(f"making clips from the {split} photos of {data}", file=sys.stderr)
+            files = labelled_clips_from_photos(data, model.class_keys(), split, Path(folder))
+        else:
+            files = labelled_images(data, model.class_keys(), split)
+        return evaluate_into_card(model, files, data, split, out, write_card, command)
+
+
+def evaluate_into_card(
+    model: Any, files: list[LabelledImage], data: Path, split: str, out: Path | None, write_card: bool, command: str
+) -> int:
+    name, default_point = model.name, model.default_point
     statics = {}
     for baseline in model.baselines:
         try:
-            statics[baseline] = create_model(baseline)
+            static = create_model(baseline)
         except FileNotFoundError as error:
             print(f"baseline skipped: {error}", file=sys.stderr)
+            continue
+        statics[baseline] = EveryFrame(static) if accepts(name) == VIDEO else static
     points, baselines, usage = evaluate(model, files, model.operating_points(), default_point, statics)
     match = match_best_baseline(points, baselines)
     result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match, usage)
@@ -182,6 +228,9 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
             f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "
             f"{format_flops(point.mean_flops)} FLOPs  {point.mean_latency_ms:6.1f} ms"
             + (f"  exits {[round(r, 3) for r in point.exit_rates]}" if point.exit_rates else "")
+            + (f"  frames processed {100 * point.frames_processed:.1f}%" if point.frames_processed is not None else "")
+            + (f"  per-frame top-1 {100 * point.frame_top1:.1f}%" if point.frame_top1 is not None else "")
+            + (f"  cuts found {100 * point.cuts_found:.0f}%" if point.cuts_found is not None else "")
         )
     if match is not None:
         print(match.describe())
@@ -191,10 +240,26 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         card = load_card(name) or ModelCard(
             name, model.about, flops_full=0.0, default_point=default_point
         )
-        flops_full = model.analyze(files[0].load()).cost.flops_full
+        if accepts(name) == VIDEO:  # clips differ in length: the static network on every frame, on average
+            flops_full = baselines[0].mean_flops
+        else:
+            with inference():
+                flops_full = model.analyze(files[0].load()).cost.flops_full
         # The description is refreshed too: a card describes the model the figures were measured on.
         card = dataclasses.replace(card, about=model.about, flops_full=flops_full, evaluation=result)
         print(f"card written: {card.save()}")
+    return 0
+
+
+def make_clips_command(parser: argparse.ArgumentParser, images: Path | None, split: str, out: Path | None) -> int:
+    if images is None:
+        make_example_clips(EXAMPLES)
+        print(f"example clips written to {EXAMPLES}", file=sys.stderr)
+        return 0
+    if out is None:
+        parser.error("make-clips --images needs --out")
+    clips = labelled_clips_from_photos(images, ImageNetClassifier.class_keys(), split, out)
+    print(f"{len(clips)} clips and {LABELS_FILE} written to {out}", file=sys.stderr)
     return 0
 
 

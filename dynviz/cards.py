@@ -79,6 +79,12 @@ class PointResult:
     """Share of inputs answered at each exit (dynamic-exit models only)."""
     kind: str = BUDGET
     group: str = ""
+    frame_top1: float | None = None
+    """Clips: the share of frames answered right, for models that answer every frame (stream labelling)."""
+    frames_processed: float | None = None
+    """Clips: the mean share of a clip's frames that went through the backbone."""
+    cuts_found: float | None = None
+    """Clips with scene cuts: the share of cuts a model flagged at most two frames late."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Three layouts are read:
   ImageNet synset), optionally under a split folder (``<root>/{train,test}/…``,
   the layout of the CIFAR-10 JPEG archive);
 - ImageNet files named ``<synset>_*.JPEG`` in one folder;
-- CIFAR-10's python batches (``cifar-10-batches-py/``: ``data_batch_1..5``, ``test_batch``).
+- CIFAR-10's python batches (``cifar-10-batches-py/``: ``data_batch_1..5``, ``test_batch``);
+- a folder of labelled clips with their ``labels.json`` (made by ``python -m dynviz make-clips``).
 
 A flat folder with no split folders (the 500-image ImageNet sample) is split in
 two halves by a hash of each file name: ``calib`` (temperatures, thresholds,
@@ -24,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dynviz.inputs import IMAGE_SUFFIXES, InputImage, load_image_file
+from dynviz.clips import LABELS_FILE, make_clips, read_labels
+from dynviz.inputs import IMAGE_SUFFIXES, InputError, InputImage, load_image_file
+from dynviz.video import InputVideo, load_input_file
 
 SPLITS = ("all", "calib", "test", "train")
 CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
@@ -56,7 +59,27 @@ class LabelledArray:
         return InputImage(self.name, Image.fromarray(self.pixels), hashlib.sha256(self.pixels.tobytes()).hexdigest())
 
 
-LabelledImage = LabelledFile | LabelledArray
+@dataclass(frozen=True)
+class LabelledClip:
+    """A clip with its class and, for clips whose content changes, each frame's class."""
+
+    path: Path
+    label: int
+    frame_labels: tuple[int, ...]
+    cuts: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def load(self) -> InputVideo:
+        video = load_input_file(self.path)
+        if not isinstance(video, InputVideo):
+            raise InputError(f"{self.path}: an image, where a clip was expected")
+        return video
+
+
+LabelledImage = LabelledFile | LabelledArray | LabelledClip
 
 
 def split_of(path: Path) -> str:
@@ -71,6 +94,8 @@ def labelled_images(
     ``class_keys[i]`` holds the names a folder or file prefix may use for class i
     (e.g. its synset and its label)."""
     root = Path(root)
+    if (root / LABELS_FILE).is_file():
+        return [LabelledClip(root / c.file, c.label, c.frame_labels, c.cuts) for c in read_labels(root)]
     batches = next((b for b in (root / "cifar-10-batches-py", root) if (b / "test_batch").is_file()), None)
     if batches is not None:
         parts = ("train", "test") if split == "all" else (split,)
@@ -110,3 +135,18 @@ def read_cifar_batches(folder: Path, part: str) -> list[LabelledArray]:
             for i, label in enumerate(batch[b"labels"])
         ]
     return items
+
+
+CLIP_SLIDESHOWS = 60
+"""Slideshows made beside the shots when clips are made from a photo folder."""
+
+
+def labelled_clips_from_photos(
+    root: str | Path, class_keys: tuple[tuple[str, ...], ...], split: str, out: Path
+) -> list[LabelledClip]:
+    """Clips made from the labelled photos of ``split`` under ``root`` (:mod:`dynviz.clips`), written to ``out``:
+    a shot of every photo and :data:`CLIP_SLIDESHOWS` slideshows, the same for the same photos and split."""
+    photos = [(item.path, item.label) for item in labelled_files(root, class_keys, split)]
+    seed = int(hashlib.sha256(split.encode()).hexdigest(), 16) % 2**32
+    make_clips(photos, out, CLIP_SLIDESHOWS, seed)
+    return labelled_images(out, class_keys)

@@ -8,12 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dynviz.cards import BaselineMatch, ClassUsage, OperatingPoint, PointResult
-from dynviz.data import LabelledImage
+from dynviz.data import LabelledClip, LabelledImage
 from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
 from dynviz.progress import progress
 from dynviz.runtime import inference
-from dynviz.trace import RECORD_TYPES, ExitRecord, Trace
+from dynviz.trace import PROCESSED, RECORD_TYPES, ExitRecord, FrameRecord, Trace
+
+CUT_TOLERANCE = 2
+"""A scene cut counts as found when a model flags it at most this many frames late."""
 
 
 @dataclass
@@ -23,13 +26,34 @@ class _Tally:
     flops: float = 0.0
     latency_ms: float = 0.0
     exits: Counter = field(default_factory=Counter)
+    frames: int = 0
+    frames_right: int = 0
+    """Frames answered, and answered right, by stream labelling (models that answer every frame)."""
+    processed_share: float = 0.0
+    clips: int = 0
+    cuts: int = 0
+    cuts_found: int = 0
 
-    def add(self, trace: Trace, label: int) -> None:
+    def add(self, trace: Trace, item: LabelledImage) -> None:
+        label = item.label
         self.top1 += trace.prediction.index == label
         self.top5 += label in {c.index for c in trace.prediction.top[:5]}
         self.flops += trace.cost.flops
         self.latency_ms += trace.cost.latency_ms
         self.exits.update(r.index for r in trace.records_of(ExitRecord) if r.taken)
+        if frames := trace.records_of(FrameRecord):
+            self.clips += 1
+            self.processed_share += sum(r.action == PROCESSED for r in frames) / len(frames)
+            if isinstance(item, LabelledClip):
+                self.add_frames(frames, item)
+
+    def add_frames(self, frames: list[FrameRecord], clip: LabelledClip) -> None:
+        if all(r.prediction is not None for r in frames):
+            self.frames += len(frames)
+            self.frames_right += sum(r.prediction.index == y for r, y in zip(frames, clip.frame_labels))
+        found = [r.index for r in frames if r.cut]
+        self.cuts += len(clip.cuts)
+        self.cuts_found += sum(any(0 <= f - cut <= CUT_TOLERANCE for f in found) for cut in clip.cuts)
 
 
 def unit_usage(trace: Trace) -> dict[str, float]:
@@ -114,7 +138,7 @@ def evaluate(
         for run in runs:
             with inference():
                 trace = run.model.analyze(image, run.settings, memos.setdefault(id(run.model), {}))
-            tallies[run.name].add(trace, item.label)
+            tallies[run.name].add(trace, item)
             if run.model is model and run.name == usage_point:
                 usage.add(trace, item.label)
     if not evaluated:
@@ -135,6 +159,9 @@ def evaluate(
             tuple(t.exits[k] / evaluated for k in range(exit_count)),
             run.point.kind,
             run.point.group,
+            frame_top1=t.frames_right / t.frames if t.frames else None,
+            frames_processed=t.processed_share / t.clips if t.clips else None,
+            cuts_found=t.cuts_found / t.cuts if t.cuts else None,
         )
 
     results = [result(run) for run in runs]

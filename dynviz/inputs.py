@@ -21,11 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff")
 MAX_BYTES = 25 * 1024 * 1024
+"""The largest image file accepted (a video may be larger: :data:`dynviz.video.MAX_VIDEO_BYTES`, the upload
+limit of .streamlit/config.toml)."""
 REDUCING_GAP = 4.0
 """Every resize that shrinks an input by more than this first averages whole blocks of pixels (Pillow's
 ``reducing_gap``): a 12-megapixel photo to a network's 160 px view in 19 ms instead of 110, the same pixels
 for any shrink below 4× (the photos the cards were measured on)."""
-"""Matches ``server.maxUploadSize`` in .streamlit/config.toml (MB)."""
 MAX_PIXELS = 40_000_000
 """Below Pillow's own decompression-bomb guard, which stays on as a second line."""
 BACKGROUND = (255, 255, 255)

@@ -266,6 +266,63 @@ class FocusRecord:
         return {"focus_steps": len(records), "policy": records[0].policy, "crop_boxes": boxes}
 
 
+PROCESSED, GLANCED, SKIPPED = "processed", "glanced", "skipped"
+"""What a temporal model did with a frame: ran its backbone on it, only glanced at it (a cheap network or
+test), or never looked."""
+
+
+@record_kind
+@dataclass(frozen=True)
+class FrameRecord:
+    """One frame of a clip: what a temporal model did with it (survey §5), in the order of the clip."""
+
+    kind: ClassVar[str] = "frame"
+    index: int
+    time_s: float
+    action: str
+    """:data:`PROCESSED`, :data:`GLANCED` or :data:`SKIPPED`."""
+    order: int | None
+    """1-based place of the frame in the order the model processed frames; None when it was not processed."""
+    box: Box | None
+    """The part of the frame the backbone saw, in frame pixels; None when it did not look."""
+    resolution: int
+    """Side of the backbone's view, in pixels (0 when it did not look)."""
+    prediction: Prediction | None
+    """This frame's answer: computed on it, or, for stream labelling, the one carried over to it."""
+    evidence: float | None
+    """The clip answer's confidence once this frame was processed (models that stop when sure)."""
+    change: float | None
+    """The cheap test's score of change since the last processed frame (models that skip repeated content)."""
+    cut: bool
+    """A scene change was found at this frame."""
+    flops: float
+    """Spent on this frame (glance, test and backbone)."""
+
+    @staticmethod
+    def summarize(records: list[FrameRecord]) -> dict[str, Any]:
+        return {
+            "frames": len(records),
+            "frames_processed": sum(r.action == PROCESSED for r in records),
+            "frames_glanced": sum(r.action == GLANCED for r in records),
+            "cuts": sum(r.cut for r in records),
+        }
+
+    @staticmethod
+    def rows(input_name: str, records: list[FrameRecord]) -> list[dict[str, Any]]:
+        """One row per frame (the CLI's ``--per-frame``): its answer where it has one, and what it cost."""
+        return [
+            {
+                "input": input_name,
+                "frame": r.index,
+                "time_s": r.time_s,
+                "label": r.prediction.label if r.prediction else None,
+                "label_index": r.prediction.index if r.prediction else None,
+                "confidence": round(r.prediction.confidence, 6) if r.prediction else None,
+                "processed": r.action == PROCESSED,
+                "flops": int(r.flops),
+            }
+            for r in records
+        ]
 
 
 @dataclass(frozen=True)

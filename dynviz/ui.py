@@ -18,6 +18,7 @@ import streamlit as st
 from PIL import Image
 
 from dynviz.cards import ModelCard, load_card, model_table
+from dynviz.clips import EXAMPLE_CLIPS, ExampleClip
 from dynviz.compare import Family, family_of
 from dynviz.explain import Heatmap, grad_cam, pushed_towards
 from dynviz.gallery import (
@@ -29,15 +30,29 @@ from dynviz.gallery import (
     run_gallery,
 )
 from dynviz.inputs import MAX_BYTES, InputError, InputImage, load_image
-from dynviz.runtime import SERVER, inference
+from dynviz.models.every_frame import EveryFrame
+from dynviz.progress import reporting
+from dynviz.runtime import SERVER, inference, settings_key
 from dynviz.trace import Trace
 from dynviz.units import FLOPS_UNIT, format_flops
+from dynviz.video import (
+    MAX_FRAMES,
+    MAX_SECONDS,
+    MAX_VIDEO_BYTES,
+    InputVideo,
+    has_video_suffix,
+    is_video,
+    load_video,
+)
 from dynviz.viz.gates import class_usage_heatmap
 from dynviz.viz.image import preview
+from dynviz.viz.video import annotated_clip
 from dynviz.warmup import start_warm_up
-from dynviz.zoo import declared_records, list_models
+from dynviz.zoo import IMAGE, declared_records, list_models
 
 INPUT_KEY = "dynviz_input"
+VIDEO_KEY = "dynviz_video"
+FRAME_KEY = "dynviz_video_frame"
 PICKED_KEY = "dynviz_sidebar_pick"
 MAX_UPLOADS = 20
 """Files decoded from one upload: a class dropping a folder of photos must not hold the server."""
@@ -78,13 +93,54 @@ def example(entry: dict[str, str]) -> InputImage:
     return decode(example_bytes(entry), entry["title"])
 
 
+@st.cache_resource(max_entries=4, show_spinner="Decoding the video (once for all users)…")
+def decode_video(data: bytes, name: str) -> InputVideo:
+    """One decoded clip for every rerun and session that sends these bytes; few are kept (a long clip holds
+    up to a hundred megabytes of frames)."""
+    return load_video(data, name)
+
+
+def example_clip(clip: ExampleClip) -> InputVideo:
+    return decode_video(resources.files("dynviz.examples").joinpath(clip.file).read_bytes(), clip.title)
+
+
+def pick(chosen: InputImage | InputVideo | None) -> None:
+    """Make a new pick the analysed input (a clip: its middle frame for the image pages); with no new pick the
+    earlier input stays, as does an image sent from the gallery."""
+    if chosen is None or chosen.digest == st.session_state.get(PICKED_KEY):
+        return
+    st.session_state[PICKED_KEY] = chosen.digest
+    if isinstance(chosen, InputVideo):
+        st.session_state[VIDEO_KEY] = chosen
+        st.session_state[FRAME_KEY] = chosen.frame_count // 2
+        st.session_state[INPUT_KEY] = chosen.frame(chosen.frame_count // 2)
+    else:
+        st.session_state[VIDEO_KEY] = None
+        st.session_state[INPUT_KEY] = chosen
+
+
+def frame_picker(video: InputVideo) -> None:
+    """The frame of the clip that the image pages analyse."""
+
+    def show_frame() -> None:
+        st.session_state[INPUT_KEY] = video.frame(st.session_state[FRAME_KEY])
+
+    st.slider("Frame for the image pages", 0, video.frame_count - 1, key=FRAME_KEY, on_change=show_frame)
+
+
 def input_sidebar() -> None:
     """The input picker, once for all pages: an example photo, uploads or the camera."""
     with st.sidebar:
         st.header("Input")
-        source = st.radio("Source", ["Example photos", "Upload", "Camera"], key="source", horizontal=True)
-        chosen: InputImage | None = None
-        if source == "Example photos":
+        source = st.radio(
+            "Source", ["Example photos", "Example clips", "Upload", "Camera"], key="source", horizontal=True
+        )
+        chosen: InputImage | InputVideo | None = None
+        if source == "Example clips":
+            clip = st.selectbox("Example clip", EXAMPLE_CLIPS, format_func=lambda c: c.title, key="example_clip")
+            chosen = example_clip(clip)
+            st.caption("Made from the example photos by python -m dynviz make-clips --examples.")
+        elif source == "Example photos":
             entries = examples()
             entry = st.selectbox(
                 "Example", entries, format_func=lambda e: f"{e['title']} ({e['scene'].split(':')[0]})", key="example"
@@ -96,24 +152,34 @@ def input_sidebar() -> None:
         else:
             shot = st.camera_input("Take a photo", key="camera")
             chosen = decoded_or_error(shot.getvalue(), "camera photo") if shot is not None else None
-        # Only a new pick replaces the analysed input: an image sent from the gallery stays until then.
-        if chosen is not None and chosen.digest != st.session_state.get(PICKED_KEY):
-            st.session_state[PICKED_KEY] = chosen.digest
-            st.session_state[INPUT_KEY] = chosen
-        current = current_input()  # with no new choice, the earlier input stays analysed
+        pick(chosen)
+        video = current_video()
+        if video is not None:
+            st.caption(
+                f"Clip: {text(video.name)}, {video.frame_count} frames, {video.times[-1]:.1f} s, "
+                f"{video.size[0]}×{video.size[1]} (the Video page analyses it)"
+            )
+            for note in video.notes:
+                st.caption(f"Note: {text(note)}")
+            frame_picker(video)
+        current = current_input()
         if current is not None:
             st.image(shown(current), caption=f"Analysing: {current.name}")
             for note in current.notes:
                 st.caption(f"Note: {text(note)}")
 
 
-def pick_upload() -> InputImage | None:
+def pick_upload() -> InputImage | InputVideo | None:
     """Decode every uploaded file; a bad one gets one line and the others stay usable."""
     uploads = st.file_uploader(
-        "Images (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+        "Images (JPEG, PNG, WebP, GIF, BMP, TIFF) or videos (MP4, MOV, WebM, MKV, AVI, animated GIF)",
         accept_multiple_files=True,
         key="uploads",
-        help=f"Up to {MAX_UPLOADS} files of at most {MAX_BYTES // 2**20} MB each; they stay in this browser session.",
+        help=(
+            f"Up to {MAX_UPLOADS} files; images of at most {MAX_BYTES // 2**20} MB, videos of at most "
+            f"{MAX_VIDEO_BYTES // 2**20} MB (the first {MAX_SECONDS:.0f} s and {MAX_FRAMES} frames are analysed). "
+            "They stay in this browser session."
+        ),
     )
     uploads = uploads or []
     if len(uploads) > MAX_UPLOADS:
@@ -125,8 +191,10 @@ def pick_upload() -> InputImage | None:
     return st.selectbox("Analyse", good, format_func=lambda image: image.name, key="upload_choice")
 
 
-def decoded_or_error(data: bytes, name: str) -> InputImage | None:
+def decoded_or_error(data: bytes, name: str) -> InputImage | InputVideo | None:
     try:
+        if is_video(data) or has_video_suffix(name):
+            return decode_video(data, name)
         return decode(data, name)
     except InputError as error:
         st.error(text(str(error)))
@@ -135,6 +203,52 @@ def decoded_or_error(data: bytes, name: str) -> InputImage | None:
 
 def current_input() -> InputImage | None:
     return st.session_state.get(INPUT_KEY)
+
+
+def current_video() -> InputVideo | None:
+    return st.session_state.get(VIDEO_KEY)
+
+
+def required_video() -> InputVideo:
+    """The analysed clip; the page stops with a hint while there is none."""
+    video = current_video()
+    if video is None:
+        st.info("Choose a video in the sidebar: an example clip, or upload one (MP4, MOV, WebM, MKV, AVI, GIF).")
+        st.stop()
+    return video
+
+
+def analyze_video(model_name: str, video: InputVideo, settings: dict[str, float] | None = None) -> Trace:
+    """The trace of ``video`` under ``settings``, with a progress bar while the frames run (computed once for
+    every session)."""
+    return analyze_with_progress(model_name, model(model_name), video, settings)
+
+
+def analyze_with_progress(name: str, chosen, video: InputVideo, settings: dict[str, float] | None) -> Trace:
+    """``chosen`` (registered, or served, as ``name``) on ``video``, with a progress bar while it runs."""
+    if SERVER.answered(name, chosen, video, settings):
+        return SERVER.analyze(name, chosen, video, settings)
+    bar = st.progress(0.0, text=f"Running {name} on {video.name}…")
+    with reporting(lambda fraction, words: bar.progress(fraction, text=words)):
+        trace = SERVER.analyze(name, chosen, video, settings)
+    bar.empty()
+    return trace
+
+
+@st.cache_data(max_entries=8, show_spinner="Drawing the decisions on the clip…")
+def _annotated(model_name: str, digest: str, settings: tuple, _video: InputVideo, _trace: Trace) -> bytes:
+    return annotated_clip(_video, _trace)
+
+
+def annotated(model_name: str, video: InputVideo, trace: Trace) -> bytes:
+    """The clip with ``trace``'s decisions drawn on it (WebM), made once per model, clip and settings."""
+    return _annotated(model_name, video.digest, settings_key(trace.settings), video, trace)
+
+
+def every_frame(model_name: str, video: InputVideo) -> Trace:
+    """``model_name`` (an image model) on every frame of ``video``: the all-frames baseline."""
+    baseline = EveryFrame(model(model_name))
+    return analyze_with_progress(baseline.name, baseline, video, None)
 
 
 def required_input() -> InputImage:
@@ -177,7 +291,7 @@ def analyze(model_name: str, image: InputImage, settings: dict[str, float] | Non
 def every_model(image: InputImage) -> list[Trace]:
     """``image`` through every bundled model at its default settings, with progress while it runs (each
     answer is computed once for every session)."""
-    names = list_models()
+    names = list_models(accepting=IMAGE)
     bar = st.progress(0.0, text="Running every model…")
     traces = []
     for i, name in enumerate(names):
@@ -305,8 +419,11 @@ def answer_header(trace: Trace, decision: str, detail: str, decision_label: str 
         delta_color="off",
         delta_arrow="off",
     )
+    ms = trace.cost.latency_ms
     latency.metric(
-        "Latency", f"{trace.cost.latency_ms:.0f} ms", help="Measured wall time of the parts that ran, on this server."
+        "Latency",
+        f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s",
+        help="Measured wall time of the parts that ran, on this server.",
     )
 
 

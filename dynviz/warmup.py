@@ -16,12 +16,12 @@ from dynviz.gallery import default_gallery, run_gallery
 from dynviz.inputs import load_image
 from dynviz.runtime import Server
 from dynviz.trace import ExitRecord
-from dynviz.zoo import declared_records, list_models
+from dynviz.zoo import IMAGE, declared_records, list_models
 
 
 def warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -> None:
     start = time.perf_counter()
-    names = list_models()
+    names = list_models(accepting=IMAGE)
     models = {name: server.model(name) for name in names}
     images = [load_image(data, name) for data, name in photos()]
     for image in images:

@@ -27,18 +27,24 @@ class Registration:
     """The record kinds its traces may hold (pages filter on them)."""
     tiny: dict[str, Any]
     """A configuration that builds a small, fast instance with ``pretrained=False``: what the tests run."""
+    accepts: str
+    """What it analyses: :data:`IMAGE` (an :class:`~dynviz.inputs.InputImage`) or :data:`VIDEO` (an
+    :class:`~dynviz.video.InputVideo`)."""
+
+
+IMAGE, VIDEO = "image", "video"
 
 
 _registry: dict[str, Registration] = {}
 
 
 def register_model(
-    name: str, emits: tuple[type, ...] = (), tiny: dict[str, Any] | None = None
+    name: str, emits: tuple[type, ...] = (), tiny: dict[str, Any] | None = None, accepts: str = IMAGE
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a builder ``(pretrained, **config) → model`` under ``name``."""
 
     def add(build: Callable[..., Any]) -> Callable[..., Any]:
-        _registry[name] = Registration(build, emits, tiny or {})
+        _registry[name] = Registration(build, emits, tiny or {}, accepts)
         return build
 
     return add
@@ -48,15 +54,23 @@ def _load_model_modules() -> None:
     import dynviz.models  # noqa: F401  (registers every model)
 
 
-def list_models(emitting: type | None = None, unless: type | None = None) -> list[str]:
-    """Registered names, or only those whose traces hold ``emitting`` records (and no ``unless`` records)."""
+def list_models(emitting: type | None = None, unless: type | None = None, accepting: str | None = None) -> list[str]:
+    """Registered names, or only those whose traces hold ``emitting`` records (and no ``unless`` records),
+    or that analyse ``accepting`` inputs (:data:`IMAGE` or :data:`VIDEO`)."""
     _load_model_modules()
     return sorted(
         name
         for name in _registry
         if (emitting is None or emitting in _registry[name].emits)
         and (unless is None or unless not in _registry[name].emits)
+        and (accepting is None or _registry[name].accepts == accepting)
     )
+
+
+def accepts(name: str) -> str:
+    """What ``name`` analyses: :data:`IMAGE` or :data:`VIDEO`."""
+    _load_model_modules()
+    return _registry[name].accepts
 
 
 def declared_records(name: str) -> tuple[type, ...]:

@@ -2,17 +2,35 @@
 is registered, a trace round-trips through JSON, and its settings are its knobs. Once in the tiny configuration
 each model registers (untrained, fast), once with the bundled weights (slow)."""
 
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 from conftest import encode, pattern
 
 from dynviz.inputs import load_image
 from dynviz.runtime import inference
 from dynviz.trace import RECORD_TYPES, Trace
-from dynviz.zoo import create_model, declared_records, list_models, tiny_config
+from dynviz.clips import write_clip
+from dynviz.video import load_video
+from dynviz.zoo import VIDEO, accepts, create_model, declared_records, list_models, tiny_config
+
+
+@functools.cache
+def small_clip():
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "small.mp4"
+        write_clip([np.asarray(pattern(80, 60, seed=i)) for i in range(6)], path)
+        return load_video(path.read_bytes(), "small.mp4")
 
 
 def check(name: str, model) -> None:
-    image = load_image(encode(pattern(80, 60, seed=3), "PNG"), "small.png")
+    if accepts(name) == VIDEO:
+        image = small_clip()
+    else:
+        image = load_image(encode(pattern(80, 60, seed=3), "PNG"), "small.png")
     with inference():
         trace = model.analyze(image)
     declared = set(declared_records(name))

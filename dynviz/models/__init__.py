@@ -4,10 +4,12 @@ from dynviz.models import (  # noqa: F401
     channel_gating,
     dynconv,
     efficientnet_lite,
+    frame_exit,
     gfnet,
     lite_cascade,
     msdnet,
     ranet,
     resnet_cifar,
     skip,
+    skip_frames,
 )

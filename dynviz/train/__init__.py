@@ -6,11 +6,20 @@ from collections.abc import Mapping
 
 from dynviz.models.msdnet import MSDNetClassifier
 from dynviz.models.ranet import RANetClassifier
-from dynviz.train import distill, gated, gfnet, lite_cascade, multi_exit, resnet_cifar
+from dynviz.train import (
+    distill,
+    frame_exit,
+    gated,
+    gfnet,
+    lite_cascade,
+    multi_exit,
+    resnet_cifar,
+)
 from dynviz.train.loop import TrainOptions
 
 RECIPES = {
     "lite_cascade": lite_cascade.calibrate,
+    "frame_exit_lite": frame_exit.calibrate,
     "msdnet_cifar": functools.partial(multi_exit.train, MSDNetClassifier),
     "ranet_cifar": functools.partial(multi_exit.train, RANetClassifier),
     "skip_resnet_cifar": gated.train_skip,

@@ -1,0 +1,77 @@
+import streamlit as st
+
+from dynviz import ui
+from dynviz.cards import load_card
+from dynviz.trace import GLANCED, PROCESSED, FrameRecord
+from dynviz.units import spent_of_full
+from dynviz.viz.video import (
+    cumulative_flops,
+    decision_chart,
+    frame_strip,
+    frame_table,
+    label_timeline,
+)
+from dynviz.zoo import VIDEO, list_models
+
+st.title("Video: which frames were looked at, and what it cost")
+video = ui.required_video()
+
+name = st.selectbox("Model", list_models(accepting=VIDEO), key="video_model")
+controls, main = st.columns([1, 3])
+with controls:
+    st.markdown("**Decision knobs**")
+    settings = ui.knob_sliders(name)
+    st.caption("Frames already run for this clip are reused when a knob moves: only the decisions are re-made.")
+trace = ui.analyze_video(name, video, settings)
+frames = trace.records_of(FrameRecord)
+processed = sum(r.action == PROCESSED for r in frames)
+glanced = sum(r.action == GLANCED for r in frames)
+with main:
+    detail = f"{glanced} more only glanced at" if glanced else f"{len(frames) - processed} never looked at"
+    ui.answer_header(trace, f"{processed} of {len(frames)}", detail, decision_label="Frames looked at")
+    for note in trace.notes:
+        st.info(ui.text(note), icon=":material/info:")
+    st.image(frame_strip(video, trace), caption=(
+        "The clip in time order. Blue: looked at by the backbone (#: the order it was visited); orange: only the "
+        "cheap test looked; faded grey: skipped. A red bar marks a scene cut."
+    ))
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(decision_chart(trace), key="decision")
+with right:
+    st.plotly_chart(cumulative_flops(trace), key="flops")
+    st.caption(
+        f"This clip cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of running the static network "
+        "on every frame (dotted)."
+    )
+if all(r.prediction is not None for r in frames):
+    st.plotly_chart(label_timeline(trace), key="labels")
+
+with st.expander("The clip with the decisions drawn on it", expanded=True):
+    player, _ = st.columns([3, 2])
+    player.video(ui.annotated(name, video, trace), format="video/webm")
+    player.caption("Each frame framed in the colour of what the model did with it; the white box is what the backbone saw.")
+
+with st.expander("Against the static network on every frame"):
+    baseline = ui.model(name).baselines[0]
+    if st.toggle(f"Run {baseline} on every frame too", key=f"{name}:every_frame"):
+        static = ui.every_frame(baseline, video)
+        st.markdown(
+            f"**{static.prediction.label}** ({static.prediction.confidence:.0%}) on every frame, "
+            f"in {static.cost.latency_ms / 1000:.1f} s; {name}: **{trace.prediction.label}** in "
+            f"{trace.cost.latency_ms / 1000:.1f} s. Realised time ratio "
+            f"{trace.cost.latency_ms / static.cost.latency_ms:.2f}× for a FLOPs ratio of {trace.cost.fraction:.2f}×."
+        )
+
+with st.expander("Frame by frame (table and downloads)"):
+    table = frame_table(trace)
+    st.dataframe(table, hide_index=True)
+    download_name = f"{name}-{video.digest[:12]}"
+    st.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
+    st.download_button("Frames (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
+
+card = load_card(name)
+if card is not None:
+    with st.expander("Model card"):
+        ui.show_card(card)
