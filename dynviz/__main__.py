@@ -25,6 +25,7 @@ from dynviz.cards import (
 )
 from dynviz.clips import LABELS_FILE, make_example_clips
 from dynviz.data import (
+    CLIP_SLIDESHOWS,
     SPLITS,
     LabelledImage,
     labelled_clips_from_photos,
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--examples", action="store_true", help="regenerate the bundled example clips")
     clips.add_argument("--split", choices=SPLITS, default="all", help="which half of the ImageNet sample")
     clips.add_argument("--out", type=Path, help="the folder to write clips and labels.json to")
+    clips.add_argument(
+        "--slideshows", type=int, default=CLIP_SLIDESHOWS, help=f"slideshows beside the shots (default {CLIP_SLIDESHOWS})"
+    )
 
     evaluation = commands.add_parser("eval", help="accuracy and mean FLOPs per operating point on a labelled folder")
     evaluation.add_argument("name")
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "analyze":
         return analyze_command(args.paths, args.model, parse_settings(parser, args.set), args.out, args.per_frame)
     if args.command == "make-clips":
-        return make_clips_command(parser, args.images, args.split, args.out)
+        return make_clips_command(parser, args.images, args.split, args.out, args.slideshows)
     if args.command == "eval":
         return eval_command(args.name, args.data, args.split, args.out, args.card, command)
     if args.command == "train-all":
@@ -203,14 +207,18 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         if accepts(name) == VIDEO and not (data / LABELS_FILE).is_file():
             print(f"making clips from the {split} photos of {data}", file=sys.stderr)
             files = labelled_clips_from_photos(data, model.class_keys(), split, Path(folder))
+            described = f"clips made from {data.name}"
         else:
             files = labelled_images(data, model.class_keys(), split)
-        return evaluate_into_card(model, files, data, split, out, write_card, command)
+            described = data.name
+        return evaluate_into_card(model, files, described, split, out, write_card, command)
 
 
 def evaluate_into_card(
-    model: Any, files: list[LabelledImage], data: Path, split: str, out: Path | None, write_card: bool, command: str
+    model: Any, files: list[LabelledImage], data: str, split: str, out: Path | None, write_card: bool, command: str
 ) -> int:
+    """Every operating point of ``model`` and its baselines on ``files`` (described as ``data``), printed, and
+    written to ``out`` and to the card when asked."""
     name, default_point = model.name, model.default_point
     statics = {}
     for baseline in model.baselines:
@@ -222,7 +230,8 @@ def evaluate_into_card(
         statics[baseline] = EveryFrame(static) if accepts(name) == VIDEO else static
     points, baselines, usage = evaluate(model, files, model.operating_points(), default_point, statics)
     match = match_best_baseline(points, baselines)
-    result = Evaluation(command, data.name, split, len(files), tuple(points), tuple(baselines), match, usage)
+    unit = "clips" if accepts(name) == VIDEO else "images"
+    result = Evaluation(command, data, split, len(files), tuple(points), tuple(baselines), match, usage, unit)
     for point in (*points, *baselines):
         print(
             f"{point.name:>16}  top-1 {100 * point.top1:5.1f}%  top-5 {100 * point.top5:5.1f}%  "
@@ -251,14 +260,16 @@ def evaluate_into_card(
     return 0
 
 
-def make_clips_command(parser: argparse.ArgumentParser, images: Path | None, split: str, out: Path | None) -> int:
+def make_clips_command(
+    parser: argparse.ArgumentParser, images: Path | None, split: str, out: Path | None, slideshows: int
+) -> int:
     if images is None:
         make_example_clips(EXAMPLES)
         print(f"example clips written to {EXAMPLES}", file=sys.stderr)
         return 0
     if out is None:
         parser.error("make-clips --images needs --out")
-    clips = labelled_clips_from_photos(images, ImageNetClassifier.class_keys(), split, out)
+    clips = labelled_clips_from_photos(images, ImageNetClassifier.class_keys(), split, out, slideshows)
     print(f"{len(clips)} clips and {LABELS_FILE} written to {out}", file=sys.stderr)
     return 0
 

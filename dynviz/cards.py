@@ -136,6 +136,8 @@ class Evaluation:
     match: BaselineMatch | None = None
     class_usage: ClassUsage | None = None
     """For gated models, at the default operating point."""
+    unit: str = "images"
+    """What ``images`` counts: "images", or "clips" for video models."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def model_summaries() -> list[ModelSummary]:
                 point.top1 if point else None,
                 point.mean_flops if point else None,
                 card.flops_full,
-                f"{evaluation.data} ({evaluation.split}, {evaluation.images} images)"
+                f"{evaluation.data} ({evaluation.split}, {evaluation.images} {evaluation.unit})"
                 if evaluation
                 else "not evaluated",
             )

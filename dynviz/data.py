@@ -142,11 +142,15 @@ CLIP_SLIDESHOWS = 60
 
 
 def labelled_clips_from_photos(
-    root: str | Path, class_keys: tuple[tuple[str, ...], ...], split: str, out: Path
+    root: str | Path,
+    class_keys: tuple[tuple[str, ...], ...],
+    split: str,
+    out: Path,
+    slideshows: int = CLIP_SLIDESHOWS,
 ) -> list[LabelledClip]:
     """Clips made from the labelled photos of ``split`` under ``root`` (:mod:`dynviz.clips`), written to ``out``:
-    a shot of every photo and :data:`CLIP_SLIDESHOWS` slideshows, the same for the same photos and split."""
+    a shot of every photo and ``slideshows`` slideshows, the same for the same photos and split."""
     photos = [(item.path, item.label) for item in labelled_files(root, class_keys, split)]
     seed = int(hashlib.sha256(split.encode()).hexdigest(), 16) % 2**32
-    make_clips(photos, out, CLIP_SLIDESHOWS, seed)
+    make_clips(photos, out, slideshows, seed)
     return labelled_images(out, class_keys)

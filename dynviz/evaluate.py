@@ -33,6 +33,8 @@ class _Tally:
     clips: int = 0
     cuts: int = 0
     cuts_found: int = 0
+    flagged: int = 0
+    """Cuts the model flagged (a model that never flags any does not look for them)."""
 
     def add(self, trace: Trace, item: LabelledImage) -> None:
         label = item.label
@@ -52,6 +54,7 @@ class _Tally:
             self.frames += len(frames)
             self.frames_right += sum(r.prediction.index == y for r, y in zip(frames, clip.frame_labels))
         found = [r.index for r in frames if r.cut]
+        self.flagged += len(found)
         self.cuts += len(clip.cuts)
         self.cuts_found += sum(any(0 <= f - cut <= CUT_TOLERANCE for f in found) for cut in clip.cuts)
 
@@ -161,7 +164,7 @@ def evaluate(
             run.point.group,
             frame_top1=t.frames_right / t.frames if t.frames else None,
             frames_processed=t.processed_share / t.clips if t.clips else None,
-            cuts_found=t.cuts_found / t.cuts if t.cuts else None,
+            cuts_found=t.cuts_found / t.cuts if t.cuts and t.flagged else None,
         )
 
     results = [result(run) for run in runs]

@@ -293,6 +293,8 @@ class FrameRecord:
     """The clip answer's confidence once this frame was processed (models that stop when sure)."""
     change: float | None
     """The cheap test's score of change since the last processed frame (models that skip repeated content)."""
+    glance: float | None
+    """The glance's top-1 confidence on this frame (models that glance at every frame to choose where to look)."""
     cut: bool
     """A scene change was found at this frame."""
     flops: float

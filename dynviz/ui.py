@@ -211,11 +211,16 @@ def current_video() -> InputVideo | None:
 
 def required_video() -> InputVideo:
     """The analysed clip; the page stops with a hint while there is none."""
-    video = current_video()
-    if video is None:
-        st.info("Choose a video in the sidebar: an example clip, or upload one (MP4, MOV, WebM, MKV, AVI, GIF).")
+    return _required(
+        current_video(), "Choose a video in the sidebar: an example clip, or upload one (MP4, MOV, WebM, MKV, AVI, GIF)."
+    )
+
+
+def _required(chosen, hint: str):
+    if chosen is None:
+        st.info(hint)
         st.stop()
-    return video
+    return chosen
 
 
 def analyze_video(model_name: str, video: InputVideo, settings: dict[str, float] | None = None) -> Trace:
@@ -253,11 +258,24 @@ def every_frame(model_name: str, video: InputVideo) -> Trace:
 
 def required_input() -> InputImage:
     """The analysed input; the page stops with a hint while there is none."""
-    image = current_input()
-    if image is None:
-        st.info("Choose a photo in the sidebar: an example, an upload or the camera.")
-        st.stop()
-    return image
+    return _required(current_input(), "Choose a photo in the sidebar: an example, an upload or the camera.")
+
+
+def table_and_downloads(title: str, trace: Trace, digest: str, table: pd.DataFrame, rows: str) -> None:
+    """``table`` in an expander, with downloads of it (CSV) and of the whole trace (JSON)."""
+    with st.expander(title):
+        st.dataframe(table, hide_index=True)
+        download_name = f"{trace.model}-{digest[:12]}"
+        st.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
+        st.download_button(f"{rows} (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
+
+
+def model_card(model_name: str) -> None:
+    """The model's card in an expander, where it has one."""
+    card = load_card(model_name)
+    if card is not None:
+        with st.expander("Model card"):
+            show_card(card)
 
 
 EXIT_MODEL_KEY = "exit_model"
@@ -442,7 +460,7 @@ def card_with_class_usage(model_name: str, unit: str) -> None:
         usage = evaluation.class_usage
         st.plotly_chart(class_usage_heatmap(usage, unit), key="class_usage")
         st.caption(
-            f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} images, the share "
+            f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} {evaluation.unit}, the share "
             f"of each {unit} that each class ran at “{usage.point}” (in brackets: its images)."
         )
     with st.expander("Model card"):
@@ -460,7 +478,9 @@ def show_card(card: ModelCard) -> None:
         st.code(card.recipe.command, language="bash")
     if card.evaluation:
         evaluation = card.evaluation
-        st.markdown(f"**Measured** on {evaluation.data}, split `{evaluation.split}`, {evaluation.images} images, by:")
+        st.markdown(
+            f"**Measured** on {evaluation.data}, split `{evaluation.split}`, {evaluation.images} {evaluation.unit}, by:"
+        )
         st.code(evaluation.command, language="bash")
         rows = [
             {

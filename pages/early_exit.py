@@ -1,7 +1,6 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cards import load_card
 from dynviz.models.base import ExplainsExits
 from dynviz.trace import ExitRecord, FocusRecord, NodeRecord
 from dynviz.units import spent_of_full
@@ -81,14 +80,5 @@ if isinstance(ui.model(name), ExplainsExits):
             "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score."
         )
 
-with st.expander("Stage by stage (table and downloads)"):
-    table = exit_table(trace)
-    st.dataframe(table, hide_index=True)
-    download_name = f"{name}-{image.digest[:12]}"
-    st.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
-    st.download_button("Stages (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
-
-card = load_card(name)
-if card is not None:
-    with st.expander("Model card"):
-        ui.show_card(card)
+ui.table_and_downloads("Stage by stage (table and downloads)", trace, image.digest, exit_table(trace), "Stages")
+ui.model_card(name)

@@ -45,8 +45,11 @@ statics = [
     and static.evaluation
     and (static.evaluation.data, static.evaluation.split) == (card.evaluation.data, card.evaluation.split)
 ]
-st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name)), key="tradeoff")
-st.caption(f"Measured on {card.evaluation.data} ({card.evaluation.split} split, {card.evaluation.images} images).")
+# Clips: the static network on every frame, measured beside each video model on the same clips.
+beside = {f"{b.name} on every frame": b for c in same_data if c.evaluation.unit == "clips" for b in c.evaluation.baselines}
+st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name), beside), key="tradeoff")
+evaluation = card.evaluation
+st.caption(f"Measured on {evaluation.data} ({evaluation.split} split, {evaluation.images} {evaluation.unit}).")
 
 top1, flops, versus = st.columns(3)
 top1.metric("Top-1 at this point", f"{chosen.top1:.1%}", f"{chosen.top1 - default.top1:+.1%} vs default")

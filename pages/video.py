@@ -1,7 +1,6 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.cards import load_card
 from dynviz.trace import GLANCED, PROCESSED, FrameRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.video import (
@@ -32,8 +31,8 @@ with main:
     for note in trace.notes:
         st.info(ui.text(note), icon=":material/info:")
     st.image(frame_strip(video, trace), caption=(
-        "The clip in time order. Blue: looked at by the backbone (#: the order it was visited); orange: only the "
-        "cheap test looked; faded grey: skipped. A red bar marks a scene cut."
+        "The clip in time order. Blue: looked at in full by the backbone (#: in the order chosen); orange: only glanced "
+        "at (a cheap test, or the backbone at low resolution); faded grey: skipped. A red bar marks a scene cut."
     ))
 
 left, right = st.columns(2)
@@ -64,14 +63,5 @@ with st.expander("Against the static network on every frame"):
             f"{trace.cost.latency_ms / static.cost.latency_ms:.2f}× for a FLOPs ratio of {trace.cost.fraction:.2f}×."
         )
 
-with st.expander("Frame by frame (table and downloads)"):
-    table = frame_table(trace)
-    st.dataframe(table, hide_index=True)
-    download_name = f"{name}-{video.digest[:12]}"
-    st.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
-    st.download_button("Frames (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
-
-card = load_card(name)
-if card is not None:
-    with st.expander("Model card"):
-        ui.show_card(card)
+ui.table_and_downloads("Frame by frame (table and downloads)", trace, video.digest, frame_table(trace), "Frames")
+ui.model_card(name)

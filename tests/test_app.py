@@ -8,6 +8,7 @@ from conftest import encode, pattern
 from streamlit.testing.v1 import AppTest
 
 from dynviz.cards import load_card
+from dynviz.clips import EXAMPLE_CLIPS
 from dynviz.zoo import list_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -229,3 +230,31 @@ def test_ranet_on_the_early_exit_page_says_which_resolution_answered(app):
     stage = int(metric(app, "Stopped at stage").split()[0])
     side = 8 << (stage - 1)
     assert any(title.startswith(f"Where did exit {stage} ({side}×{side} px) look") for title in charts(app))
+
+
+def test_the_video_page_shows_which_frames_each_model_looked_at_and_the_knobs_move_it(app):
+    app.radio(key="source").set_value("Example clips").run()
+    app.selectbox(key="example_clip").set_value(next(c for c in EXAMPLE_CLIPS if "cuts" in c.title)).run()
+    app.switch_page("pages/video.py").run()
+    assert not app.exception
+    assert "When was it sure enough to stop?" in charts(app)
+    looked, frames = metric(app, "Frames looked at").split(" of ")
+    assert 1 <= int(looked) <= 16 and int(frames) == 216
+    app.selectbox(key="video_model").set_value("skip_frames_lite").run()
+    figures = charts(app)
+    timeline = figures["What was on screen, frame by frame? (red lines: cuts found)"]
+    assert len([s for s in timeline["layout"]["shapes"] if s["type"] == "line"]) == 2  # the clip's two cuts
+    assert "Which frames changed enough to look again? (red: a cut)" in figures
+    app.slider(key="skip_frames_lite:delta").set_value(0.0).run()
+    assert metric(app, "Frames looked at") == "216 of 216"
+
+
+def test_the_image_pages_take_the_chosen_frame_of_a_clip(app):
+    app.radio(key="source").set_value("Example clips").run()
+    app.switch_page("pages/early_exit.py").run()
+    assert not app.exception
+    assert app.session_state["dynviz_input"].name.endswith("frame 36 (1.50 s)")  # the middle of a 3-s clip
+    assert metric(app, "Answer")
+    app.slider(key="dynviz_video_frame").set_value(10).run()
+    assert not app.exception
+    assert "frame 10" in app.session_state["dynviz_input"].name

@@ -1,13 +1,15 @@
 """One real-browser smoke run: the app on a loopback port, Debian's Chromium driven by Playwright.
 
 A user uploads a broken file and a good one: the broken one gets its one-line message, the good
-one is analysed, and the early-exit page draws its chart and the FLOPs. Skips with a reason where
+one is analysed, and the early-exit page draws its chart and the FLOPs; every page is walked, and
+at the end a clip is uploaded and the Video page answers and plays it back annotated. Skips with a reason where
 Chromium or Playwright is missing, except under CI=true, where a skip would hide a broken app.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from conftest import encode, pattern
 
 from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+from dynviz.clips import shot, write_clip
 
 
 def missing(reason: str) -> None:
@@ -30,7 +33,7 @@ def app_url():
         yield app.url
 
 
-def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_and_compare_pages(app_url, tmp_path):
+def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_compare_and_video_pages(app_url, tmp_path):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:
@@ -41,6 +44,8 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
     broken, good = tmp_path / "broken.jpg", tmp_path / "my photo.png"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     good.write_bytes(encode(pattern(320, 240, seed=7), "PNG"))
+    clip = tmp_path / "pan.mp4"
+    write_clip(shot(pattern(320, 240, seed=7), 24, (160, 120), random.Random(0)), clip)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
@@ -82,4 +87,16 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         expect(main.get_by_text("Compare: one photo through every model")).to_be_hidden(timeout=120_000)
         titles = ("Early exit:", "Layer skipping:", "Channel selection:", "Spatial:")
         expect(main.locator("h1").filter(has_text=re.compile("|".join(titles)))).to_be_visible(timeout=120_000)
+
+        page.get_by_role("link", name="Video").click()  # a clip of one's own: uploaded, decoded, played back
+        expect(main.get_by_text("Choose a video in the sidebar")).to_be_visible(timeout=120_000)
+        sidebar.locator("input[type=file]").set_input_files([clip])
+        sidebar.get_by_test_id("stSelectbox").filter(has_text="Analyse").click()
+        page.get_by_role("option", name="pan.mp4").click()
+        expect(main.get_by_text("When was it sure enough to stop?")).to_be_visible(timeout=180_000)
+        expect(main.get_by_text("What did the clip cost?")).to_be_visible(timeout=60_000)
+        page.wait_for_function(  # the annotated clip is a WebM that this Chromium decodes
+            "() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0 }",
+            timeout=120_000,
+        )
         browser.close()

@@ -1,10 +1,12 @@
 import json
+import random
 from importlib import resources
 
 import pandas as pd
 from conftest import encode, pattern
 
 from dynviz.__main__ import main
+from dynviz.clips import shot, write_clip
 
 
 def write_inputs(folder):
@@ -34,7 +36,7 @@ def test_analyze_reports_a_broken_file_and_still_analyses_the_others(tmp_path, c
         "exit_name",
     ):
         assert column in rows.columns
-    assert (rows["flops"] <= rows["flops"].max()).all() and (rows["flops_full"] > 0).all()
+    assert rows.sort_values("exit")["flops"].is_monotonic_increasing and (rows["flops_full"] > 0).all()
     errors = capsys.readouterr().err
     assert "broken.jpg: " in errors and "1 of 3 inputs failed" in errors
 
@@ -143,3 +145,36 @@ def test_analyze_adds_the_spatial_decision_summary(tmp_path):
     focus = row("gfnet_lite0", "threshold=1.0", "focus_steps=2", "policy=0")
     assert focus["focus_steps"] == 2 and focus["crop_boxes"].count("|") == 1 and focus["exit"] == 2
     assert row("ranet_cifar")["exit_resolution"] in (8, 16, 32)
+
+
+def test_analyze_writes_a_row_per_clip_or_per_frame_and_names_a_bad_clip(tmp_path, capsys):
+    clip, bad = tmp_path / "pan.mp4", tmp_path / "bad.mp4"
+    write_clip(shot(pattern(160, 120, seed=4), 12, (96, 72), random.Random(0)), clip)
+    bad.write_bytes(b"not a video at all")
+    out = tmp_path / "clips.csv"
+    assert main(["analyze", str(clip), str(bad), "--model", "skip_frames_lite", "--out", str(out)]) == 1
+    assert "bad.mp4: not a video this app reads" in capsys.readouterr().err
+    row = pd.read_csv(out).iloc[0]
+    assert row["frames"] == 12 and 1 <= row["frames_processed"] <= 12
+    assert row["frames_processed"] + row["frames_glanced"] == 12 and row["flops"] < row["flops_full"]
+
+    frames = tmp_path / "frames.csv"
+    assert main(["analyze", str(clip), "--model", "lite0", "--per-frame", "--out", str(frames)]) == 0
+    rows = pd.read_csv(frames)  # an image model on a clip: every frame, each with its own answer
+    assert list(rows.columns) == ["input", "frame", "time_s", "label", "label_index", "confidence", "processed", "flops"]
+    assert list(rows["frame"]) == list(range(12)) and rows["processed"].all() and rows["label"].notna().all()
+
+
+def test_eval_reads_a_folder_of_labelled_clips(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, synset in enumerate(("n01440764", "n01443537")):
+        (photos / f"{synset}_photo.JPEG").write_bytes(encode(pattern(160, 120, seed=i), "JPEG"))
+    assert main(["make-clips", "--images", str(photos), "--out", str(tmp_path / "clips"), "--slideshows", "1"]) == 0
+    out = tmp_path / "eval.json"
+    assert main(["eval", "skip_frames_lite", "--data", str(tmp_path / "clips"), "--out", str(out)]) == 0
+    evaluation = json.loads(out.read_text())
+    assert evaluation["images"] == 2 + 1  # a shot per photo, and the slideshow
+    baseline = evaluation["baselines"][0]
+    assert baseline["name"] == "lite0" and baseline["frames_processed"] == 1.0
+    assert all(p["frames_processed"] < 1.0 and p["frame_top1"] is not None for p in evaluation["points"])

@@ -235,3 +235,33 @@ def test_clips_made_from_photos_carry_their_labels_and_cuts(tmp_path):
         video = item.load()
         assert video.frame_count == len(labels.frame_labels) and item.frame_labels == labels.frame_labels
         assert all(labels.frame_labels[c] != labels.frame_labels[c - 1] for c in labels.cuts)
+
+
+@pytest.fixture(scope="module")
+def adaframe():
+    return create_model("adaframe_lite", pretrained=False, **tiny_config("adaframe_lite"))
+
+
+def test_adaframe_glances_at_every_frame_and_focuses_only_on_the_chosen_ones(adaframe, steady):
+    sides = []
+    hook = adaframe.net.stem.register_forward_hook(lambda _m, inputs, _o: sides.append(inputs[0].shape[-1]))
+    try:
+        trace, counted = backbone_macs(adaframe, steady, glance=0, focus_frames=3)
+    finally:
+        hook.remove()
+    frames = trace.records_of(FrameRecord)
+    focused = [r for r in frames if r.action == PROCESSED]
+    assert len(focused) == 3 and all(r.action == GLANCED for r in frames if r not in focused)
+    assert sides.count(adaframe.resolution) == 3 and sides.count(adaframe.glance_sides[0]) == steady.frame_count
+    assert counted == steady.frame_count * adaframe.glance_flops[0] + 3 * adaframe.frame_flops == trace.cost.flops
+    view = center_crop_box(*steady.size)
+    for r in focused:  # each patch lies in the frame's view, in frame pixels
+        assert view[0] <= r.box[0] < r.box[2] <= view[2] + 1e-6 and view[1] <= r.box[1] < r.box[3] <= view[3] + 1e-6
+    assert max(r.index for r in focused) - min(r.index for r in focused) >= steady.frame_count // 2  # spread out
+
+
+def test_adaframes_knobs_move_its_cost(adaframe, steady):
+    cheap = analyze(adaframe, steady, glance=0, focus_frames=1)
+    more = analyze(adaframe, steady, glance=1, focus_frames=4)
+    assert sum(r.action == PROCESSED for r in more.records_of(FrameRecord)) == 4
+    assert cheap.cost.flops < more.cost.flops < more.cost.flops_full

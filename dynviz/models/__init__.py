@@ -1,6 +1,7 @@
 """One file per method; importing this package registers every model in the zoo."""
 
 from dynviz.models import (  # noqa: F401
+    adaframe,
     channel_gating,
     dynconv,
     efficientnet_lite,

@@ -57,6 +57,7 @@ class EveryFrame:
                         prediction=frame.prediction,
                         evidence=None,
                         change=None,
+                        glance=None,
                         cut=False,
                         flops=frame.cost.flops,
                     )

@@ -136,6 +136,7 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
                     else None,
                     evidence=confidence,
                     change=None,
+                    glance=None,
                     cut=False,
                     flops=self.frame_flops if view else 0.0,
                 )

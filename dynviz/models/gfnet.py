@@ -68,17 +68,17 @@ Centre = tuple[float, float]
 """(u, v): a patch centre in the view, 0..1 across and down."""
 
 
-def patch_centre_limits() -> tuple[float, float]:
-    half = PATCH_FRACTION / 2
+def patch_centre_limits(fraction: float = PATCH_FRACTION) -> tuple[float, float]:
+    half = fraction / 2
     return half, 1 - half
 
 
-def patch_box(centre: Centre, view: Box) -> Box:
-    """The patch around ``centre`` (kept inside the view), in input pixels."""
-    low, high = patch_centre_limits()
+def patch_box(centre: Centre, view: Box, fraction: float = PATCH_FRACTION) -> Box:
+    """The patch of side ``fraction`` of the view's around ``centre`` (kept inside the view), in input pixels."""
+    low, high = patch_centre_limits(fraction)
     u, v = (min(max(c, low), high) for c in centre)
     side = view[2] - view[0]
-    half = PATCH_FRACTION * side / 2
+    half = fraction * side / 2
     x, y = view[0] + u * side, view[1] + v * side
     return (x - half, y - half, x + half, y + half)
 
@@ -99,9 +99,10 @@ class ClassActivationPolicy(nn.Module):
 
     name = "class-activation peak"
 
-    def __init__(self, classifier: nn.Linear):
+    def __init__(self, classifier: nn.Linear, patch_fraction: float = PATCH_FRACTION):
         super().__init__()
         self.classifier = classifier
+        self.patch_fraction = patch_fraction
 
     def scores(self, features: torch.Tensor, predicted: int) -> torch.Tensor:
         """CAM_c = ReLU(w_c · h): [grid, grid]."""
@@ -110,7 +111,7 @@ class ClassActivationPolicy(nn.Module):
     def centre(self, scores: torch.Tensor, covered: torch.Tensor) -> Centre:
         fine = F.interpolate(scores[None, None], size=(CAM_SEARCH_GRID,) * 2, mode="bilinear", align_corners=False)
         seen = F.interpolate(covered[None, None].float(), size=(CAM_SEARCH_GRID,) * 2, mode="nearest")
-        window = round(PATCH_FRACTION * CAM_SEARCH_GRID)
+        window = round(self.patch_fraction * CAM_SEARCH_GRID)
         held = F.avg_pool2d(fine * (1 - seen), window, 1)[0, 0]  # what each patch position would newly see
         row, col = divmod(int(held.flatten().argmax()), held.shape[-1])
         return ((col + window / 2) / CAM_SEARCH_GRID, (row + window / 2) / CAM_SEARCH_GRID)

@@ -138,6 +138,7 @@ class SkipFramesLite(ImageNetClassifier, nn.Module):
                     prediction=answer,
                     evidence=None,
                     change=round(min(change, 1.0), 4),
+                    glance=None,
                     cut=cut,
                     flops=flops,
                 )

@@ -14,11 +14,15 @@ def _hover(model: str, point: PointResult) -> str:
 
 
 def tradeoff_chart(
-    cards: list[ModelCard], static_cards: list[ModelCard], highlight: tuple[str, str] | None = None
+    cards: list[ModelCard],
+    static_cards: list[ModelCard],
+    highlight: tuple[str, str] | None = None,
+    static_points: dict[str, PointResult] | None = None,
 ) -> go.Figure:
     """Each dynamic model's curve (its budgeted operating points) and its anytime exits, and each static
-    network from its own card (a single point, or a dotted curve for one measured at several settings);
-    ``highlight`` = (model, point) is ringed. Every card should be measured on the same images."""
+    network from its own card (a single point, or a dotted curve for one measured at several settings) or
+    from ``static_points`` (name → its point, e.g. the baselines a video model's card measured beside it);
+    ``highlight`` = (model, point) is ringed. Every card should be measured on the same inputs."""
     figure = go.Figure()
     for i, card in enumerate(cards):
         color = EXIT_COLORS[i % len(EXIT_COLORS)]
@@ -59,7 +63,7 @@ def tradeoff_chart(
                 hovertext=[_hover(card.name, chosen)],
                 hoverinfo="text",
             )
-    statics: dict[str, PointResult] = {}
+    statics: dict[str, PointResult] = dict(static_points or {})
     for static in static_cards:
         series = sorted(static.evaluation.points, key=lambda p: p.mean_flops)
         if len(series) == 1:
@@ -89,7 +93,8 @@ def tradeoff_chart(
             hovertext=[_hover(name, p) for name, p in statics.items()],
             hoverinfo="text",
         )
-    figure.update_xaxes(title=f"mean {FLOPS_UNIT} per image, M")
+    unit = cards[0].evaluation.unit.removesuffix("s") if cards else "image"
+    figure.update_xaxes(title=f"mean {FLOPS_UNIT} per {unit}, M")
     figure.update_yaxes(title="top-1 accuracy, %")
     titled(figure, "How much accuracy for how much computation?", height=520)
     # Below the plot: a legend of every model's curves takes several rows, which above it would cover the title.

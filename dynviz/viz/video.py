@@ -68,8 +68,9 @@ def frame_strip(video: InputVideo, trace: Trace, columns: int = 10) -> Image.Ima
 
 
 def decision_chart(trace: Trace) -> go.Figure:
-    """Why it stopped or skipped: the clip's confidence after each frame looked at against the stop threshold
-    (early exiting), or each frame's change against the change threshold (skipping), per frame."""
+    """Why it stopped, chose or skipped: the clip's confidence after each frame looked at against the stop
+    threshold (early exiting), each frame's glance confidence (frame selection), or each frame's change
+    against the change threshold (skipping)."""
     records = trace.records_of(FrameRecord)
     figure = go.Figure()
     if any(r.evidence is not None for r in records):
@@ -88,6 +89,18 @@ def decision_chart(trace: Trace) -> go.Figure:
         figure.update_xaxes(title="frames looked at (in the order visited)", dtick=1)
         figure.update_yaxes(range=[0, 1.05], title="top-1 confidence (calibrated)")
         return titled(figure, "When was it sure enough to stop?")
+    if any(r.glance is not None for r in records):
+        figure.add_bar(
+            x=[r.index for r in records],
+            y=[r.glance for r in records],
+            marker_color=[ACTION_COLOR.get(r.action, SKIPPED) for r in records],
+            hovertext=[f"frame {r.index} ({r.time_s:.2f} s): glance {r.glance:.2f}, {ACTION_WORDS[r.action]}" for r in records],
+            hoverinfo="text",
+            name="the glance's confidence (blue: chosen for a full look)",
+        )
+        figure.update_xaxes(title="frame")
+        figure.update_yaxes(title="top-1 confidence of the glance", range=[0, 1.05])
+        return titled(figure, "Which frames did the glance find most telling?")
     figure.add_bar(
         x=[r.index for r in records],
         y=[r.change or 0.0 for r in records],
@@ -147,6 +160,7 @@ def frame_table(trace: Trace) -> pd.DataFrame:
     table["order"] = [r.order for r in records]
     table["evidence"] = [r.evidence for r in records]
     table["change"] = [r.change for r in records]
+    table["glance"] = [r.glance for r in records]
     table["cut"] = [r.cut for r in records]
     return table
 
