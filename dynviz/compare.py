@@ -9,14 +9,18 @@ masks, glance and focus), which also names the page that shows them in full.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from dynviz.trace import (
+    GLANCED,
+    PROCESSED,
     BlockRecord,
     ChannelRecord,
     ExitRecord,
     FocusRecord,
+    FrameRecord,
     MaskRecord,
     NodeRecord,
     Trace,
@@ -38,6 +42,7 @@ class Family:
 STATIC = Family("static network", "pages/early_exit.py", "exit_model")
 FAMILIES: tuple[tuple[type, Family], ...] = (
     # First match wins: a glance-and-focus trace also holds exits, RANet's exits hold resolutions.
+    (FrameRecord, Family("frame selection", "pages/video.py", "video_model")),
     (FocusRecord, Family("glance and focus", "pages/spatial.py", "focus_model", "Regions", "spatial_view")),
     (MaskRecord, Family("pixel masks", "pages/spatial.py", "mask_model", "Pixel masks", "spatial_view")),
     (BlockRecord, Family("layer skipping", "pages/layer_skipping.py", "skip_model")),
@@ -61,6 +66,11 @@ def family_of(records: Collection[type], declared: str = "") -> Family:
 
 def decision_text(trace: Trace) -> str:
     """The decision in a few words, from the records the trace holds."""
+    if frames := trace.records_of(FrameRecord):
+        counts = Counter(r.action for r in frames)
+        glanced = f", glanced at {counts[GLANCED]}" if counts[GLANCED] else ""
+        cuts = sum(r.cut for r in frames)
+        return f"looked at {counts[PROCESSED]} of {len(frames)} frames{glanced}" + (f", found {cuts} cuts" if cuts else "")
     if focus := trace.records_of(FocusRecord):
         return f"glance, then {len(focus)} focus step{'s' if len(focus) != 1 else ''}"
     if masks := trace.records_of(MaskRecord):

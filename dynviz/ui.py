@@ -48,7 +48,7 @@ from dynviz.viz.gates import class_usage_heatmap
 from dynviz.viz.image import preview
 from dynviz.viz.video import annotated_clip
 from dynviz.warmup import start_warm_up
-from dynviz.zoo import IMAGE, declared_records, list_models
+from dynviz.zoo import IMAGE, VIDEO, declared_records, list_models
 
 INPUT_KEY = "dynviz_input"
 VIDEO_KEY = "dynviz_video"
@@ -306,10 +306,10 @@ def analyze(model_name: str, image: InputImage, settings: dict[str, float] | Non
         return SERVER.analyze(model_name, model(model_name), image, settings)
 
 
-def every_model(image: InputImage) -> list[Trace]:
-    """``image`` through every bundled model at its default settings, with progress while it runs (each
-    answer is computed once for every session)."""
-    names = list_models(accepting=IMAGE)
+def every_model(image: InputImage | InputVideo) -> list[Trace]:
+    """``image`` through every bundled model that accepts it (a clip: every video model), at its default
+    settings, with progress while it runs (each answer is computed once for every session)."""
+    names = list_models(accepting=VIDEO if isinstance(image, InputVideo) else IMAGE)
     bar = st.progress(0.0, text="Running every model…")
     traces = []
     for i, name in enumerate(names):
@@ -325,9 +325,11 @@ def family(model_name: str) -> Family:
     return family_of(declared_records(model_name), card.about.family if card else "")
 
 
-def open_model_page(image: InputImage, model_name: str, family: Family) -> None:
-    """Make ``image`` the analysed input and open the page of ``family`` with ``model_name`` chosen."""
-    st.session_state[INPUT_KEY] = image
+def open_model_page(image: InputImage | InputVideo, model_name: str, family: Family) -> None:
+    """Make ``image`` the analysed input (a clip is already the sidebar's) and open the page of ``family``
+    with ``model_name`` chosen."""
+    if isinstance(image, InputImage):
+        st.session_state[INPUT_KEY] = image
     st.session_state[family.model_key] = model_name
     if family.view_key:
         st.session_state[family.view_key] = family.view

@@ -3,6 +3,7 @@ import streamlit as st
 from dynviz import ui
 from dynviz.compare import compare, savings_by_family
 from dynviz.inputs import InputImage
+from dynviz.video import InputVideo
 from dynviz.viz.compare import data_url, decision_picture, rows_table, savings_chart
 
 st.title("Compare: one photo through every model")
@@ -14,16 +15,17 @@ st.caption(
 )
 
 VIEWS = ("Easy and hard examples, side by side", "The input chosen in the sidebar")
-uploaded = st.session_state.get("source", "Example photos") != "Example photos"
+uploaded = st.session_state.get("source", "Example photos") != "Example photos"  # an upload, a clip, the camera
 view = st.radio("Show", VIEWS, index=int(uploaded), horizontal=True, key="compare_view")
 
 
-def comparison(image: InputImage, key: str) -> None:
+def comparison(image: InputImage | InputVideo, key: str) -> None:
     traces = ui.every_model(image)
     families = {t.model: ui.family(t.model) for t in traces}
     rows = compare(traces, families)
     st.plotly_chart(savings_chart(savings_by_family(rows)), key=f"{key}:savings")
-    small = ui.shown(image)  # the pictures are 72 px high: drawn from the preview, not the full photo
+    # The pictures are 72 px high: drawn from the preview, not the full photo (a clip's: its middle frame).
+    small = ui.shown(image.frame(image.frame_count // 2) if isinstance(image, InputVideo) else image)
     pictures = {t.model: data_url(decision_picture(small, t)) for t in traces}
     selection = st.dataframe(
         rows_table(rows, pictures),
@@ -64,6 +66,10 @@ if view == VIEWS[0]:
             comparison(image, key)
 else:
     image = ui.required_input()
+    if (video := ui.current_video()) is not None:
+        st.subheader(f"The clip through every video model: {video.name}")
+        comparison(video, "clip")
+        st.subheader(f"One of its frames through every image model: {image.name}")
     for note in image.notes:
         st.caption(f"Note: {ui.text(note)}")
     comparison(image, "chosen")

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from dynviz.cards import load_card
 from dynviz.clips import EXAMPLE_CLIPS
-from dynviz.zoo import list_models
+from dynviz.zoo import IMAGE, VIDEO, list_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -237,6 +237,9 @@ def test_the_video_page_shows_which_frames_each_model_looked_at_and_the_knobs_mo
     app.selectbox(key="example_clip").set_value(next(c for c in EXAMPLE_CLIPS if "cuts" in c.title)).run()
     app.switch_page("pages/video.py").run()
     assert not app.exception
+    assert "Which frames did the glance find most telling?" in charts(app)  # adaframe_lite, the first
+    assert metric(app, "Frames looked at") == "4 of 216"
+    app.selectbox(key="video_model").set_value("frame_exit_lite").run()
     assert "When was it sure enough to stop?" in charts(app)
     looked, frames = metric(app, "Frames looked at").split(" of ")
     assert 1 <= int(looked) <= 16 and int(frames) == 216
@@ -258,3 +261,13 @@ def test_the_image_pages_take_the_chosen_frame_of_a_clip(app):
     app.slider(key="dynviz_video_frame").set_value(10).run()
     assert not app.exception
     assert "frame 10" in app.session_state["dynviz_input"].name
+
+
+def test_compare_on_a_clip_runs_the_video_models_on_it_and_the_image_models_on_its_frame(app):
+    app.radio(key="source").set_value("Example clips").run()
+    app.switch_page("pages/compare.py").run()
+    assert not app.exception
+    clip_rows, frame_rows = (table.value for table in app.dataframe[:2])
+    assert set(clip_rows["model"]) == set(list_models(accepting=VIDEO))
+    assert all(text.startswith("looked at ") for text in clip_rows["what it decided"])
+    assert set(frame_rows["model"]) == set(list_models(accepting=IMAGE))

@@ -10,7 +10,7 @@ from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
 from dynviz.runtime import inference
-from dynviz.trace import BlockRecord, ExitRecord, FocusRecord, NodeRecord
+from dynviz.trace import BlockRecord, ExitRecord, FocusRecord, FrameRecord, NodeRecord
 from dynviz.viz.compare import HEIGHT, STRIP, decision_picture, savings_chart
 
 
@@ -58,3 +58,26 @@ def test_the_decision_picture_keeps_the_photo_s_aspect_and_draws_one_cell_per_un
     strip = [picture.getpixel((x, HEIGHT + STRIP)) for x in range(picture.width)]
     assert len(set(strip)) >= 2  # ran and skipped blocks (θ = 0.99 skips some, the ungated ones always run)
     assert decision_picture(image.image, exits).size == picture.size
+
+
+def test_a_clip_s_row_says_which_frames_were_looked_at_and_draws_a_cell_per_frame(tmp_path):
+    import random
+
+    import numpy as np
+
+    from dynviz.clips import slideshow, write_clip
+    from dynviz.video import load_video
+    from dynviz.zoo import create_model, tiny_config
+
+    frames, cuts = slideshow([pattern(160, 120, seed=1), pattern(160, 120, seed=9)], (96, 72), random.Random(0), 8)
+    write_clip(frames, tmp_path / "clip.mp4")
+    video = load_video((tmp_path / "clip.mp4").read_bytes(), "clip.mp4")
+    model = create_model("skip_frames_lite", pretrained=False, **tiny_config("skip_frames_lite"))
+    with inference():
+        trace = model.analyze(video, {"delta": 1.0})
+    assert family_of((FrameRecord,)).page == "pages/video.py"
+    assert decision_text(trace) == f"looked at 2 of {video.frame_count} frames, glanced at {video.frame_count - 2}, found 1 cuts"
+    picture = np.asarray(decision_picture(video.frame(0).image, trace))
+    assert picture.shape[1] == round(96 * HEIGHT / 72)
+    strip = picture[HEIGHT + 3]  # the top of the strip: coloured only where a cell is full
+    assert len({tuple(p) for p in strip}) >= 2  # full cells where frames were looked at, half cells elsewhere

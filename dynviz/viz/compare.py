@@ -10,10 +10,13 @@ from PIL import Image, ImageDraw
 
 from dynviz.compare import Comparison
 from dynviz.trace import (
+    GLANCED,
+    PROCESSED,
     BlockRecord,
     ChannelRecord,
     ExitRecord,
     FocusRecord,
+    FrameRecord,
     MaskRecord,
     Trace,
 )
@@ -26,8 +29,8 @@ COMPUTED = exit_color(0)
 
 def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
     """The photo with the decision drawn on it (focus boxes; pixel masks, skipped positions greyed), above a
-    strip of the units the network could run: exits, blocks or gated layers, coloured when they ran.
-    ``image`` is the input or a smaller copy of it."""
+    strip of the units the network could run: exits, blocks, gated layers or a clip's frames, coloured when
+    they ran. ``image`` is the input (for a clip, one of its frames) or a smaller copy of it."""
     scale = HEIGHT / trace.input_size[1]  # geometry is in the input's pixels; ``image`` may be a smaller copy
     width = max(1, round(trace.input_size[0] * scale))
     picture = image.convert("RGB").resize((width, HEIGHT), Image.Resampling.LANCZOS)
@@ -44,6 +47,9 @@ def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
     for record in trace.records_of(FocusRecord):
         box = tuple(v * scale for v in record.box)
         draw.rectangle(box, outline=exit_color(record.step), width=2)
+    for record in trace.records_of(FrameRecord):  # a clip: the box the first frame looked at was seen through
+        if record.order == 1 and record.box is not None:
+            draw.rectangle(tuple(v * scale for v in record.box), outline=COMPUTED, width=2)
     cells = strip_cells(trace)
     canvas = Image.new("RGB", (width, HEIGHT + STRIP + 2), "white")
     canvas.paste(picture, (0, 0))
@@ -60,6 +66,8 @@ def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
 
 def strip_cells(trace: Trace) -> list[tuple[str, float]]:
     """(colour, share that ran) per unit, in the order the network meets them."""
+    if frames := trace.records_of(FrameRecord):  # a clip's frames: looked at, glanced at (half) or skipped
+        return [(COMPUTED, {PROCESSED: 1.0, GLANCED: 0.5}.get(r.action, 0.0)) for r in frames]
     if blocks := trace.records_of(BlockRecord):
         return [(COMPUTED, float(r.executed)) for r in blocks]
     if channels := trace.records_of(ChannelRecord):
