@@ -66,7 +66,9 @@ def main() -> None:
         timed(model, warm_up, "warm-up.mp4")
         results[name] = timed(model, clip, "clip.mp4")
     _, _, baseline_s = results["lite0 on every frame"]
-    print(f"{'model':>22}  {'total s':>7}  {'decode s':>8}  {'frames':>7}  {'FLOPs':>8}  {'FLOPs ratio':>11}  {'time ratio':>10}")
+    print(
+        f"{'model':>22}  {'total s':>7}  {'decode s':>8}  {'frames':>7}  {'FLOPs':>8}  {'FLOPs ratio':>11}  {'time ratio':>10}"
+    )
     for name, (trace, decoded, total) in results.items():
         row = trace.summary()
         print(

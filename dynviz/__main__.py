@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     clips.add_argument("--split", choices=SPLITS, default="all", help="which half of the ImageNet sample")
     clips.add_argument("--out", type=Path, help="the folder to write clips and labels.json to")
     clips.add_argument(
-        "--slideshows", type=int, default=CLIP_SLIDESHOWS, help=f"slideshows beside the shots (default {CLIP_SLIDESHOWS})"
+        "--slideshows",
+        type=int,
+        default=CLIP_SLIDESHOWS,
+        help=f"slideshows beside the shots (default {CLIP_SLIDESHOWS})",
     )
 
     evaluation = commands.add_parser("eval", help="accuracy and mean FLOPs per operating point on a labelled folder")
@@ -107,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     train_all = commands.add_parser(
         "train-all", help="retrain the whole CIFAR-10 zoo in dependency order, each model then evaluated into its card"
     )
-    train_all.add_argument("--data", required=True, type=Path, help="CIFAR-10: train/ and test/ folders, or python batches")
+    train_all.add_argument(
+        "--data", required=True, type=Path, help="CIFAR-10: train/ and test/ folders, or python batches"
+    )
     train_all.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     train_all.add_argument("--resume", action="store_true", help="continue each model from its last checkpoint")
     train_all.add_argument("--only", nargs="+", metavar="NAME", help="only these models (still in dependency order)")
@@ -169,7 +174,10 @@ def analyze_command(
     model = create_model(name)
     known = [knob.name for knob in model.knobs()]
     if unknown := sorted(set(settings) - set(known)):
-        print(f"--set {', '.join(unknown)}: {name} has no such knob; its knobs: {', '.join(known) or 'none'}", file=sys.stderr)
+        print(
+            f"--set {', '.join(unknown)}: {name} has no such knob; its knobs: {', '.join(known) or 'none'}",
+            file=sys.stderr,
+        )
         return 2
     files = list(expand(paths))
     if not files:
@@ -246,9 +254,7 @@ def evaluate_into_card(
     if out is not None:
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
     if write_card:
-        card = load_card(name) or ModelCard(
-            name, model.about, flops_full=0.0, default_point=default_point
-        )
+        card = load_card(name) or ModelCard(name, model.about, flops_full=0.0, default_point=default_point)
         if accepts(name) == VIDEO:  # clips differ in length: the static network on every frame, on average
             flops_full = baselines[0].mean_flops
         else:

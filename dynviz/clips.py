@@ -57,7 +57,9 @@ def shot(
     width, height = photo.size
     aspect = size[0] / size[1]
     full_w = min(width, height * aspect)
-    if (motion or rng.choice((PAN, ZOOM))) == PAN:  # a window: a window of 70–90% of the photo moving from one side towards the other
+    if (
+        motion or rng.choice((PAN, ZOOM))
+    ) == PAN:  # a window: a window of 70–90% of the photo moving from one side towards the other
         scale = rng.uniform(0.7, 0.9)
         w, h = full_w * scale, full_w * scale / aspect
         start = (rng.uniform(0, width - w), rng.uniform(0, height - h))

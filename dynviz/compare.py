@@ -70,7 +70,9 @@ def decision_text(trace: Trace) -> str:
         counts = Counter(r.action for r in frames)
         glanced = f", glanced at {counts[GLANCED]}" if counts[GLANCED] else ""
         cuts = sum(r.cut for r in frames)
-        return f"looked at {counts[PROCESSED]} of {len(frames)} frames{glanced}" + (f", found {cuts} cuts" if cuts else "")
+        return f"looked at {counts[PROCESSED]} of {len(frames)} frames{glanced}" + (
+            f", found {cuts} cuts" if cuts else ""
+        )
     if focus := trace.records_of(FocusRecord):
         return f"glance, then {len(focus)} focus step{'s' if len(focus) != 1 else ''}"
     if masks := trace.records_of(MaskRecord):

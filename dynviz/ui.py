@@ -101,7 +101,15 @@ def decode_video(data: bytes, name: str) -> InputVideo:
 
 
 def example_clip(clip: ExampleClip) -> InputVideo:
-    return decode_video(resources.files("dynviz.examples").joinpath(clip.file).read_bytes(), clip.title)
+    return decode_video(example_clip_bytes(clip), clip.title)
+
+
+def example_clip_bytes(clip: ExampleClip) -> bytes:
+    return resources.files("dynviz.examples").joinpath(clip.file).read_bytes()
+
+
+def example_clips() -> list[tuple[bytes, str]]:
+    return [(example_clip_bytes(clip), clip.title) for clip in EXAMPLE_CLIPS]
 
 
 def pick(chosen: InputImage | InputVideo | None) -> None:
@@ -212,7 +220,8 @@ def current_video() -> InputVideo | None:
 def required_video() -> InputVideo:
     """The analysed clip; the page stops with a hint while there is none."""
     return _required(
-        current_video(), "Choose a video in the sidebar: an example clip, or upload one (MP4, MOV, WebM, MKV, AVI, GIF)."
+        current_video(),
+        "Choose a video in the sidebar: an example clip, or upload one (MP4, MOV, WebM, MKV, AVI, GIF).",
     )
 
 
@@ -297,7 +306,9 @@ def model(name: str):
 def warm_up() -> threading.Thread | None:
     """Once per server process: the background warm-up (:mod:`dynviz.warmup`), unless ``DYNVIZ_WARM_UP=0``
     (the test suite's apps, which each need a model or two, not all of them)."""
-    return start_warm_up(SERVER, example_photos) if os.environ.get("DYNVIZ_WARM_UP", "1") != "0" else None
+    if os.environ.get("DYNVIZ_WARM_UP", "1") == "0":
+        return None
+    return start_warm_up(SERVER, example_photos, example_clips)
 
 
 def analyze(model_name: str, image: InputImage, settings: dict[str, float] | None = None) -> Trace:

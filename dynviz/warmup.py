@@ -1,6 +1,7 @@
 """What an app process computes in the background as it starts, so that the first visitors find it done:
 every model loaded, the example photos through every model (the Compare page's default view and every
-page's first answer), and the bundled galleries of the exit models (the Easy-vs-hard page). All of it goes
+page's first answer), the bundled galleries of the exit models (the Easy-vs-hard page), and the example
+clips through every video model (the Video page). All of it goes
 through the serving layer as background work: it takes the inference slot only while no visitor waits for
 it."""
 
@@ -16,10 +17,14 @@ from dynviz.gallery import default_gallery, run_gallery
 from dynviz.inputs import load_image
 from dynviz.runtime import Server
 from dynviz.trace import ExitRecord
-from dynviz.zoo import IMAGE, declared_records, list_models
+from dynviz.video import load_video
+from dynviz.zoo import IMAGE, VIDEO, declared_records, list_models
+
+Files = Callable[[], Iterable[tuple[bytes, str]]]
+"""(bytes, display name) of each example."""
 
 
-def warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -> None:
+def warm_up(server: Server, photos: Files, clips: Files = list) -> None:
     start = time.perf_counter()
     names = list_models(accepting=IMAGE)
     models = {name: server.model(name) for name in names}
@@ -32,10 +37,16 @@ def warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -
             default = model.operating_points()[model.default_point].settings
             analyze = functools.partial(server.analyze, name, model, background=True)
             run_gallery(model, default_gallery(model, photos), default, analyze)
-    print(f"dynviz: warmed up {len(names)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    video_models = {name: server.model(name) for name in list_models(accepting=VIDEO)}
+    for data, title in clips():
+        video = load_video(data, title)
+        for name, model in video_models.items():
+            server.analyze(name, model, video, None, background=True)
+    count = len(models) + len(video_models)
+    print(f"dynviz: warmed up {count} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
-def start_warm_up(server: Server, photos: Callable[[], Iterable[tuple[bytes, str]]]) -> threading.Thread:
-    thread = threading.Thread(target=warm_up, args=(server, photos), name="dynviz-warm-up", daemon=True)
+def start_warm_up(server: Server, photos: Files, clips: Files = list) -> threading.Thread:
+    thread = threading.Thread(target=warm_up, args=(server, photos, clips), name="dynviz-warm-up", daemon=True)
     thread.start()
     return thread

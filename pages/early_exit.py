@@ -72,7 +72,9 @@ if isinstance(ui.model(name), ExplainsExits):
         with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
         if show_overlay:
             with_heatmap(
-                figure, ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image), "Grad-CAM"
+                figure,
+                ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image),
+                "Grad-CAM",
             )
         st.plotly_chart(figure, key="cam")
         st.caption(

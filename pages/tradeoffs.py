@@ -46,7 +46,9 @@ statics = [
     and (static.evaluation.data, static.evaluation.split) == (card.evaluation.data, card.evaluation.split)
 ]
 # Clips: the static network on every frame, measured beside each video model on the same clips.
-beside = {f"{b.name} on every frame": b for c in same_data if c.evaluation.unit == "clips" for b in c.evaluation.baselines}
+beside = {
+    f"{b.name} on every frame": b for c in same_data if c.evaluation.unit == "clips" for b in c.evaluation.baselines
+}
 st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name), beside), key="tradeoff")
 evaluation = card.evaluation
 st.caption(f"Measured on {evaluation.data} ({evaluation.split} split, {evaluation.images} {evaluation.unit}).")

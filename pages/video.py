@@ -30,10 +30,13 @@ with main:
     ui.answer_header(trace, f"{processed} of {len(frames)}", detail, decision_label="Frames looked at")
     for note in trace.notes:
         st.info(ui.text(note), icon=":material/info:")
-    st.image(frame_strip(video, trace), caption=(
-        "The clip in time order. Blue: looked at in full by the backbone (#: in the order chosen); orange: only glanced "
-        "at (a cheap test, or the backbone at low resolution); faded grey: skipped. A red bar marks a scene cut."
-    ))
+    st.image(
+        frame_strip(video, trace),
+        caption=(
+            "The clip in time order. Blue: looked at in full by the backbone (#: in the order chosen); orange: only glanced "
+            "at (a cheap test, or the backbone at low resolution); faded grey: skipped. A red bar marks a scene cut."
+        ),
+    )
 
 left, right = st.columns(2)
 with left:
@@ -50,7 +53,9 @@ if all(r.prediction is not None for r in frames):
 with st.expander("The clip with the decisions drawn on it", expanded=True):
     player, _ = st.columns([3, 2])
     player.video(ui.annotated(name, video, trace), format="video/webm")
-    player.caption("Each frame framed in the colour of what the model did with it; the white box is what the backbone saw.")
+    player.caption(
+        "Each frame framed in the colour of what the model did with it; the white box is what the backbone saw."
+    )
 
 with st.expander("Against the static network on every frame"):
     baseline = ui.model(name).baselines[0]

@@ -33,7 +33,9 @@ def app_url():
         yield app.url
 
 
-def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_compare_and_video_pages(app_url, tmp_path):
+def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_compare_and_video_pages(
+    app_url, tmp_path
+):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
     try:

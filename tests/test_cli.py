@@ -161,7 +161,16 @@ def test_analyze_writes_a_row_per_clip_or_per_frame_and_names_a_bad_clip(tmp_pat
     frames = tmp_path / "frames.csv"
     assert main(["analyze", str(clip), "--model", "lite0", "--per-frame", "--out", str(frames)]) == 0
     rows = pd.read_csv(frames)  # an image model on a clip: every frame, each with its own answer
-    assert list(rows.columns) == ["input", "frame", "time_s", "label", "label_index", "confidence", "processed", "flops"]
+    assert list(rows.columns) == [
+        "input",
+        "frame",
+        "time_s",
+        "label",
+        "label_index",
+        "confidence",
+        "processed",
+        "flops",
+    ]
     assert list(rows["frame"]) == list(range(12)) and rows["processed"].all() and rows["label"].notna().all()
 
 

@@ -76,7 +76,10 @@ def test_a_clip_s_row_says_which_frames_were_looked_at_and_draws_a_cell_per_fram
     with inference():
         trace = model.analyze(video, {"delta": 1.0})
     assert family_of((FrameRecord,)).page == "pages/video.py"
-    assert decision_text(trace) == f"looked at 2 of {video.frame_count} frames, glanced at {video.frame_count - 2}, found 1 cuts"
+    assert (
+        decision_text(trace)
+        == f"looked at 2 of {video.frame_count} frames, glanced at {video.frame_count - 2}, found 1 cuts"
+    )
     picture = np.asarray(decision_picture(video.frame(0).image, trace))
     assert picture.shape[1] == round(96 * HEIGHT / 72)
     strip = picture[HEIGHT + 3]  # the top of the strip: coloured only where a cell is full

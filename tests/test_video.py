@@ -48,7 +48,9 @@ def steady(folder):
 @pytest.fixture(scope="module")
 def two_scenes(folder):
     """Two different pictures, 12 frames each: a cut at frame 12."""
-    frames, cuts = slideshow([pattern(160, 120, seed=1), Image.new("RGB", (160, 120), (20, 200, 40))], (96, 72), random.Random(1), 12)
+    frames, cuts = slideshow(
+        [pattern(160, 120, seed=1), Image.new("RGB", (160, 120), (20, 200, 40))], (96, 72), random.Random(1), 12
+    )
     assert cuts == [len(frames) - len(frames) // 2] or cuts
     return load_video(clip_bytes(folder, frames, "two_scenes.mp4"), "two_scenes.mp4"), cuts[0]
 
@@ -90,7 +92,22 @@ def truncated(tmp_path):
 def riff_wave(tmp_path):
     """An audio-only file (WAV) named like a video."""
     samples = np.zeros(800, np.int16).tobytes()
-    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(samples), b"WAVE", b"fmt ", 16, 1, 1, 8000, 16000, 2, 16, b"data", len(samples))
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(samples),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        8000,
+        16000,
+        2,
+        16,
+        b"data",
+        len(samples),
+    )
     return header + samples
 
 
@@ -194,7 +211,9 @@ def test_the_change_threshold_decides_which_frames_skip_frames_recomputes_and_cu
     computed = [r.index for r in lazy if r.action == PROCESSED]
     assert computed == [0, cut]  # the first frame, and the first after the cut, whatever δ
     assert [r.index for r in lazy if r.cut] == [cut]
-    assert all(r.action == GLANCED and r.prediction == lazy[r.index - 1].prediction for r in lazy if r.index not in computed)
+    assert all(
+        r.action == GLANCED and r.prediction == lazy[r.index - 1].prediction for r in lazy if r.index not in computed
+    )
 
 
 def test_boxes_are_in_frame_coordinates(frame_exit, steady):

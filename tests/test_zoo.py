@@ -10,12 +10,19 @@ import numpy as np
 import pytest
 from conftest import encode, pattern
 
+from dynviz.clips import write_clip
 from dynviz.inputs import load_image
 from dynviz.runtime import inference
 from dynviz.trace import RECORD_TYPES, Trace
-from dynviz.clips import write_clip
 from dynviz.video import load_video
-from dynviz.zoo import VIDEO, accepts, create_model, declared_records, list_models, tiny_config
+from dynviz.zoo import (
+    VIDEO,
+    accepts,
+    create_model,
+    declared_records,
+    list_models,
+    tiny_config,
+)
 
 
 @functools.cache

@@ -118,7 +118,9 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         self.glance_sides = glance_sides
         # Measured before any request.
         self.frame_flops = module_macs(self.net, (1, 3, resolution, resolution))
-        self.glance_flops = [module_macs(self.net, (1, 3, side, side)) + self.policy_macs(side) for side in glance_sides]
+        self.glance_flops = [
+            module_macs(self.net, (1, 3, side, side)) + self.policy_macs(side) for side in glance_sides
+        ]
 
     def policy_macs(self, side: int) -> int:
         """The class-activation map's cost on a glance at ``side`` px."""
@@ -137,11 +139,25 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
 
     def knobs(self) -> list[Knob]:
         return [
-            Knob("glance", "Glance resolution", 0, len(self.glance_sides) - 1, 1, DEFAULT_GLANCE,
-                 "The side every frame is glanced at: cheaper, or surer about which frames and where.",
-                 choices=tuple(f"{side} px" for side in self.glance_sides)),
-            Knob("focus_frames", "Frames to focus on", 1, 16, 1, DEFAULT_FOCUS,
-                 "How many frames get a full-resolution look at their patch."),
+            Knob(
+                "glance",
+                "Glance resolution",
+                0,
+                len(self.glance_sides) - 1,
+                1,
+                DEFAULT_GLANCE,
+                "The side every frame is glanced at: cheaper, or surer about which frames and where.",
+                choices=tuple(f"{side} px" for side in self.glance_sides),
+            ),
+            Knob(
+                "focus_frames",
+                "Frames to focus on",
+                1,
+                16,
+                1,
+                DEFAULT_FOCUS,
+                "How many frames get a full-resolution look at their patch.",
+            ),
         ]
 
     def operating_points(self) -> dict[str, OperatingPoint]:

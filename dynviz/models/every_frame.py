@@ -66,7 +66,9 @@ class EveryFrame:
         full = sum(t.cost.flops_full for t in frame_traces)
         cost = Cost(spent, full, {self.model.name: spent}, watch.ms, {self.name: spent})
         answer = mean_prediction([t.prediction for t in frame_traces], self.labels)
-        return Trace(self.name, video.name, video.size, answer, cost, tuple(records), frame_traces[0].settings, video.notes)
+        return Trace(
+            self.name, video.name, video.size, answer, cost, tuple(records), frame_traces[0].settings, video.notes
+        )
 
 
 def analyst(name: str, model: Any, item: InputImage | InputVideo) -> Any:

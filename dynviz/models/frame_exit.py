@@ -93,8 +93,15 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
 
     def knobs(self) -> list[Knob]:
         return [
-            Knob("tau", "Stop threshold", 0.0, 1.0, 0.01, POINTS[self.default_point],
-                 "Stop as soon as the calibrated confidence of the frames seen so far reaches this."),
+            Knob(
+                "tau",
+                "Stop threshold",
+                0.0,
+                1.0,
+                0.01,
+                POINTS[self.default_point],
+                "Stop as soon as the calibrated confidence of the frames seen so far reaches this.",
+            ),
             Knob("budget", "Frame budget", 1, 64, 1, BUDGET, "Look at no more than this many frames."),
         ]
 

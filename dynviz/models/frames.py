@@ -62,5 +62,7 @@ def clip_trace(
 ) -> Trace:
     """A clip's trace: what the frames cost against ``baseline`` (``frame_flops`` each) on every frame."""
     all_frames = frame_flops * video.frame_count
-    cost = Cost(sum(r.flops for r in records), all_frames, breakdown, latency_ms, {f"{baseline} on every frame": all_frames})
+    cost = Cost(
+        sum(r.flops for r in records), all_frames, breakdown, latency_ms, {f"{baseline} on every frame": all_frames}
+    )
     return Trace(name, video.name, video.size, answer, cost, tuple(records), settings, video.notes)

@@ -88,9 +88,16 @@ class SkipFramesLite(ImageNetClassifier, nn.Module):
 
     def knobs(self) -> list[Knob]:
         return [
-            Knob("delta", "Change threshold", 0.0, 0.3, 0.005, POINTS[self.default_point],
-                 "Compute a new answer when a frame differs from the last one computed by at least this "
-                 "(mean absolute change of its thumbnail's pixels, 0–1). 0 computes every frame."),
+            Knob(
+                "delta",
+                "Change threshold",
+                0.0,
+                0.3,
+                0.005,
+                POINTS[self.default_point],
+                "Compute a new answer when a frame differs from the last one computed by at least this "
+                "(mean absolute change of its thumbnail's pixels, 0–1). 0 computes every frame.",
+            ),
         ]
 
     def operating_points(self) -> dict[str, OperatingPoint]:

@@ -56,7 +56,9 @@ def frame_strip(video: InputVideo, trace: Trace, columns: int = 10) -> Image.Ima
         x, y = (slot % columns) * (width + 2 * pad), (slot // columns) * (height + 2 * pad + label)
         thumbnail = Image.fromarray(video.thumbnails[index])
         if record.action not in ACTION_COLOR:
-            thumbnail = Image.blend(ImageOps.grayscale(thumbnail).convert("RGB"), Image.new("RGB", thumbnail.size, "white"), 0.5)
+            thumbnail = Image.blend(
+                ImageOps.grayscale(thumbnail).convert("RGB"), Image.new("RGB", thumbnail.size, "white"), 0.5
+            )
         color = ACTION_COLOR.get(record.action, SKIPPED)
         draw.rectangle((x, y, x + width + 2 * pad - 1, y + height + 2 * pad - 1), fill=color)
         sheet.paste(thumbnail, (x + pad, y + pad))
@@ -79,13 +81,18 @@ def decision_chart(trace: Trace) -> go.Figure:
             x=[r.order for r in looked],
             y=[r.evidence for r in looked],
             mode="lines+markers",
-            hovertext=[f"frame {r.index} ({r.time_s:.2f} s): {r.prediction.label}; clip so far {r.evidence:.2f}" for r in looked],
+            hovertext=[
+                f"frame {r.index} ({r.time_s:.2f} s): {r.prediction.label}; clip so far {r.evidence:.2f}"
+                for r in looked
+            ],
             hoverinfo="text",
             marker_color=LOOKED,
             name="confidence of the frames seen so far",
         )
         if "tau" in trace.settings:
-            figure.add_hline(y=trace.settings["tau"], line={"color": THRESHOLD, "dash": "dash"}, annotation_text="stop threshold τ")
+            figure.add_hline(
+                y=trace.settings["tau"], line={"color": THRESHOLD, "dash": "dash"}, annotation_text="stop threshold τ"
+            )
         figure.update_xaxes(title="frames looked at (in the order visited)", dtick=1)
         figure.update_yaxes(range=[0, 1.05], title="top-1 confidence (calibrated)")
         return titled(figure, "When was it sure enough to stop?")
@@ -94,7 +101,9 @@ def decision_chart(trace: Trace) -> go.Figure:
             x=[r.index for r in records],
             y=[r.glance for r in records],
             marker_color=[ACTION_COLOR.get(r.action, SKIPPED) for r in records],
-            hovertext=[f"frame {r.index} ({r.time_s:.2f} s): glance {r.glance:.2f}, {ACTION_WORDS[r.action]}" for r in records],
+            hovertext=[
+                f"frame {r.index} ({r.time_s:.2f} s): glance {r.glance:.2f}, {ACTION_WORDS[r.action]}" for r in records
+            ],
             hoverinfo="text",
             name="the glance's confidence (blue: chosen for a full look)",
         )
@@ -110,9 +119,13 @@ def decision_chart(trace: Trace) -> go.Figure:
         name="change since the last frame looked at",
     )
     if "delta" in trace.settings:
-        figure.add_hline(y=trace.settings["delta"], line={"color": THRESHOLD, "dash": "dash"}, annotation_text="change threshold δ")
+        figure.add_hline(
+            y=trace.settings["delta"], line={"color": THRESHOLD, "dash": "dash"}, annotation_text="change threshold δ"
+        )
     figure.update_xaxes(title="frame")
-    figure.update_yaxes(title="mean absolute change of the thumbnail", range=[0, max(0.3, *(r.change or 0 for r in records))])
+    figure.update_yaxes(
+        title="mean absolute change of the thumbnail", range=[0, max(0.3, *(r.change or 0 for r in records))]
+    )
     return titled(figure, "Which frames changed enough to look again? (red: a cut)")
 
 
@@ -123,11 +136,20 @@ def cumulative_flops(trace: Trace) -> go.Figure:
     per_frame = trace.cost.flops_full / max(len(records), 1)
     figure = go.Figure()
     frames = [r.index for r in records]
-    figure.add_scatter(x=frames, y=per_frame * (np.arange(len(records)) + 1), mode="lines", line={"color": STATIC, "dash": "dot"}, name="static network on every frame")
+    figure.add_scatter(
+        x=frames,
+        y=per_frame * (np.arange(len(records)) + 1),
+        mode="lines",
+        line={"color": STATIC, "dash": "dot"},
+        name="static network on every frame",
+    )
     figure.add_scatter(x=frames, y=spent, mode="lines", line={"color": LOOKED}, name=trace.model)
     figure.update_xaxes(title="frame")
     figure.update_yaxes(title=f"{FLOPS_UNIT} spent so far")
-    return titled(figure, f"What did the clip cost? {format_flops(trace.cost.flops)} against {format_flops(trace.cost.flops_full)}")
+    return titled(
+        figure,
+        f"What did the clip cost? {format_flops(trace.cost.flops)} against {format_flops(trace.cost.flops_full)}",
+    )
 
 
 def label_timeline(trace: Trace) -> go.Figure:
@@ -139,8 +161,16 @@ def label_timeline(trace: Trace) -> go.Figure:
         x=[r.index for r in records],
         y=[r.prediction.label for r in records],
         mode="markers",
-        marker={"color": [ACTION_COLOR.get(r.action, SKIPPED) for r in records], "symbol": "line-ns-open", "size": 14, "line": {"width": 3}},
-        hovertext=[f"frame {r.index}: {r.prediction.label} ({r.prediction.confidence:.2f}), {ACTION_WORDS[r.action]}" for r in records],
+        marker={
+            "color": [ACTION_COLOR.get(r.action, SKIPPED) for r in records],
+            "symbol": "line-ns-open",
+            "size": 14,
+            "line": {"width": 3},
+        },
+        hovertext=[
+            f"frame {r.index}: {r.prediction.label} ({r.prediction.confidence:.2f}), {ACTION_WORDS[r.action]}"
+            for r in records
+        ],
         hoverinfo="text",
         name="answer (blue: computed here; orange: carried over)",
     )
@@ -181,7 +211,9 @@ def annotated_clip(video: InputVideo, trace: Trace, fps: float | None = None) ->
         draw.rectangle((0, 0, size[0] - 1, size[1] - 1), outline=color, width=6)
         if record.box is not None and record.action == PROCESSED:
             draw.rectangle(tuple(v * scale for v in record.box), outline="white", width=2)
-        words = ACTION_WORDS[record.action] + (f" #{record.order}" if record.action == PROCESSED and record.order else "")
+        words = ACTION_WORDS[record.action] + (
+            f" #{record.order}" if record.action == PROCESSED and record.order else ""
+        )
         if record.prediction is not None:
             words += f": {record.prediction.label}"
         if record.cut:
