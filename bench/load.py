@@ -48,6 +48,7 @@ PAGES = {  # link text → a text the page shows once its main chart is drawn
     "Spatial": "How sparse was each block?",
     "Easy vs hard": "Where did the images leave?",
     "Trade-offs": "How much accuracy for how much computation?",
+    "Video": "Choose a video in the sidebar",  # the sessions upload photos: the page asks for a clip
     "Home": "what a dynamic network chose to compute",
 }
 VISIT_TIMEOUT_S = 120

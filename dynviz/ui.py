@@ -44,6 +44,7 @@ from dynviz.video import (
     is_video,
     load_video,
 )
+from dynviz.viz.compare import data_url, decision_picture
 from dynviz.viz.gates import class_usage_heatmap
 from dynviz.viz.image import preview
 from dynviz.viz.video import annotated_clip
@@ -330,6 +331,20 @@ def every_model(image: InputImage | InputVideo) -> list[Trace]:
     return traces
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _decision_pictures(digest: str, answers: tuple, _image: InputImage | InputVideo, _traces: list[Trace]) -> dict:
+    # 72 px high: drawn from the preview, not the full photo (a clip's: its middle frame).
+    small = shown(_image.frame(_image.frame_count // 2) if isinstance(_image, InputVideo) else _image)
+    return {t.model: data_url(decision_picture(small, t)) for t in _traces}
+
+
+def decision_pictures(image: InputImage | InputVideo, traces: list[Trace]) -> dict[str, str]:
+    """Each trace's decision drawn small (:func:`dynviz.viz.compare.decision_picture`) as a data URL, by model:
+    drawn once per input, model and settings, not at every rerun of the Compare page."""
+    answers = tuple((t.model, settings_key(t.settings)) for t in traces)
+    return _decision_pictures(image.digest, answers, image, traces)
+
+
 def family(model_name: str) -> Family:
     """The family of ``model_name``'s decisions, and the page that shows them."""
     card = load_card(model_name)
@@ -480,6 +495,10 @@ def card_with_class_usage(model_name: str, unit: str) -> None:
         show_card(card)
 
 
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 def show_card(card: ModelCard) -> None:
     about = card.about
     st.markdown(f"**{about.title}** — {about.family}")
@@ -505,9 +524,14 @@ def show_card(card: ModelCard) -> None:
                 "of static": f"{p.mean_flops / card.flops_full:.0%}",
                 "mean latency": f"{p.mean_latency_ms:.0f} ms",
                 "answered at each exit": ", ".join(f"{r:.0%}" for r in p.exit_rates),
+                "frames looked at": _share(p.frames_processed),
+                "per-frame top-1": _share(p.frame_top1),
+                "cuts found": _share(p.cuts_found),
             }
             for p in (*evaluation.points, *evaluation.baselines)
         ]
+        # Columns no point has (the clips' columns on an image model's card) are left out.
+        rows = [{k: v for k, v in row.items() if any(other[k] for other in rows)} for row in rows]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         if evaluation.match is not None:
             st.markdown(evaluation.match.describe())

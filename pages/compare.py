@@ -4,7 +4,7 @@ from dynviz import ui
 from dynviz.compare import compare, savings_by_family
 from dynviz.inputs import InputImage
 from dynviz.video import InputVideo
-from dynviz.viz.compare import data_url, decision_picture, rows_table, savings_chart
+from dynviz.viz.compare import rows_table, savings_chart
 
 st.title("Compare: one photo through every model")
 st.caption(
@@ -24,9 +24,7 @@ def comparison(image: InputImage | InputVideo, key: str) -> None:
     families = {t.model: ui.family(t.model) for t in traces}
     rows = compare(traces, families)
     st.plotly_chart(savings_chart(savings_by_family(rows)), key=f"{key}:savings")
-    # The pictures are 72 px high: drawn from the preview, not the full photo (a clip's: its middle frame).
-    small = ui.shown(image.frame(image.frame_count // 2) if isinstance(image, InputVideo) else image)
-    pictures = {t.model: data_url(decision_picture(small, t)) for t in traces}
+    pictures = ui.decision_pictures(image, traces)
     selection = st.dataframe(
         rows_table(rows, pictures),
         hide_index=True,
