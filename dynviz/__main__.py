@@ -38,7 +38,8 @@ from dynviz.models.every_frame import EveryFrame, analyst
 from dynviz.progress import progress
 from dynviz.runtime import every_core, inference
 from dynviz.trace import FrameRecord
-from dynviz.train.loop import TrainOptions, machine_description
+from dynviz.train.cifar import checkpoint_path
+from dynviz.train.loop import TrainOptions, machine_description, trained_seconds
 from dynviz.units import format_flops
 from dynviz.video import VIDEO_SUFFIXES, load_input_file
 from dynviz.zoo import VIDEO, accepts, create_model
@@ -289,9 +290,9 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
     start = time.perf_counter()
     with every_core():
         card = RECIPES[name](options)
-    card = dataclasses.replace(
-        card, recipe=Recipe(command, round(time.perf_counter() - start, 1), machine_description())
-    )
+    # A run resumed from a checkpoint: the training time of every stretch, not only the last one's.
+    seconds = trained_seconds(checkpoint_path(name)) or time.perf_counter() - start
+    card = dataclasses.replace(card, recipe=Recipe(command, round(seconds, 1), machine_description()))
     card.save()
     return main(["eval", name, "--data", str(options.data), "--split", "test", "--card"])
 

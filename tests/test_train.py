@@ -158,10 +158,13 @@ def test_a_run_interrupted_after_an_epoch_and_resumed_ends_with_the_weights_of_a
         fit(fresh(), exit_losses, data, data, prepare, schedule, checkpoint)
     monkeypatch.undo()
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 0
+    first_stretch = loop.trained_seconds(checkpoint)
+    assert first_stretch > 0
 
     resumed = MSDNet(MSDNetConfig.tiny())
     history = fit(resumed, exit_losses, data, data, prepare, schedule, checkpoint, resume=True)
     assert len(history) == 2  # the first epoch's validation comes from the checkpoint
+    assert loop.trained_seconds(checkpoint) > first_stretch  # the card's training time counts both stretches
     assert all(torch.equal(a, b) for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()))
 
 

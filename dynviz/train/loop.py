@@ -48,6 +48,13 @@ class TrainOptions:
     """Extra images without labels, for recipes that distil (a teacher labels them)."""
 
 
+def trained_seconds(checkpoint: Path) -> float | None:
+    """The training time ``checkpoint`` holds, summed over every run that resumed it (None where it has none)."""
+    if not checkpoint.exists():
+        return None
+    return torch.load(checkpoint, map_location="cpu", weights_only=True).get("seconds")
+
+
 def machine_description() -> str:
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{platform.machine()} CPU, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
@@ -213,6 +220,7 @@ def fit(
         torch.set_rng_state(state["torch_rng"])
         first_epoch, history = state["epoch"] + 1, state["history"]
         print(f"resumed from {checkpoint} after epoch {first_epoch}", file=sys.stderr)
+    trained_before = state.get("seconds", 0.0) if state is not None else 0.0
     start, steps_done = time.perf_counter(), 0
     steps_left = (schedule.epochs - first_epoch) * steps_per_epoch
     for epoch in range(first_epoch, schedule.epochs):
@@ -248,6 +256,7 @@ def fit(
                 "epoch": epoch,
                 "history": history,
                 "schedule": dataclasses.asdict(schedule),
+                "seconds": trained_before + time.perf_counter() - start,
             },
             checkpoint,
         )
