@@ -31,6 +31,7 @@ from PIL import Image
 
 from dynviz.inputs import InputError, InputImage, load_image
 
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif")
 MAX_VIDEO_BYTES = 200 * 2**20
 """Matches ``server.maxUploadSize`` in .streamlit/config.toml (MB)."""
@@ -169,6 +170,7 @@ def load_input_file(path: str | os.PathLike[str], progress: Progress | None = No
 def _run_worker(source: Path, folder: Path, name: str, progress: Progress | None) -> dict:
     worker = subprocess.Popen(
         [sys.executable, "-m", "dynviz.video", str(source), str(folder)],
+        cwd=PACKAGE_ROOT,  # importable as ``dynviz`` whatever the app's or the command's working directory
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # FFmpeg's own complaints; the worker's verdict comes on stdout
         text=True,

@@ -262,21 +262,27 @@ def adaframe():
 
 
 def test_adaframe_glances_at_every_frame_and_focuses_only_on_the_chosen_ones(adaframe, steady):
-    sides = []
-    hook = adaframe.net.stem.register_forward_hook(lambda _m, inputs, _o: sides.append(inputs[0].shape[-1]))
+    seen = []  # (side, batch) of every backbone call
+    hook = adaframe.net.stem.register_forward_hook(lambda _m, inputs, _o: seen.append(tuple(inputs[0].shape[::3])))
     try:
-        trace, counted = backbone_macs(adaframe, steady, glance=0, focus_frames=3)
+        trace, counted = backbone_macs(adaframe, steady, glance=0, focus_frames=3, patch=1)
     finally:
         hook.remove()
     frames = trace.records_of(FrameRecord)
     focused = [r for r in frames if r.action == PROCESSED]
     assert len(focused) == 3 and all(r.action == GLANCED for r in frames if r not in focused)
-    assert sides.count(adaframe.resolution) == 3 and sides.count(adaframe.glance_sides[0]) == steady.frame_count
-    assert counted == steady.frame_count * adaframe.glance_flops[0] + 3 * adaframe.frame_flops == trace.cost.flops
+    glance_side = adaframe.glance_sides[0]
+    assert sum(batch for batch, side in seen if side == glance_side) == steady.frame_count  # glances, batched
+    assert [batch for batch, side in seen if side == adaframe.resolution] == [1, 1, 1]  # a full look at 3 frames
+    focus = adaframe.frame_flops + adaframe.policy_flops[0]
+    assert counted == steady.frame_count * adaframe.glance_flops[0] + 3 * focus == trace.cost.flops
     view = center_crop_box(*steady.size)
-    for r in focused:  # each patch lies in the frame's view, in frame pixels
+    for r in focused:  # each patch lies in the frame's view, in frame pixels, 80% of its side
         assert view[0] <= r.box[0] < r.box[2] <= view[2] + 1e-6 and view[1] <= r.box[1] < r.box[3] <= view[3] + 1e-6
+        assert r.box[2] - r.box[0] == pytest.approx(0.8 * (view[2] - view[0]))
     assert max(r.index for r in focused) - min(r.index for r in focused) >= steady.frame_count // 2  # spread out
+    whole = analyze(adaframe, steady, glance=0, focus_frames=3, patch=0)
+    assert {r.box for r in whole.records_of(FrameRecord)} == {view}
 
 
 def test_adaframes_knobs_move_its_cost(adaframe, steady):

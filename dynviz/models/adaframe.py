@@ -6,20 +6,23 @@ resolution per frame). Survey §5 (temporal-wise dynamic networks: frame samplin
 focus in space.
 
 **Glance.** Every frame t is seen by Lite0 at a low resolution g (64–128 px, 0.08–0.33× a full view's
-cost): its prediction p_t and its last feature map h_t.
+cost): its prediction p_t and its last feature map h_t. The glances are independent, so they run as
+batches: at batch size one, Lite0's fixed cost per layer made a 64-px glance nearly as slow as a full look.
 
 **Policy: which frames.** The frames worth a full look are those whose glance is most sure, s_t = max_y
 p_t(y) (AdaFrame's saliency of a frame, here read off the glance), taken greedily best first but at least
 T / 2K frames apart, so that K focus frames spread over the clip.
 
-**Policy: where on each.** On a chosen frame the class activation map of the glance's class,
-CAM = ReLU(w_c · h_t) (Zhou et al., CVPR 2016), locates the object, and the patch of :data:`PATCH_FRACTION`
-of the view holding the most of it is cut from the frame at full scale (AdaFocus's patch, here a large one:
-the pretrained Lite0 is unchanged, and loses accuracy on small patches; see the GFNet card).
+**Policy: where on each.** Either the whole view (the default), or, as AdaFocus, a patch: the class
+activation map of the glance's class, CAM = ReLU(w_c · h_t) (Zhou et al., CVPR 2016), locates the object,
+and the patch of 80% of the view holding the most of it is cut from the frame at full scale. The
+pretrained Lite0 is unchanged here, and on clips of the calibration half an 80% patch cost it 5 points
+of clip accuracy against the whole view (docs/video.md), as GFNet's smaller patches did on photos.
 
-**Focus and answer.** Lite0 at 224 px runs on each patch; the clip's answer is the mean of the focused
-frames' probabilities. The cost is T glances (each with its activation map) and K focus runs, against T full
-runs for the all-frames baseline. Nothing is trained: the glance resolution and K are the knobs.
+**Focus and answer.** Lite0 at 224 px runs on each chosen view; the clip's answer is the mean of the
+focused frames' probabilities. The cost is T glances and K focus runs (and an activation map for each
+patch), against T full runs for the all-frames baseline. Nothing is trained: the glance resolution, K and
+the patch are the knobs.
 """
 
 from __future__ import annotations
@@ -72,19 +75,22 @@ ABOUT = About(
 
 BASELINE = "lite0"
 GLANCE_SIDES = (64, 80, 96, 128)
-PATCH_FRACTION = 0.8
-"""A focus patch's side, as a share of the view's."""
+GLANCE_BATCH = 32
+PATCHES = (1.0, 0.8)
+"""Where a focus looks, as a share of the view's side: the whole view, or an AdaFocus patch."""
 FOCUS_POINTS = (1, 2, 4, 8)
 DEFAULT_FOCUS = 4
-DEFAULT_GLANCE = 1
-"""80 px: the cheapest glance whose feature map (3 × 3) still says where the object is."""
+DEFAULT_GLANCE = 0
 
 
 @dataclass(frozen=True)
-class FrameGlance:
+class Glances:
+    """Every frame of a clip at one glance resolution."""
+
     probabilities: torch.Tensor
-    patch: Box
-    """Where a focus on this frame would look, from the glance's class-activation map."""
+    """[frames, classes]."""
+    features: torch.Tensor
+    """[frames, 1280, g, g]: the last feature maps, for the class-activation maps of patches."""
     latency_ms: float
 
 
@@ -101,8 +107,12 @@ def spread_best(scores: list[float], k: int) -> list[int]:
     return chosen
 
 
-def point_name(focus_frames: int, glance_side: int) -> str:
-    return f"{focus_frames} focus frame{'s' if focus_frames > 1 else ''}, glance {glance_side} px"
+def patch_name(patch: float) -> str:
+    return "whole view" if patch >= 1 else f"{patch:.0%} patch"
+
+
+def point_name(focus_frames: int, patch: float) -> str:
+    return f"{focus_frames} focus frame{'s' if focus_frames > 1 else ''}, {patch_name(patch)}"
 
 
 class AdaFrameLite(ImageNetClassifier, nn.Module):
@@ -113,29 +123,27 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
     def __init__(self, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides: tuple[int, ...] = GLANCE_SIDES):
         super().__init__()
         self.net = efficientnet_lite(BASELINE)
-        self.policy = ClassActivationPolicy(self.net.classifier, PATCH_FRACTION)
+        self.policies = {patch: ClassActivationPolicy(self.net.classifier, patch) for patch in PATCHES if patch < 1}
         self.resolution = resolution
         self.glance_sides = glance_sides
         # Measured before any request.
         self.frame_flops = module_macs(self.net, (1, 3, resolution, resolution))
-        self.glance_flops = [
-            module_macs(self.net, (1, 3, side, side)) + self.policy_macs(side) for side in glance_sides
-        ]
+        self.glance_flops = [module_macs(self.net, (1, 3, side, side)) for side in glance_sides]
+        self.policy_flops = [self.policy_macs(side) for side in glance_sides]
 
     def policy_macs(self, side: int) -> int:
-        """The class-activation map's cost on a glance at ``side`` px."""
+        """A class-activation map's cost on a glance at ``side`` px."""
         with torch.inference_mode():
             features = self.net.features(torch.zeros(1, 3, side, side))
-        return count_macs(lambda: self.policy.scores(features, 0))
+        policy = next(iter(self.policies.values()))
+        return count_macs(lambda: policy.scores(features, 0))
 
     @classmethod
     def build(cls, pretrained: bool = True, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides=GLANCE_SIDES):
         """Nothing is trained: ``pretrained`` changes nothing (smaller sides for tests)."""
         return cls(resolution, tuple(glance_sides))
 
-    @property
-    def default_point(self) -> str:
-        return point_name(DEFAULT_FOCUS, self.glance_sides[DEFAULT_GLANCE])
+    default_point = point_name(DEFAULT_FOCUS, PATCHES[0])
 
     def knobs(self) -> list[Knob]:
         return [
@@ -156,40 +164,62 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
                 16,
                 1,
                 DEFAULT_FOCUS,
-                "How many frames get a full-resolution look at their patch.",
+                "How many frames get a full-resolution look.",
+            ),
+            Knob(
+                "patch",
+                "Where to look on them",
+                0,
+                len(PATCHES) - 1,
+                1,
+                0,
+                "The whole view, or the patch around the glance's class-activation peak (AdaFocus).",
+                choices=tuple(patch_name(patch) for patch in PATCHES),
             ),
         ]
 
     def operating_points(self) -> dict[str, OperatingPoint]:
-        """One curve per glance resolution, the number of focus frames along it."""
+        """One curve per kind of focus, the number of focus frames along it (glances at the default side)."""
         return {
-            point_name(k, side): OperatingPoint(
-                point_name(k, side), {"glance": glance, "focus_frames": k}, group=f"glance at {side} px"
+            point_name(k, patch): OperatingPoint(
+                point_name(k, patch),
+                {"glance": DEFAULT_GLANCE, "focus_frames": k, "patch": i},
+                group=patch_name(patch),
             )
-            for glance, side in enumerate(self.glance_sides[:2])
+            for i, patch in enumerate(PATCHES)
             for k in FOCUS_POINTS
         }
 
-    def glance(self, video: InputVideo, index: int, glance: int, memo: Memo) -> FrameGlance:
-        """Frame ``index`` at the glance side ``glance`` (an index), once per clip."""
-        key = ("glance", index, glance)
+    def glances(self, video: InputVideo, glance: int, memo: Memo) -> Glances:
+        """Every frame at the glance side ``glance`` (an index), in batches, once per clip."""
+        key = ("glances", glance)
         if key not in memo:
-            image = video.frame(index).image
-            view = center_crop_box(*image.size)
-            x = image_to_tensor(image, self.glance_sides[glance], view)
-            with stopwatch() as watch:
-                features = self.net.features(x)
-                probabilities = self.net.classifier(features.mean((2, 3)))[0].softmax(-1)
-                scores = self.policy.scores(features, int(probabilities.argmax()))
-                centre = self.policy.centre(scores, torch.zeros_like(scores, dtype=torch.bool))
-            memo[key] = FrameGlance(probabilities, patch_box(centre, view, PATCH_FRACTION), watch.ms)
+            view, side = center_crop_box(*video.size), self.glance_sides[glance]
+            probabilities, features, latency = [], [], 0.0
+            for start in range(0, video.frame_count, GLANCE_BATCH):
+                report(start / video.frame_count, f"Glancing at frames {start}–{start + GLANCE_BATCH - 1}")
+                frames = range(start, min(start + GLANCE_BATCH, video.frame_count))
+                x = torch.cat([image_to_tensor(video.frame(i).image, side, view) for i in frames])
+                with stopwatch() as watch:
+                    features.append(self.net.features(x))
+                    probabilities.append(self.net.classifier(features[-1].mean((2, 3))).softmax(-1))
+                latency += watch.ms
+            memo[key] = Glances(torch.cat(probabilities), torch.cat(features), latency)
         return memo[key]
 
-    def focus(self, video: InputVideo, index: int, patch: Box, memo: Memo) -> tuple[torch.Tensor, float]:
-        """Lite0 on ``patch`` of frame ``index``: its probabilities and latency, once per clip and patch."""
-        key = ("focus", index, patch)
+    def where(self, glances: Glances, index: int, patch: float, view: Box) -> Box:
+        """Where the focus on frame ``index`` looks: the view, or the patch its glance's activation map points to."""
+        if patch >= 1:
+            return view
+        policy = self.policies[patch]
+        scores = policy.scores(glances.features[index : index + 1], int(glances.probabilities[index].argmax()))
+        return patch_box(policy.centre(scores, torch.zeros_like(scores, dtype=torch.bool)), view, patch)
+
+    def focus(self, video: InputVideo, index: int, box: Box, memo: Memo) -> tuple[torch.Tensor, float]:
+        """Lite0 on ``box`` of frame ``index``: its probabilities and latency, once per clip and box."""
+        key = ("focus", index, box)
         if key not in memo:
-            x = image_to_tensor(video.frame(index).image, self.resolution, patch)
+            x = image_to_tensor(video.frame(index).image, self.resolution, box)
             with stopwatch() as watch:
                 probabilities = self.net(x)[0].softmax(-1)
             memo[key] = (probabilities, watch.ms)
@@ -199,39 +229,39 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         memo = {} if memo is None else memo
         settings = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
         side, k = int(settings["glance"]), min(int(settings["focus_frames"]), video.frame_count)
-        glances = []
-        for i in range(video.frame_count):
-            report(i / video.frame_count, f"Glancing at frame {i} of {video.frame_count}")
-            glances.append(self.glance(video, i, side, memo))
-        chosen = spread_best([float(g.probabilities.max()) for g in glances], k)
-        focused = {i: self.focus(video, i, glances[i].patch, memo) for i in chosen}
-        labels = self.labels
+        patch = PATCHES[int(settings["patch"])]
+        glances = self.glances(video, side, memo)
+        view = center_crop_box(*video.size)
+        chosen = spread_best(glances.probabilities.max(-1).values.tolist(), k)
+        boxes = {i: self.where(glances, i, patch, view) for i in chosen}
+        focused = {i: self.focus(video, i, boxes[i], memo) for i in chosen}
+        focus_flops = self.frame_flops + (self.policy_flops[side] if patch < 1 else 0)
         records = []
-        for i, g in enumerate(glances):
+        for i in range(video.frame_count):
             on = i in focused
-            probabilities = focused[i][0] if on else g.probabilities
+            probabilities = focused[i][0] if on else glances.probabilities[i]
             records.append(
                 FrameRecord(
                     index=i,
                     time_s=video.times[i],
                     action=PROCESSED if on else GLANCED,
                     order=chosen.index(i) + 1 if on else None,
-                    box=g.patch if on else center_crop_box(*video.size),
+                    box=boxes[i] if on else view,
                     resolution=self.resolution if on else self.glance_sides[side],
-                    prediction=prediction_from_probabilities(probabilities, labels),
+                    prediction=prediction_from_probabilities(probabilities, self.labels),
                     evidence=None,
                     change=None,
-                    glance=round(float(g.probabilities.max()), 4),
+                    glance=round(float(glances.probabilities[i].max()), 4),
                     cut=False,
-                    flops=self.glance_flops[side] + (self.frame_flops if on else 0),
+                    flops=self.glance_flops[side] + (focus_flops if on else 0),
                 )
             )
-        answer = mean_prediction([records[i].prediction for i in chosen], labels)
-        latency = sum(g.latency_ms for g in glances) + sum(ms for _, ms in focused.values())
+        answer = mean_prediction([records[i].prediction for i in chosen], self.labels)
+        latency = glances.latency_ms + sum(ms for _, ms in focused.values())
         breakdown = {
             f"glance: {BASELINE} @ {self.glance_sides[side]} px × {video.frame_count} frames": self.glance_flops[side]
             * video.frame_count,
-            f"focus: {BASELINE} @ {self.resolution} px × {k} patches": self.frame_flops * k,
+            f"focus: {BASELINE} @ {self.resolution} px × {k} ({patch_name(patch)})": focus_flops * k,
         }
         return clip_trace(self.name, video, answer, records, self.frame_flops, BASELINE, latency, settings, breakdown)
 
