@@ -26,7 +26,7 @@ frames = trace.records_of(FrameRecord)
 processed = sum(r.action == PROCESSED for r in frames)
 glanced = sum(r.action == GLANCED for r in frames)
 with main:
-    detail = f"{glanced} more only glanced at" if glanced else f"{len(frames) - processed} never looked at"
+    detail = f"{glanced} glanced at" if glanced else f"{len(frames) - processed} skipped"
     ui.answer_header(trace, f"{processed} of {len(frames)}", detail, decision_label="Frames looked at")
     for note in trace.notes:
         st.info(ui.text(note), icon=":material/info:")

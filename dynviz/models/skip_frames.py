@@ -122,10 +122,10 @@ class SkipFramesLite(ImageNetClassifier, nn.Module):
         for i in range(video.frame_count):
             report(i / video.frame_count, f"Frame {i} of {video.frame_count}")
             with stopwatch() as watch:
-                change = 1.0 if reference is None else float((thumbnails[i] - thumbnails[reference]).abs().mean())
+                change = None if reference is None else float((thumbnails[i] - thumbnails[reference]).abs().mean())
             latency += watch.ms
             cut = i > 0 and float(consecutive[i]) >= CUT_LEVEL
-            run = reference is None or cut or change >= delta
+            run = change is None or cut or change >= delta
             flops = test_flops
             if run:
                 view = frame_view(self.backbone, video, i, self.resolution, memo)
@@ -144,7 +144,7 @@ class SkipFramesLite(ImageNetClassifier, nn.Module):
                     resolution=self.resolution if run else 0,
                     prediction=answer,
                     evidence=None,
-                    change=round(min(change, 1.0), 4),
+                    change=None if change is None else round(change, 4),
                     glance=None,
                     cut=cut,
                     flops=flops,
