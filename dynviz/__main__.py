@@ -261,8 +261,11 @@ def evaluate_into_card(
         else:
             with inference():
                 flops_full = model.analyze(files[0].load()).cost.flops_full
-        # The description is refreshed too: a card describes the model the figures were measured on.
-        card = dataclasses.replace(card, about=model.about, flops_full=flops_full, evaluation=result)
+        # The description and the default point are refreshed too: a card describes the model its figures were
+        # measured on.
+        card = dataclasses.replace(
+            card, about=model.about, flops_full=flops_full, default_point=default_point, evaluation=result
+        )
         print(f"card written: {card.save()}")
     return 0
 
