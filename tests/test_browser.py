@@ -95,7 +95,7 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         sidebar.locator("input[type=file]").set_input_files([clip])
         sidebar.get_by_test_id("stSelectbox").filter(has_text="Analyse").click()
         page.get_by_role("option", name="pan.mp4").click()
-        expect(main.get_by_text("When was it sure enough to stop?")).to_be_visible(timeout=180_000)
+        expect(main.get_by_text("Which frames did the glance find most telling?")).to_be_visible(timeout=180_000)
         expect(main.get_by_text("What did the clip cost?")).to_be_visible(timeout=60_000)
         page.wait_for_function(  # the annotated clip is a WebM that this Chromium decodes
             "() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0 }",
