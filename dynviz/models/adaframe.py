@@ -119,6 +119,7 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
     name = "adaframe_lite"
     about = ABOUT
     baselines = (BASELINE,)
+    default_point = point_name(DEFAULT_FOCUS, PATCHES[0])
 
     def __init__(self, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides: tuple[int, ...] = GLANCE_SIDES):
         super().__init__()
@@ -142,8 +143,6 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
     def build(cls, pretrained: bool = True, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides=GLANCE_SIDES):
         """Nothing is trained: ``pretrained`` changes nothing (smaller sides for tests)."""
         return cls(resolution, tuple(glance_sides))
-
-    default_point = point_name(DEFAULT_FOCUS, PATCHES[0])
 
     def knobs(self) -> list[Knob]:
         return [
