@@ -229,6 +229,7 @@ def evaluate_into_card(
     """Every operating point of ``model`` and its baselines on ``files`` (described as ``data``), printed, and
     written to ``out`` and to the card when asked."""
     name, default_point = model.name, model.default_point
+    clips = accepts(name) == VIDEO
     statics = {}
     for baseline in model.baselines:
         try:
@@ -236,10 +237,10 @@ def evaluate_into_card(
         except FileNotFoundError as error:
             print(f"baseline skipped: {error}", file=sys.stderr)
             continue
-        statics[baseline] = EveryFrame(static) if accepts(name) == VIDEO else static
+        statics[baseline] = EveryFrame(static) if clips else static
     points, baselines, usage = evaluate(model, files, model.operating_points(), default_point, statics)
     match = match_best_baseline(points, baselines)
-    unit = "clips" if accepts(name) == VIDEO else "images"
+    unit = "clips" if clips else "images"
     result = Evaluation(command, data, split, len(files), tuple(points), tuple(baselines), match, usage, unit)
     for point in (*points, *baselines):
         print(
@@ -256,7 +257,7 @@ def evaluate_into_card(
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
     if write_card:
         card = load_card(name) or ModelCard(name, model.about, flops_full=0.0, default_point=default_point)
-        if accepts(name) == VIDEO:  # clips differ in length: the static network on every frame, on average
+        if clips:  # clips differ in length: the static network on every frame, on average
             flops_full = baselines[0].mean_flops
         else:
             with inference():

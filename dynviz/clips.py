@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
+from dynviz.trace import build
+
 SIZE = (320, 240)
 FPS = 24
 SHOT_FRAMES = 48
@@ -57,9 +59,8 @@ def shot(
     width, height = photo.size
     aspect = size[0] / size[1]
     full_w = min(width, height * aspect)
-    if (
-        motion or rng.choice((PAN, ZOOM))
-    ) == PAN:  # a window: a window of 70–90% of the photo moving from one side towards the other
+    motion = motion or rng.choice((PAN, ZOOM))
+    if motion == PAN:  # a window of 70–90% of the photo moving from one side towards the other
         scale = rng.uniform(0.7, 0.9)
         w, h = full_w * scale, full_w * scale / aspect
         start = (rng.uniform(0, width - w), rng.uniform(0, height - h))
@@ -90,7 +91,7 @@ def degrade(frames: list[np.ndarray], rng: random.Random, noise_level: float = 3
     gain_start, gain_end = rng.uniform(0.85, 1.1), rng.uniform(0.9, 1.15)
     blur_phase = rng.uniform(0, 6.28)
     out = []
-    for t, (i, frame) in zip(_ramp(len(frames)), enumerate(frames)):
+    for i, (t, frame) in enumerate(zip(_ramp(len(frames)), frames)):
         radius = max(0.0, 1.2 * math.sin(blur_phase + i / 7))
         image = Image.fromarray(frame)
         if radius > 0.2:
@@ -197,7 +198,4 @@ def make_example_clips(folder: Path, seed: int = 0) -> None:
 
 
 def read_labels(folder: Path) -> list[ClipLabels]:
-    data = json.loads((folder / LABELS_FILE).read_text())
-    return [
-        ClipLabels(d["file"], d["label"], tuple(d["frame_labels"]), tuple(d["cuts"]), tuple(d["sources"])) for d in data
-    ]
+    return build(list[ClipLabels], json.loads((folder / LABELS_FILE).read_text()))

@@ -71,20 +71,25 @@ def load_image(data: bytes, name: str) -> InputImage:
             f"{name}: not an image this app reads (JPEG, PNG, WebP, GIF, BMP or TIFF), whatever its name says."
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InputError(f"{name}: the image is corrupt or truncated ({_first_line(error)}).") from None
+        raise InputError(f"{name}: the image is corrupt or truncated ({first_line(error)}).") from None
     return InputImage(name=name, image=image, digest=hashlib.sha256(data).hexdigest(), notes=tuple(notes))
 
 
 def load_image_file(path: str | os.PathLike[str]) -> InputImage:
     """Read a file named on the command line (a trusted path) and decode it like an upload."""
+    return load_image(read_file(path, MAX_BYTES), str(path))
+
+
+def read_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of a file named on the command line (a trusted path), refused above ``limit`` bytes before
+    it is read; every failure is one line naming it."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise InputError(f"{path}: {path.stat().st_size / 2**20:.1f} MB is over the {MAX_BYTES // 2**20} MB limit.")
-        data = path.read_bytes()
+        if (size := path.stat().st_size) > limit:
+            raise InputError(f"{path}: {size / 2**20:.1f} MB is over the {limit // 2**20} MB limit.")
+        return path.read_bytes()
     except OSError as error:
         raise InputError(f"{path}: cannot be read ({error.strerror or error}).") from None
-    return load_image(data, str(path))
 
 
 def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str]]:
@@ -151,6 +156,6 @@ def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

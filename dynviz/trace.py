@@ -281,24 +281,24 @@ class FrameRecord:
     time_s: float
     action: str
     """:data:`PROCESSED`, :data:`GLANCED` or :data:`SKIPPED`."""
-    order: int | None
-    """1-based place of the frame in the order the model processed frames; None when it was not processed."""
-    box: Box | None
-    """The part of the frame the backbone saw, in frame pixels; None when it did not look."""
-    resolution: int
-    """Side of the backbone's view, in pixels (0 when it did not look)."""
-    prediction: Prediction | None
-    """This frame's answer: computed on it, or, for stream labelling, the one carried over to it."""
-    evidence: float | None
-    """The clip answer's confidence once this frame was processed (models that stop when sure)."""
-    change: float | None
-    """The cheap test's score of change since the last processed frame (models that skip repeated content)."""
-    glance: float | None
-    """The glance's top-1 confidence on this frame (models that glance at every frame to choose where to look)."""
-    cut: bool
-    """A scene change was found at this frame."""
     flops: float
     """Spent on this frame (glance, test and backbone)."""
+    order: int | None = None
+    """1-based place of the frame in the order the model processed frames; None when it was not processed."""
+    box: Box | None = None
+    """The part of the frame the backbone saw, in frame pixels; None when it did not look (or does not say)."""
+    resolution: int = 0
+    """Side of the backbone's view, in pixels (0 when it did not look, or does not say)."""
+    prediction: Prediction | None = None
+    """This frame's answer: computed on it, or, for stream labelling, the one carried over to it."""
+    evidence: float | None = None
+    """The clip answer's confidence once this frame was processed (models that stop when sure)."""
+    change: float | None = None
+    """The cheap test's score of change since the last processed frame (models that skip repeated content)."""
+    glance: float | None = None
+    """The glance's top-1 confidence on this frame (models that glance at every frame to choose where to look)."""
+    cut: bool = False
+    """A scene change was found at this frame."""
 
     @staticmethod
     def summarize(records: list[FrameRecord]) -> dict[str, Any]:

@@ -22,14 +22,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from dynviz.inputs import InputError, InputImage, load_image
+from dynviz.inputs import InputError, InputImage, first_line, load_image, read_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif")
@@ -114,10 +113,7 @@ def has_video_suffix(name: str) -> bool:
     return Path(name).suffix.lower() in VIDEO_SUFFIXES[:-1]  # a .gif may be a still image
 
 
-Progress = Callable[[float, str], None]
-
-
-def load_video(data: bytes, name: str, progress: Progress | None = None) -> InputVideo:
+def load_video(data: bytes, name: str) -> InputVideo:
     """Decode ``data`` (the bytes of a file called ``name``) into frames, or raise InputError."""
     if not data:
         raise InputError(f"{name}: the file is empty.")
@@ -130,7 +126,7 @@ def load_video(data: bytes, name: str, progress: Progress | None = None) -> Inpu
     with tempfile.TemporaryDirectory(prefix="dynviz-video-") as folder:
         source = Path(folder) / "clip"
         source.write_bytes(data)
-        result = _run_worker(source, Path(folder), name, progress)
+        result = _run_worker(source, Path(folder), name)
         encoded = _split(Path(folder, "frames.bin").read_bytes(), result["offsets"])
         thumbnails = np.load(Path(folder, "thumbnails.npy"), allow_pickle=False)
     info = VideoInfo(**result["info"])
@@ -146,28 +142,20 @@ def load_video(data: bytes, name: str, progress: Progress | None = None) -> Inpu
     )
 
 
-def load_input(data: bytes, name: str, progress: Progress | None = None) -> InputImage | InputVideo:
+def load_input(data: bytes, name: str) -> InputImage | InputVideo:
     """An upload or a file, as an image or a video: its bytes decide (a video's name only routes a file whose
     bytes are no video to the video path's message)."""
     if is_video(data) or (has_video_suffix(name) and data):
-        return load_video(data, name, progress)
+        return load_video(data, name)
     return load_image(data, name)
 
 
-def load_input_file(path: str | os.PathLike[str], progress: Progress | None = None) -> InputImage | InputVideo:
+def load_input_file(path: str | os.PathLike[str]) -> InputImage | InputVideo:
     """Read a file named on the command line (a trusted path) and decode it like an upload."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_VIDEO_BYTES:
-            raise InputError(f"{path}: {size / 2**20:.0f} MB is over the {MAX_VIDEO_BYTES // 2**20} MB limit.")
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror or error}).") from None
-    return load_input(data, str(path), progress)
+    return load_input(read_file(path, MAX_VIDEO_BYTES), str(path))
 
 
-def _run_worker(source: Path, folder: Path, name: str, progress: Progress | None) -> dict:
+def _run_worker(source: Path, folder: Path, name: str) -> dict:
     worker = subprocess.Popen(
         [sys.executable, "-m", "dynviz.video", str(source), str(folder)],
         cwd=PACKAGE_ROOT,  # importable as ``dynviz`` whatever the app's or the command's working directory
@@ -181,10 +169,7 @@ def _run_worker(source: Path, folder: Path, name: str, progress: Progress | None
     try:
         for line in worker.stdout:
             verb, _, rest = line.rstrip("\n").partition(" ")
-            if verb == "progress" and progress is not None:
-                done, total = map(int, rest.split("/"))
-                progress(done / max(total, 1), f"Decoding {name}: frame {done} of {total}")
-            elif verb == "error":
+            if verb == "error":
                 error = rest
             elif verb == "done":
                 result = json.loads(rest)
@@ -205,8 +190,8 @@ def _split(blob: bytes, offsets: list[int]) -> tuple[bytes, ...]:
     return tuple(blob[start:end] for start, end in zip(offsets, offsets[1:]))
 
 
-# The worker: ``python -m dynviz.video SOURCE FOLDER``. It answers on stdout, one line at a time:
-# "progress DONE/TOTAL", then "done JSON" or "error ONE LINE".
+# The worker: ``python -m dynviz.video SOURCE FOLDER``. It answers on stdout with one line: "done JSON" (the
+# frames themselves are in FOLDER) or "error ONE LINE".
 
 
 def _probe(capture) -> VideoInfo:
@@ -233,7 +218,6 @@ def _decode(source: str, folder: Path) -> dict:
     notes = []
     if info.rotation:
         notes.append(f"turned by {info.rotation}° as the clip's metadata asks")
-    total = min(info.frames or MAX_FRAMES, MAX_FRAMES, int(MAX_SECONDS * fps) + 1)
     times, offsets, thumbnails, size, capped = [], [0], [], None, False
     with open(folder / "frames.bin", "wb") as frames:
         while True:
@@ -252,8 +236,6 @@ def _decode(source: str, folder: Path) -> dict:
             offsets.append(offsets[-1] + len(jpeg))
             thumbnails.append(cv2.cvtColor(_fit(frame, THUMBNAIL_SIDE), cv2.COLOR_BGR2RGB))
             times.append(round(time_s, 4))
-            if len(times) % 30 == 0:
-                print(f"progress {len(times)}/{max(total, len(times))}", flush=True)
     if not times:
         raise InputError(NO_FRAMES)
     if capped:
@@ -305,10 +287,7 @@ def _worker(source: str, folder: str) -> int:
         print(f"error {error}", flush=True)
         return 1
     except Exception as error:  # any decoder failure is the file's, told in one line
-        print(
-            f"error the video could not be decoded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).",
-            flush=True,
-        )
+        print(f"error the video could not be decoded ({first_line(error)}).", flush=True)
         return 1
     print("done " + json.dumps(result), flush=True)
     return 0

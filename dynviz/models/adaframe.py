@@ -38,6 +38,7 @@ from dynviz.models.base import (
     ImageNetClassifier,
     Knob,
     Memo,
+    knob_values,
     prediction_from_probabilities,
 )
 from dynviz.models.efficientnet_lite import (
@@ -226,7 +227,7 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
 
     def analyze(self, video: InputVideo, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        settings = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
+        settings = knob_values(self.knobs(), settings)
         side, k = int(settings["glance"]), min(int(settings["focus_frames"]), video.frame_count)
         patch = PATCHES[int(settings["patch"])]
         glances = self.glances(video, side, memo)
@@ -241,18 +242,15 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
             probabilities = focused[i][0] if on else glances.probabilities[i]
             records.append(
                 FrameRecord(
-                    index=i,
-                    time_s=video.times[i],
-                    action=PROCESSED if on else GLANCED,
+                    i,
+                    video.times[i],
+                    PROCESSED if on else GLANCED,
+                    self.glance_flops[side] + (focus_flops if on else 0),
                     order=chosen.index(i) + 1 if on else None,
                     box=boxes[i] if on else view,
                     resolution=self.resolution if on else self.glance_sides[side],
                     prediction=prediction_from_probabilities(probabilities, self.labels),
-                    evidence=None,
-                    change=None,
                     glance=round(float(glances.probabilities[i].max()), 4),
-                    cut=False,
-                    flops=self.glance_flops[side] + (focus_flops if on else 0),
                 )
             )
         answer = mean_prediction([records[i].prediction for i in chosen], self.labels)

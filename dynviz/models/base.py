@@ -35,6 +35,11 @@ class Knob:
     """For a knob that picks one of named options: their names, the value being the index."""
 
 
+def knob_values(knobs: Sequence[Knob], settings: dict[str, float] | None) -> dict[str, float]:
+    """Every knob's value: from ``settings`` where given, else its default (the settings a trace records)."""
+    return {knob.name: (settings or {}).get(knob.name, knob.default) for knob in knobs}
+
+
 class DynamicModel(Protocol):
     """What the zoo hands out: every page, the CLI and the evaluation use only this. What only some models
     can do is declared below (:class:`ExplainsExits`, :class:`ExplainsGates`, :class:`MeasuresSpeed`): a page
@@ -284,7 +289,7 @@ class StaticClassifier:
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        settings = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
+        settings = knob_values(self.knobs(), settings)
         key = ("output", *settings.values())
         if key not in memo:
             memo[key] = self.run(image, settings)

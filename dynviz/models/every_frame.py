@@ -48,18 +48,7 @@ class EveryFrame:
                 frame_traces.append(frame)
                 records.append(
                     FrameRecord(
-                        index=i,
-                        time_s=video.times[i],
-                        action=PROCESSED,
-                        order=i + 1,
-                        box=None,
-                        resolution=0,
-                        prediction=frame.prediction,
-                        evidence=None,
-                        change=None,
-                        glance=None,
-                        cut=False,
-                        flops=frame.cost.flops,
+                        i, video.times[i], PROCESSED, frame.cost.flops, order=i + 1, prediction=frame.prediction
                     )
                 )
         spent = sum(t.cost.flops for t in frame_traces)

@@ -37,9 +37,14 @@ from dynviz.models.base import (
     ImageNetClassifier,
     Knob,
     Memo,
+    knob_values,
     prediction_from_probabilities,
 )
-from dynviz.models.efficientnet_lite import NATIVE_RESOLUTION, efficientnet_lite
+from dynviz.models.efficientnet_lite import (
+    NATIVE_RESOLUTION,
+    ViewOutput,
+    efficientnet_lite,
+)
 from dynviz.models.frames import clip_trace, coarse_to_fine, frame_view
 from dynviz.progress import report
 from dynviz.trace import PROCESSED, SKIPPED, FrameRecord, Trace
@@ -110,11 +115,11 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
 
     def analyze(self, video: InputVideo, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        settings = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
+        settings = knob_values(self.knobs(), settings)
         tau, budget = settings["tau"], int(settings["budget"])
         order = coarse_to_fine(video.frame_count)
         evidence = torch.zeros(len(self.labels))
-        looked: dict[int, tuple[int, object, float]] = {}  # frame → (step, its view, c_t after it)
+        looked: dict[int, tuple[int, ViewOutput, float]] = {}  # frame → (step, its view, c_t after it)
         latency = 0.0
         for step, index in enumerate(order[:budget], 1):
             report(step / min(budget, len(order)), f"Looking at frame {index} ({step} of at most {budget})")
@@ -127,26 +132,19 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
                 break
         steps = len(looked)
         answer = prediction_from_probabilities((evidence / steps / self.temperature).softmax(-1), self.labels)
-        records = []
-        for i in range(video.frame_count):
-            step, view, confidence = looked.get(i, (None, None, None))
-            records.append(
-                FrameRecord(
-                    index=i,
-                    time_s=video.times[i],
-                    action=PROCESSED if view else SKIPPED,
-                    order=step,
-                    box=view.view_box if view else None,
-                    resolution=self.resolution if view else 0,
-                    prediction=prediction_from_probabilities((view.logits / self.temperature).softmax(-1), self.labels)
-                    if view
-                    else None,
-                    evidence=confidence,
-                    change=None,
-                    glance=None,
-                    cut=False,
-                    flops=self.frame_flops if view else 0.0,
-                )
+        records = [FrameRecord(i, video.times[i], SKIPPED, 0.0) for i in range(video.frame_count)]
+        for index, (step, view, confidence) in looked.items():
+            probabilities = (view.logits / self.temperature).softmax(-1)
+            records[index] = FrameRecord(
+                index,
+                video.times[index],
+                PROCESSED,
+                self.frame_flops,
+                order=step,
+                box=view.view_box,
+                resolution=self.resolution,
+                prediction=prediction_from_probabilities(probabilities, self.labels),
+                evidence=confidence,
             )
         breakdown = {f"{BASELINE} @ {self.resolution} px × {steps} frames": self.frame_flops * steps}
         return clip_trace(self.name, video, answer, records, self.frame_flops, BASELINE, latency, settings, breakdown)

@@ -40,7 +40,14 @@ from torch import nn
 from dynviz.cards import About, OperatingPoint
 from dynviz.cost import count_macs, module_macs, stopwatch
 from dynviz.inputs import InputImage
-from dynviz.models.base import ExitPart, ImageNetClassifier, Knob, Memo, run_exits
+from dynviz.models.base import (
+    ExitPart,
+    ImageNetClassifier,
+    Knob,
+    Memo,
+    knob_values,
+    run_exits,
+)
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
     EfficientNetLite,
@@ -306,7 +313,7 @@ class GlanceAndFocus(ImageNetClassifier, nn.Module):
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        applied = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
+        applied = knob_values(self.knobs(), settings)
         policy, steps = int(applied["policy"]), int(applied["focus_steps"])
         parts = [ExitPart(f"glance: whole view at {GLANCE_RESOLUTION} px", GLANCE_RESOLUTION, self.glance_flops)]
         parts += [

@@ -19,7 +19,8 @@ is worth a new look; a still shot is computed once.
 is always computed, whatever δ.
 
 The cost of frame t is the test's, one multiply–accumulate per thumbnail value, plus the backbone's when
-it ran; the clip's answer is the mean of its frames' answers.
+it ran (the cut test's difference with the previous thumbnail is not counted: as many again, some fifteen
+thousand against Lite0's 385 million); the clip's answer is the mean of its frames' answers.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dynviz.models.base import (
     ImageNetClassifier,
     Knob,
     Memo,
+    knob_values,
     prediction_from_probabilities,
 )
 from dynviz.models.efficientnet_lite import NATIVE_RESOLUTION, efficientnet_lite
@@ -112,7 +114,7 @@ class SkipFramesLite(ImageNetClassifier, nn.Module):
 
     def analyze(self, video: InputVideo, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
-        settings = {knob.name: (settings or {}).get(knob.name, knob.default) for knob in self.knobs()}
+        settings = knob_values(self.knobs(), settings)
         delta = settings["delta"]
         test_flops = float(video.thumbnails[0].size)
         records, answers, latency, computed = [], [], 0.0, 0
@@ -136,18 +138,16 @@ class SkipFramesLite(ImageNetClassifier, nn.Module):
             answers.append(answer)
             records.append(
                 FrameRecord(
-                    index=i,
-                    time_s=video.times[i],
-                    action=PROCESSED if run else GLANCED,
+                    i,
+                    video.times[i],
+                    PROCESSED if run else GLANCED,
+                    flops,
                     order=computed if run else None,
                     box=view.view_box if run else None,
                     resolution=self.resolution if run else 0,
                     prediction=answer,
-                    evidence=None,
                     change=None if change is None else round(change, 4),
-                    glance=None,
                     cut=cut,
-                    flops=flops,
                 )
             )
         breakdown = {

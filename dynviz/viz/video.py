@@ -6,7 +6,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,6 +13,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from dynviz.clips import write_clip
 from dynviz.trace import GLANCED, PROCESSED, FrameRecord, Trace
+from dynviz.trace import SKIPPED as NOT_LOOKED  # viz.style's SKIPPED is a colour
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.video import InputVideo
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
@@ -22,7 +22,7 @@ LOOKED = exit_color(0)
 GLANCE = exit_color(1)
 CUT = exit_color(3)
 ACTION_COLOR = {PROCESSED: LOOKED, GLANCED: GLANCE}
-ACTION_WORDS = {PROCESSED: "looked at", GLANCED: "glanced only", "skipped": "skipped"}
+ACTION_WORDS = {PROCESSED: "looked at", GLANCED: "glanced only", NOT_LOOKED: "skipped"}
 STRIP_FRAMES = 40
 """At most this many thumbnails in the frame strip: a longer clip shows every n-th frame, and every frame
 the model processed."""
@@ -195,7 +195,7 @@ def frame_table(trace: Trace) -> pd.DataFrame:
     return table
 
 
-def annotated_clip(video: InputVideo, trace: Trace, fps: float | None = None) -> bytes:
+def annotated_clip(video: InputVideo, trace: Trace) -> bytes:
     """The clip with the decisions drawn on it, as WebM (VP8, which Chromium plays): a coloured frame around
     each frame the model looked at, the box it saw, its place in the visiting order and the answer."""
     records = trace.records_of(FrameRecord)
@@ -221,9 +221,8 @@ def annotated_clip(video: InputVideo, trace: Trace, fps: float | None = None) ->
         draw.rectangle((0, size[1] - 18, size[0], size[1]), fill=color)
         draw.text((6, size[1] - 16), f"{record.index}  {words}", fill="white")
         frames.append(np.asarray(frame))
-    rate = fps or (len(records) / max(video.times[-1], 1e-3) if len(records) > 1 else 1.0)
+    rate = len(records) / max(video.times[-1], 1e-3) if len(records) > 1 else 1.0  # the clip's own pace
     with tempfile.TemporaryDirectory(prefix="dynviz-annotated-") as folder:
         path = Path(folder) / "annotated.webm"
-        cv2.setNumThreads(1)
         write_clip(frames, path, min(max(rate, 1.0), 60.0))
         return path.read_bytes()
