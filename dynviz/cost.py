@@ -3,11 +3,14 @@
 Static costs of parts are measured once per input shape with PyTorch's own
 ``FlopCounterMode`` and cached; dynamic decisions add up the parts that ran.
 FlopCounterMode counts 2 FLOPs per multiply–add (convolutions, depthwise too,
-and matrix products; not pooling, norms, activations or resizing); we report
-multiply–accumulates, the unit the dynamic-network papers call "FLOPs". Its
-gaps that matter here get a formula in :data:`FORMULAS`, passed to every
-counter this project makes (:func:`flop_counter`) rather than registered
-process-wide on import.
+and matrix products; not pooling, norms, activations, softmax or routing's
+top-k); we report multiply–accumulates, the unit the dynamic-network papers
+call "FLOPs". Its gaps that matter here get a formula in :data:`FORMULAS`
+(matrix–vector products; bilinear sampling at learned points, which it prices
+at 0), passed to every counter this project makes (:func:`flop_counter`)
+rather than registered process-wide on import. The routing of experts and
+kernels costs its linear layers (counted); its softmax, sigmoid and top-k are
+element-wise, like activations, and cost nothing here.
 """
 
 from __future__ import annotations
@@ -31,7 +34,20 @@ def _matrix_vector_flops(bias_shape, matrix_shape, vector_shape, *args, **kwargs
     return 2 * rows * columns
 
 
-FORMULAS = {torch.ops.aten.addmv: _matrix_vector_flops}
+BILINEAR_MACS = 4
+"""Multiply–accumulates of one bilinear sample, per channel: its four neighbours, weighted."""
+
+
+def _bilinear_sampling_flops(input_shape, grid_shape, interpolation_mode, *args, out_shape, **kwargs) -> int:
+    """FlopCounterMode prices ``grid_sample`` at 0; deformable convolution and deformable attention read their
+    inputs with it at learned points: :data:`BILINEAR_MACS` per channel and sampled point (nearest: 0)."""
+    if interpolation_mode != 0:
+        return 0
+    n, channels, rows, columns = out_shape
+    return 2 * BILINEAR_MACS * n * channels * rows * columns
+
+
+FORMULAS = {torch.ops.aten.addmv: _matrix_vector_flops, torch.ops.aten.grid_sampler_2d: _bilinear_sampling_flops}
 """FLOP formulas for the operations FlopCounterMode does not price (its own unit: 2 per multiply–add)."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -264,6 +265,162 @@ class FocusRecord:
     def summarize(records: list[FocusRecord]) -> dict[str, Any]:
         boxes = " | ".join(",".join(f"{v:.0f}" for v in r.box) for r in records)
         return {"focus_steps": len(records), "policy": records[0].policy, "crop_boxes": boxes}
+
+
+def mean_offset_length(points: tuple[float, ...], references: tuple[float, ...]) -> float:
+    """The mean distance, in input pixels, between sampled points and the regular points they moved from
+    (both flattened (x, y) pairs)."""
+    pairs = len(points) // 2
+    return sum(
+        ((points[2 * i] - references[2 * i]) ** 2 + (points[2 * i + 1] - references[2 * i + 1]) ** 2) ** 0.5
+        for i in range(pairs)
+    ) / max(1, pairs)
+
+
+@record_kind
+@dataclass(frozen=True)
+class SamplingRecord:
+    """One deformable convolution (DCNv2): where each output position sampled its input, and how much each
+    sample counted. Positions run row by row over a ``resolution`` × ``resolution`` grid, taps row by row over
+    the ``kernel`` × ``kernel`` kernel; points are (x, y) pairs in input-image pixels."""
+
+    kind: ClassVar[str] = "sampling"
+    layer: int
+    name: str
+    resolution: int
+    box: Box
+    """The part of the input image the grid covers, in input pixels."""
+    kernel: int
+    grid: tuple[float, ...]
+    """[position][tap] (x, y): the regular kernel's points, where the samples would be without offsets."""
+    points: tuple[float, ...]
+    """[position][tap] (x, y): where the samples were taken (grid + learned offsets)."""
+    modulation: tuple[float, ...]
+    """[position][tap]: the learned weight Δm of each sample, in 0..1."""
+
+    @property
+    def taps(self) -> int:
+        return self.kernel * self.kernel
+
+    def position_points(self, position: int) -> list[tuple[float, float]]:
+        """The sampled (x, y) of one output position, tap by tap."""
+        first = 2 * position * self.taps
+        return [(self.points[first + 2 * t], self.points[first + 2 * t + 1]) for t in range(self.taps)]
+
+    @property
+    def mean_offset(self) -> float:
+        return mean_offset_length(self.points, self.grid)
+
+    @staticmethod
+    def summarize(records: list[SamplingRecord]) -> dict[str, Any]:
+        return {"mean_offset_px": " ".join(f"{r.mean_offset:.2f}" for r in records)}
+
+
+@record_kind
+@dataclass(frozen=True)
+class DeformableAttentionRecord:
+    """One deformable attention layer (DAT): keys and values sampled at reference points moved by offsets that
+    the queries predict, one set per group of heads. Points are (x, y) pairs in input-image pixels."""
+
+    kind: ClassVar[str] = "deformable_attention"
+    layer: int
+    name: str
+    resolution: int
+    """The queries form a ``resolution`` × ``resolution`` grid over ``box``, row by row."""
+    box: Box
+    heads: int
+    groups: int
+    references: tuple[float, ...]
+    """[key] (x, y): the uniform grid of reference points."""
+    points: tuple[float, ...]
+    """[group][key] (x, y): where each group's keys and values were sampled."""
+    attention: tuple[float, ...]
+    """[head][query][key]: each head's attention weights over the sampled keys (the class token's query is
+    not kept)."""
+
+    @property
+    def keys(self) -> int:
+        return len(self.references) // 2
+
+    def group_points(self, group: int) -> list[tuple[float, float]]:
+        first = 2 * group * self.keys
+        return [(self.points[first + 2 * k], self.points[first + 2 * k + 1]) for k in range(self.keys)]
+
+    def weights(self, head: int, query: int) -> list[float]:
+        first = (head * self.resolution**2 + query) * self.keys
+        return list(self.attention[first : first + self.keys])
+
+    @property
+    def mean_offset(self) -> float:
+        return mean_offset_length(self.points, self.references * self.groups)
+
+    @staticmethod
+    def summarize(records: list[DeformableAttentionRecord]) -> dict[str, Any]:
+        return {"mean_attention_offset_px": " ".join(f"{r.mean_offset:.2f}" for r in records)}
+
+
+def entropy(weights: tuple[float, ...]) -> float:
+    """Shannon entropy (nats) of non-negative weights normalised to sum 1."""
+    total = sum(weights)
+    return -sum(w / total * math.log(w / total) for w in weights if w > 0) if total > 0 else 0.0
+
+
+@record_kind
+@dataclass(frozen=True)
+class RoutingRecord:
+    """One input-conditioned convolution (CondConv): the weights this input gave each expert kernel."""
+
+    kind: ClassVar[str] = "routing"
+    layer: int
+    name: str
+    resolution: int
+    weights: tuple[float, ...]
+    """The routing weight r_k(x) of each expert kernel, in 0..1 (sigmoid: they need not sum to 1)."""
+
+    @staticmethod
+    def summarize(records: list[RoutingRecord]) -> dict[str, Any]:
+        return {"routing_entropy": round(sum(entropy(r.weights) for r in records) / len(records), 4)}
+
+    @staticmethod
+    def usage(records: list[RoutingRecord]) -> dict[str, float]:
+        return {f"{r.name} · expert {k + 1}": w for r in records for k, w in enumerate(r.weights)}
+
+
+@record_kind
+@dataclass(frozen=True)
+class ExpertRecord:
+    """One mixture-of-experts layer of a vision transformer: the expert each token went to."""
+
+    kind: ClassVar[str] = "experts"
+    layer: int
+    name: str
+    experts: int
+    resolution: int
+    """The image's tokens form a ``resolution`` × ``resolution`` grid over ``box``, row by row."""
+    box: Box
+    choices: tuple[int, ...]
+    """[token] the expert (0-based) that ran for each image token, best first when several did (the
+    class token's choice is ``class_choice``)."""
+    gates: tuple[float, ...]
+    """[token] the router's gate value of that expert."""
+    class_choice: int
+    per_token: int = 1
+    """Experts run per token (top-k); ``choices`` holds the first of each token's."""
+    flops: float = 0.0
+    """Spent in this layer's experts."""
+
+    @property
+    def load(self) -> list[float]:
+        """The share of image tokens each expert took."""
+        return [self.choices.count(e) / len(self.choices) for e in range(self.experts)]
+
+    @staticmethod
+    def summarize(records: list[ExpertRecord]) -> dict[str, Any]:
+        return {f"experts_layer{r.layer + 1}": "".join(str(c) for c in r.choices) for r in records}
+
+    @staticmethod
+    def usage(records: list[ExpertRecord]) -> dict[str, float]:
+        return {f"{r.name} · expert {e + 1}": share for r in records for e, share in enumerate(r.load)}
 
 
 PROCESSED, GLANCED, SKIPPED = "processed", "glanced", "skipped"

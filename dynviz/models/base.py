@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
@@ -130,6 +132,31 @@ class NetworkInput:
     """The part of the input image it covers, in input pixels."""
     notes: tuple[str, ...]
     """What was done to the input to fit the network."""
+
+
+_decisions: ContextVar[list | None] = ContextVar("decisions", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[list[tuple[nn.Module, Any]]]:
+    """Collect, in this block and thread, what the layers of a network decide in a forward pass: each layer
+    that decides something for its input (offsets, routing weights, experts) says so with :func:`decided`,
+    in the order the layers run. Nothing is kept on the (shared) modules themselves. A collection inside
+    another hands its decisions on to the outer one too."""
+    sink: list[tuple[nn.Module, Any]] = []
+    token = _decisions.set(sink)
+    try:
+        yield sink
+    finally:
+        _decisions.reset(token)
+        if (outer := _decisions.get()) is not None:
+            outer.extend(sink)
+
+
+def decided(layer: nn.Module, decision: Any) -> None:
+    """Hand ``layer``'s decision to whoever is :func:`collecting` (nobody in training)."""
+    if (sink := _decisions.get()) is not None:
+        sink.append((layer, decision))
 
 
 NEVER = 1.0

@@ -49,12 +49,12 @@ from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
 )
+from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.efficientnet_lite import (
     MBConv,
 )
 from dynviz.models.gates import (
     CIFAR_DATA,
-    CIFAR_LICENSE,
     DEFAULT_THRESHOLD,
     GATE_WIDTH,
     LITE0_DATA,

@@ -14,12 +14,22 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dynviz.cards import About
 from dynviz.inputs import REDUCING_GAP, InputImage
 from dynviz.models.base import NetworkInput
 from dynviz.trace import Box
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_SIZE = 32
+CIFAR_LICENSE = "Weights: trained by this project (same license as the code)"
+FROM_SCRATCH = "CIFAR-10 train split less 5,000 validation images; measured on the 10,000 test images"
+
+
+def about_cifar(title: str, family: str, summary: str, papers: tuple[str, ...]) -> About:
+    """The card's description of a CIFAR-10 network trained here from scratch with the shared recipe."""
+    return About(title, family, summary, papers, CIFAR_LICENSE, FROM_SCRATCH)
+
+
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
@@ -55,6 +65,13 @@ def cifar_view(image: InputImage) -> CifarView:
     return CifarView(
         pixels, box, f"CIFAR-10 model: {cropped}resized from {width}×{height} to {CIFAR_SIZE}×{CIFAR_SIZE} pixels."
     )
+
+
+def grid_to_input(points: torch.Tensor, side: int, box: Box) -> torch.Tensor:
+    """Points (x, y) [..., 2] in the index coordinates of a ``side`` × ``side`` feature map over the view
+    (0 is the centre of the first cell, fractions allowed) → the input image's pixels (``box`` is the view's)."""
+    cell = (box[2] - box[0]) / side
+    return torch.tensor(box[:2], dtype=points.dtype) + (points + 0.5) * cell
 
 
 def cifar_input(image: InputImage) -> NetworkInput:

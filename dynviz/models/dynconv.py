@@ -48,10 +48,10 @@ from dynviz.cards import About
 from dynviz.cost import stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import Memo
+from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.efficientnet_lite import MBConv
 from dynviz.models.gates import (
     CIFAR_DATA,
-    CIFAR_LICENSE,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
     LITE0_DATA,

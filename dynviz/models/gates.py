@@ -37,7 +37,11 @@ from dynviz.models.base import (
     NetworkInput,
     prediction_from_probabilities,
 )
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
+from dynviz.models.cifar import (
+    CIFAR_SIZE,
+    Cifar10Classifier,
+    cifar_input,
+)
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
     efficientnet_lite,
@@ -223,7 +227,6 @@ class GatedModel:
         return (settings or {}).get("threshold", DEFAULT_THRESHOLD)
 
 
-CIFAR_LICENSE = "Weights: trained by this project (same license as the code)"
 CIFAR_DATA = (
     "CIFAR-10 train split less 5,000 validation images, from resnet32_cifar's weights; "
     "measured on the 10,000 test images"

@@ -198,4 +198,6 @@ class RANetClassifier(CalibratedExits):
         return self.net.blocks[k].stages[-1]  # the coarsest scale of the sub-network that answered
 
 
-register_model(RANetClassifier.name, emits=(ExitRecord,), tiny=dataclasses.asdict(RANetConfig.tiny()))(RANetClassifier.build)
+register_model(RANetClassifier.name, emits=(ExitRecord,), tiny=dataclasses.asdict(RANetConfig.tiny()))(
+    RANetClassifier.build
+)

@@ -23,7 +23,7 @@ from dynviz.cards import About
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import StaticClassifier, StaticOutput
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_view
+from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
 from dynviz.zoo import load_weights, register_model
 
 DEPTHS = (20, 32, 56)
@@ -86,16 +86,12 @@ def resnet_flops() -> dict[str, int]:
 
 
 def about(depth: int) -> About:
-    return About(
-        title=f"ResNet-{depth} for CIFAR-10 (static)",
-        family="static reference network",
-        summary=(
-            f"The {depth}-layer CIFAR ResNet of He et al.: every image pays the same cost. It is trained here with "
-            "the same recipe and epochs as the dynamic CIFAR models, so that the trade-off explorer compares like with like."
-        ),
-        papers=("He et al., Deep residual learning for image recognition, CVPR 2016, §4.2",),
-        license="Weights: trained by this project (same license as the code)",
-        data="CIFAR-10 train split less 5,000 validation images; measured on the 10,000 test images",
+    return about_cifar(
+        f"ResNet-{depth} for CIFAR-10 (static)",
+        "static reference network",
+        f"The {depth}-layer CIFAR ResNet of He et al.: every image pays the same cost. It is trained here with "
+        "the same recipe and epochs as the dynamic CIFAR models, so that the trade-off explorer compares like with like.",
+        ("He et al., Deep residual learning for image recognition, CVPR 2016, §4.2",),
     )
 
 

@@ -34,9 +34,9 @@ from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
 )
+from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.gates import (
     CIFAR_DATA,
-    CIFAR_LICENSE,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
     LITE0_DATA,

@@ -13,7 +13,7 @@ from dynviz.train import (
     gfnet,
     lite_cascade,
     multi_exit,
-    resnet_cifar,
+    scratch,
 )
 from dynviz.train.loop import TrainOptions
 
@@ -29,13 +29,18 @@ RECIPES = {
     "lite0_dynconv": distill.train_lite0_dynconv,
     "gfnet_lite0": gfnet.train,
     "lite0_channels": distill.train_lite0_channels,
-    **{f"resnet{d}_cifar": functools.partial(resnet_cifar.train, d) for d in (20, 32, 56)},
+    **scratch.RECIPES,
 }
 
 CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "resnet32_cifar": (),
     **{name: ("resnet32_cifar",) for name in gated.TARGET_RATES},
     "resnet20_cifar": (),
+    "dcn_resnet_cifar": (),
+    "condconv_resnet_cifar": (),
+    "vit_cifar": (),
+    "moe_vit_cifar": (),
+    "dat_cifar": (),
     "resnet56_cifar": (),
     "msdnet_cifar": (),
     "ranet_cifar": (),

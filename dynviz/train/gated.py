@@ -83,7 +83,9 @@ def twin() -> ResNetCifar:
 
 def fine_tune(net: nn.Module, options: TrainOptions, model: type) -> ModelCard:
     target = TARGET_RATES[model.name]
-    schedule = dataclasses.replace(shared_schedule(options), epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR)
+    schedule = dataclasses.replace(
+        shared_schedule(options), epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR
+    )
     history, _ = train_on_cifar(model.name, net, exit_losses, options, decision_penalty(net, target), schedule)
     return save_gated(net, model, validation_metadata(history) | {"target_rate": str(target)})
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,9 +31,9 @@ CHECKPOINTS = Path(os.environ.get("DYNVIZ_CHECKPOINTS", Path.home() / ".cache" /
 
 LossFunction = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
 """(logits of every exit, labels) → scalar loss."""
-Regularizer = Callable[[GatedOutput, float], torch.Tensor]
-"""(a gated network's training output, the share of training done) → a penalty on its decisions (the
-execution-rate loss, DynConv's annealed sparsity criterion)."""
+Regularizer = Callable[[Any, float], torch.Tensor]
+"""(a dynamic network's training output, the share of training done) → a penalty on its decisions (the
+execution-rate loss, DynConv's annealed sparsity criterion, the experts' load balance)."""
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,10 @@ class TensorSet:
         return len(self.labels)
 
 
-def exit_logits(output: torch.Tensor | list[torch.Tensor] | GatedOutput) -> list[torch.Tensor]:
-    """A network's output as a list of exits (a static or gated network has one)."""
-    if isinstance(output, GatedOutput):
+def exit_logits(output: Any) -> list[torch.Tensor]:
+    """A network's output as a list of exits: a static network has one, and so has a dynamic one whose
+    training output carries its decisions beside its ``logits`` (gates, routings)."""
+    if hasattr(output, "logits"):
         return [output.logits]
     return list(output) if isinstance(output, (list, tuple)) else [output]
 

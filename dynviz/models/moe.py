@@ -1,0 +1,251 @@
+"""Sparse mixture of experts in a vision transformer: Switch routing (Fedus et al., JMLR 2022) as in V-MoE
+(Riquelme et al., NeurIPS 2021).
+
+Survey §3.2.2 (dynamic width: mixture of experts, token by token) and §3.3.
+
+Every other MLP of the transformer becomes E experts, MLPs of the same width,
+and a router that sends each token x to the experts with the largest gates
+
+    p(x) = softmax(W_r x),    y = Σ_{e ∈ top-k(p(x))} p_e(x) · MLP_e(x).
+
+Only the chosen experts run for a token: with k = 1 a token costs what it costs
+in the dense transformer (plus the router's E·d), while the layer holds E times
+the parameters. Training adds Switch's load-balancing loss, which is smallest
+when tokens spread evenly over the experts (f_e: the share of tokens sent to e,
+P_e: the mean gate of e, over the batch):
+
+    L_balance = α · E · Σ_e f_e · P_e,    α = 0.01.
+
+No token is dropped (no capacity factor): on a batch of one image it would only
+drop tokens because others came first. The knob k runs each token's best k
+experts; the network learns with k = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dynviz.cards import OperatingPoint
+from dynviz.cost import macs_by_module, module_macs, stopwatch
+from dynviz.explain import ExplainTarget
+from dynviz.inputs import InputImage
+from dynviz.models.base import (
+    Knob,
+    Memo,
+    collecting,
+    decided,
+    knob_values,
+    prediction_from_probabilities,
+)
+from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
+from dynviz.models.vit import (
+    DEPTH,
+    MLP_RATIO,
+    TINY,
+    VIT_PAPER,
+    WIDTH,
+    Mlp,
+    VisionTransformer,
+)
+from dynviz.trace import Box, Cost, ExpertRecord, Trace, rounded
+from dynviz.zoo import load_weights, register_model
+
+EXPERTS = 4
+BALANCE_WEIGHT = 0.01
+"""α of the load-balancing loss (Switch's value)."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What one mixture layer decided for a batch of tokens."""
+
+    probabilities: torch.Tensor
+    """[N, tokens, E] the router's gates."""
+    choices: torch.Tensor
+    """[N, tokens, k] the experts that ran, best first."""
+
+
+def balance_loss(routing: Routing) -> torch.Tensor:
+    """α · E · Σ_e f_e · P_e over the batch (f_e counts each token's first expert)."""
+    experts = routing.probabilities.shape[-1]
+    dispatched = nn.functional.one_hot(routing.choices[..., 0], experts).float().flatten(0, 1).mean(0)
+    return BALANCE_WEIGHT * experts * (dispatched * routing.probabilities.flatten(0, 1).mean(0)).sum()
+
+
+class SwitchMlp(nn.Module):
+    """E expert MLPs behind a router; each token runs only its top-k experts."""
+
+    def __init__(self, dim: int, hidden: int, experts: int = EXPERTS):
+        super().__init__()
+        self.router = nn.Linear(dim, experts, bias=False)
+        self.experts = nn.ModuleList(Mlp(dim, hidden) for _ in range(experts))
+
+    def forward(self, x: torch.Tensor, per_token: int = 1) -> torch.Tensor:
+        probabilities = self.router(x).softmax(-1)
+        gates, choices = probabilities.topk(per_token, -1)
+        decided(self, Routing(probabilities, choices))
+        tokens, flat = x.reshape(-1, x.shape[-1]), choices.reshape(-1, per_token)
+        y = torch.zeros_like(tokens)
+        for e, expert in enumerate(self.experts):
+            rows, slot = (flat == e).nonzero(as_tuple=True)
+            if len(rows):  # an expert no token chose does not run
+                gate = gates.reshape(-1, per_token)[rows, slot, None]
+                y = y.index_add(0, rows, (expert(tokens[rows]) * gate).to(y.dtype))  # bf16 under autocast
+        return y.view_as(x)
+
+
+@dataclass
+class RoutedOutput:
+    """A mixture network's training output: its logits and every mixture layer's routing (for the balance
+    loss)."""
+
+    logits: torch.Tensor
+    routings: list[Routing]
+
+
+def mixture_layers(depth: int) -> list[int]:
+    """Every other layer, from the second, as in V-MoE."""
+    return list(range(1, depth, 2))
+
+
+class MoEVisionTransformer(VisionTransformer):
+    def __init__(self, experts: int = EXPERTS, **config):
+        width, depth = config.get("width", WIDTH), config.get("depth", DEPTH)
+        hidden = width * config.get("mlp_ratio", MLP_RATIO)
+        moe = set(mixture_layers(depth))
+        super().__init__(**config, mlp=lambda i: SwitchMlp(width, hidden, experts) if i in moe else Mlp(width, hidden))
+
+    def forward(self, x: torch.Tensor, per_token: int = 1) -> torch.Tensor | RoutedOutput:
+        """The logits, with ``per_token`` experts per token in every mixture layer; in training also the
+        routings."""
+        with collecting() as decisions:
+            tokens = self.tokens(x)
+            for layer in self.layers:
+                mixture = isinstance(layer.mlp, SwitchMlp)
+                tokens = layer(tokens, self.side, per_token) if mixture else layer(tokens, self.side)
+            logits = self.classify(tokens)
+        return RoutedOutput(logits, [routing for _, routing in decisions]) if self.training else logits
+
+
+def balance_regularizer(output: RoutedOutput, progress: float) -> torch.Tensor:
+    return sum(balance_loss(routing) for routing in output.routings)
+
+
+ABOUT = about_cifar(
+    "Mixture-of-experts vision transformer for CIFAR-10 (Switch routing)",
+    "sample-wise dynamic width and parameters: mixture of experts, token by token (survey §3.2.2)",
+    f"The CIFAR vision transformer with {EXPERTS} expert MLPs in every other layer: a router sends each of the "
+    "image's 64 tokens to one expert, so a token costs what it costs in the dense transformer while the layer "
+    "holds four times the parameters. The Dynamic parameters page colours your photo's tokens by their expert.",
+    (
+        "Fedus et al., Switch transformers, JMLR 2022",
+        "Riquelme et al., Scaling vision with sparse mixture of experts, NeurIPS 2021",
+        VIT_PAPER,
+    ),
+)
+
+
+def per_token_point(k: int) -> str:
+    return f"top-{k}"
+
+
+class MoEViTCifar(Cifar10Classifier, nn.Module):
+    name = "moe_vit_cifar"
+    about = ABOUT
+    default_point = per_token_point(1)
+    baselines = ("vit_cifar",)
+
+    def __init__(self, net: MoEVisionTransformer):
+        super().__init__()
+        self.net = self.served(net)
+        shape = (1, 3, CIFAR_SIZE, CIFAR_SIZE)
+        self.mixtures = [m for m in self.net.modules() if isinstance(m, SwitchMlp)]
+        self.experts = len(self.mixtures[0].experts) if self.mixtures else 1
+        dim = self.net.class_token.shape[-1]
+        self.expert_flops = module_macs(self.mixtures[0].experts[0], (1, dim)) if self.mixtures else 0
+        """One token through one expert."""
+        probe = torch.zeros(shape)
+        with torch.inference_mode(), collecting() as decisions:
+            parts = macs_by_module(self.net, lambda: self.net(probe))
+        probe_experts = sum(routing.choices.numel() for _, routing in decisions) * self.expert_flops
+        self.shared_flops = parts[""] - probe_experts
+        """Everything but the experts: the same for every input."""
+        self.dense_flops = module_macs(VisionTransformer(**net.config), shape)
+        self.layer_index = {m: i for i, layer in enumerate(self.net.layers) for m in [layer.mlp]}
+
+    @classmethod
+    def build(cls, pretrained: bool = True, **config) -> MoEViTCifar:
+        net = MoEVisionTransformer(**config)
+        if pretrained:
+            net.load_state_dict(load_weights(cls.name)[0])
+        return cls(net)
+
+    def knobs(self) -> list[Knob]:
+        return [
+            Knob(
+                "per_token",
+                "Experts per token (k)",
+                1,
+                self.experts,
+                1,
+                1,
+                "Run each token's k best experts, weighted by their gates. The network learnt with k = 1; more "
+                "costs more per token.",
+            )
+        ]
+
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        return {per_token_point(k): OperatingPoint(per_token_point(k), {"per_token": k}) for k in (1, 2)}
+
+    def record(self, module: SwitchMlp, routing: Routing, box: Box) -> ExpertRecord:
+        choices, gates = routing.choices[0], routing.probabilities[0].gather(-1, routing.choices[0])
+        layer = self.layer_index[module]
+        return ExpertRecord(
+            layer=layer,
+            name=f"layer {layer + 1}",
+            experts=self.experts,
+            resolution=self.net.side,
+            box=box,
+            choices=tuple(choices[1:, 0].tolist()),
+            gates=rounded(gates[1:, 0].tolist(), 3),
+            class_choice=int(choices[0, 0]),
+            per_token=choices.shape[-1],
+            flops=choices.numel() * self.expert_flops,
+        )
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        settings = knob_values(self.knobs(), settings)
+        view = cifar_view(image)
+        with stopwatch() as watch, collecting() as decisions:
+            logits = self.net(view.tensor(), int(settings["per_token"]))[0]
+        records = tuple(self.record(module, routing, view.box) for module, routing in decisions)
+        experts = sum(r.flops for r in records)
+        flops = self.shared_flops + experts
+        cost = Cost(
+            flops, self.dense_flops, {"attention, embedding, router": self.shared_flops, "experts": experts}, watch.ms
+        )
+        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
+        notes = image.notes + ((view.note,) if view.note else ())
+        return Trace(self.name, image.name, image.size, prediction, cost, records, settings, notes)
+
+    def explain_routing(self, image: InputImage, layer: int, token: int, expert: int) -> ExplainTarget:
+        """What captum needs to attribute the router's logit of ``expert`` for image token ``token`` (row by row)
+        in mixture layer ``layer``: which pixels pushed this token to this expert."""
+        view = cifar_view(image)
+        net = self.net
+
+        def router_logits(x: torch.Tensor) -> torch.Tensor:
+            tokens = net.tokens(x)
+            for layer_module in net.layers[:layer]:
+                tokens = layer_module(tokens, net.side)
+            block = net.layers[layer]
+            tokens = tokens + block.attention(block.norm1(tokens), net.side)
+            return block.mlp.router(block.norm2(tokens))[:, 1 + token]
+
+        return ExplainTarget(self.net, router_logits, None, view.tensor(), expert, view.box)
+
+
+register_model(MoEViTCifar.name, emits=(ExpertRecord,), tiny=TINY)(MoEViTCifar.build)
