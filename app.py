@@ -16,6 +16,8 @@ navigation = st.navigation(
         st.Page("pages/layer_skipping.py", title="Layer skipping", icon=":material/fast_forward:", url_path="skip"),
         st.Page("pages/channel_gating.py", title="Channel selection", icon=":material/tune:", url_path="channels"),
         st.Page("pages/spatial.py", title="Spatial", icon=":material/center_focus_strong:", url_path="where"),
+        st.Page("pages/deformable.py", title="Deformable", icon=":material/scatter_plot:", url_path="sampling-points"),
+        st.Page("pages/dynamic_parameters.py", title="Dynamic parameters", icon=":material/hub:", url_path="routing"),
         st.Page("pages/video.py", title="Video", icon=":material/movie:", url_path="clips"),
         st.Page("pages/gallery.py", title="Easy vs hard", icon=":material/photo_library:", url_path="easy-vs-hard"),
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:", url_path="trade-off-explorer"),

@@ -18,12 +18,17 @@ from dynviz.trace import (
     PROCESSED,
     BlockRecord,
     ChannelRecord,
+    DeformableAttentionRecord,
     ExitRecord,
+    ExpertRecord,
     FocusRecord,
     FrameRecord,
     MaskRecord,
     NodeRecord,
+    RoutingRecord,
+    SamplingRecord,
     Trace,
+    entropy,
 )
 
 
@@ -48,6 +53,10 @@ FAMILIES: tuple[tuple[type, Family], ...] = (
     (BlockRecord, Family("layer skipping", "pages/layer_skipping.py", "skip_model")),
     (ChannelRecord, Family("channel skipping", "pages/channel_gating.py", "channel_model")),
     (NodeRecord, Family("early exit", "pages/early_exit.py", "exit_model")),
+    (SamplingRecord, Family("deformable sampling", "pages/deformable.py", "deformable_model")),
+    (DeformableAttentionRecord, Family("deformable sampling", "pages/deformable.py", "deformable_model")),
+    (RoutingRecord, Family("dynamic parameters", "pages/dynamic_parameters.py", "parameters_model")),
+    (ExpertRecord, Family("dynamic parameters", "pages/dynamic_parameters.py", "parameters_model")),
 )
 EARLY_EXIT = Family("early exit", "pages/early_exit.py", "exit_model")
 RESOLUTION = Family("resolution adaptation", "pages/spatial.py", "resolution_model", "Resolution", "spatial_view")
@@ -83,6 +92,13 @@ def decision_text(trace: Trace) -> str:
     if channels := trace.records_of(ChannelRecord):
         share = sum(sum(r.active) for r in channels) / sum(len(r.active) for r in channels)
         return f"ran {share:.0%} of the gated channels"
+    if sampled := trace.records_of(SamplingRecord) + trace.records_of(DeformableAttentionRecord):
+        return f"moved its samples {sum(r.mean_offset for r in sampled) / len(sampled):.1f} px on average"
+    if routings := trace.records_of(RoutingRecord):
+        return f"mixed its kernels (routing entropy {sum(entropy(r.weights) for r in routings) / len(routings):.2f})"
+    if experts := trace.records_of(ExpertRecord):
+        busiest = sum(max(r.load) for r in experts) / len(experts)
+        return f"routed its tokens to experts ({busiest:.0%} to the busiest)"
     if exits := trace.records_of(ExitRecord):
         taken = next(r for r in exits if r.taken)
         return f"answered at exit {taken.index + 1} of {len(exits)} ({taken.resolution} px)"

@@ -374,6 +374,13 @@ def gate_heatmap(model_name: str, digest: str, block: int, executed: tuple[bool,
     return pushed_towards(model(model_name).explain_gate(_image, block, executed))
 
 
+@st.cache_data(max_entries=64, show_spinner="Computing the attribution…")
+def routing_heatmap(model_name: str, digest: str, decision: tuple[int, ...], _image: InputImage) -> Heatmap:
+    """Integrated Gradients of one routing decision (the model's ``explain_routing(image, *decision)``), cached
+    per input."""
+    return pushed_towards(model(model_name).explain_routing(_image, *decision))
+
+
 def second_input(key: str) -> InputImage | None:
     """A second image to compare with the sidebar's: an example photo or an upload."""
     source = st.radio("Second image", ["Example photos", "Upload"], key=f"{key}:source", horizontal=True)
@@ -478,18 +485,20 @@ def card_table() -> pd.DataFrame:
     return pd.DataFrame(model_table())
 
 
-def card_with_class_usage(model_name: str, unit: str) -> None:
-    """The per-class usage heatmap from the model's card (if its evaluation has one), then the card."""
+def card_with_class_usage(model_name: str, unit: str, measure: str | None = None) -> None:
+    """The per-class usage heatmap from the model's card (if its evaluation has one), then the card; ``measure``:
+    what the usage is, where it is not the share of the unit that ran (:func:`class_usage_heatmap`)."""
     card = load_card(model_name)
     if card is None:
         return
     evaluation = card.evaluation
     if evaluation is not None and evaluation.class_usage is not None:
         usage = evaluation.class_usage
-        st.plotly_chart(class_usage_heatmap(usage, unit), key="class_usage")
+        st.plotly_chart(class_usage_heatmap(usage, unit, measure), key="class_usage")
+        what = f"the share of each {unit} that each class ran" if measure is None else f"each class's mean {measure}"
         st.caption(
-            f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} {evaluation.unit}, the share "
-            f"of each {unit} that each class ran at “{usage.point}” (in brackets: its images)."
+            f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} {evaluation.unit}, "
+            f"{what} at “{usage.point}” (in brackets: its images)."
         )
     with st.expander("Model card"):
         show_card(card)

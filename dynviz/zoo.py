@@ -54,9 +54,21 @@ def _load_model_modules() -> None:
     import dynviz.models  # noqa: F401  (registers every model)
 
 
-def list_models(emitting: type | None = None, unless: type | None = None, accepting: str | None = None) -> list[str]:
-    """Registered names, or only those whose traces hold ``emitting`` records (and no ``unless`` records),
-    or that analyse ``accepting`` inputs (:data:`IMAGE` or :data:`VIDEO`)."""
+def served(name: str) -> bool:
+    """Whether the app and the CLI offer ``name``: its card is bundled. A model whose weights are not trained yet
+    is registered (for its recipe and the tests) but not offered."""
+    return (PRETRAINED / f"{name}.json").exists()
+
+
+def list_models(
+    emitting: type | None = None,
+    unless: type | None = None,
+    accepting: str | None = None,
+    only_served: bool = True,
+) -> list[str]:
+    """Names the app offers (with ``only_served=False``: every registered one), or only those whose traces hold
+    ``emitting`` records (and no ``unless`` records), or that analyse ``accepting`` inputs (:data:`IMAGE` or
+    :data:`VIDEO`)."""
     _load_model_modules()
     return sorted(
         name
@@ -64,6 +76,7 @@ def list_models(emitting: type | None = None, unless: type | None = None, accept
         if (emitting is None or emitting in _registry[name].emits)
         and (unless is None or unless not in _registry[name].emits)
         and (accepting is None or _registry[name].accepts == accepting)
+        and (not only_served or served(name))
     )
 
 
@@ -86,9 +99,8 @@ def tiny_config(name: str) -> dict[str, Any]:
 
 
 def dynamic_models() -> list[str]:
-    """Registered models whose traces hold decisions."""
-    _load_model_modules()
-    return sorted(name for name in _registry if _registry[name].emits)
+    """Offered models whose traces hold decisions."""
+    return [name for name in list_models() if _registry[name].emits]
 
 
 def create_model(name: str, pretrained: bool = True, **config: Any) -> Any:

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from dynviz.cards import load_card
 from dynviz.clips import EXAMPLE_CLIPS
-from dynviz.zoo import IMAGE, VIDEO, list_models
+from dynviz.zoo import IMAGE, VIDEO, create_model, list_models, tiny_config
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -271,3 +271,69 @@ def test_compare_on_a_clip_runs_the_video_models_on_it_and_the_image_models_on_i
     assert set(clip_rows["model"]) == set(list_models(accepting=VIDEO))
     assert all(text.startswith("looked at ") for text in clip_rows["what it decided"])
     assert set(frame_rows["model"]) == set(list_models(accepting=IMAGE))
+
+
+DYNAMIC_PARAMETERS = ("dcn_resnet_cifar", "dat_cifar", "condconv_resnet_cifar", "moe_vit_cifar")
+
+
+@pytest.fixture
+def parameter_models(monkeypatch):
+    """The dynamic-parameter models: bundled where their weights are, else tiny and untrained (the pages'
+    behaviour does not depend on training)."""
+    from dynviz import runtime, zoo
+
+    pending = [name for name in DYNAMIC_PARAMETERS if not zoo.served(name)]
+    monkeypatch.setattr(zoo, "served", lambda name, bundled=zoo.served: bundled(name) or name in pending)
+    build = runtime.bundled_model
+    monkeypatch.setattr(
+        runtime.SERVER,
+        "build",
+        lambda name: create_model(name, pretrained=False, **tiny_config(name)) if name in pending else build(name),
+    )
+
+
+def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_field(app, parameter_models):
+    app.switch_page("pages/deformable.py").run()
+    app.selectbox(key="deformable_model").set_value("dcn_resnet_cifar").run()
+    assert not app.exception
+    assert metric(app, "Mean offset").endswith(" px")
+    figures = charts(app)
+    assert any(title.endswith("where did this position's 9 samples move?") for title in figures)
+    assert any(title.startswith("Effective sampling locations through") for title in figures)
+    assert any("which way does each position look?" in title for title in figures)
+    stacked = next(f for t, f in figures.items() if t.startswith("Effective sampling"))
+    before = next(trace["x"] for trace in stacked["data"] if trace.get("name") == "position")
+    app.slider(key="dcn_resnet_cifar:column").set_value(0).run()
+    stacked = next(f for t, f in charts(app).items() if t.startswith("Effective sampling"))
+    assert next(trace["x"] for trace in stacked["data"] if trace.get("name") == "position") < before
+    assert app.select_slider(key="dcn_resnet_cifar:layer").value == 1  # the last of the tiny network's two
+
+    app.selectbox(key="deformable_model").set_value("dat_cifar").run()
+    assert not app.exception
+    assert any(title.endswith("head 1: which sampled keys does this query attend to?") for title in charts(app))
+    app.radio(key="dat_cifar:head").set_value(1).run()
+    assert any(title.endswith("head 2: which sampled keys does this query attend to?") for title in charts(app))
+
+
+def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution(app, parameter_models):
+    app.switch_page("pages/dynamic_parameters.py").run()
+    app.selectbox(key="parameters_model").set_value("condconv_resnet_cifar").run()
+    assert not app.exception
+    assert metric(app, "Routing entropy").endswith(" nats")
+    heatmaps = [f for f in charts(app).values() if f["data"][0]["type"] == "heatmap"]
+    assert len(heatmaps) == 2  # the photo and a second image, side by side
+    assert heatmaps[0]["data"][0]["z"] != heatmaps[1]["data"][0]["z"]
+    app.toggle(key="condconv_resnet_cifar:route:attribute").set_value(True).run()
+    assert not app.exception
+    assert any(title.startswith("Which pixels raised expert 1 of") for title in charts(app))
+
+    app.selectbox(key="parameters_model").set_value("moe_vit_cifar").run()
+    assert not app.exception
+    figures = charts(app)
+    assert any(title.endswith("which expert did each token go to?") for title in figures)
+    assert "How was the load spread over the experts?" in figures
+    one = metric(app, "FLOPs (multiply–adds)")
+    app.slider(key="moe_vit_cifar:per_token").set_value(2).run()
+    assert metric(app, "FLOPs (multiply–adds)") != one  # two experts per token cost more
+    app.toggle(key="moe_vit_cifar:token:attribute").set_value(True).run()
+    assert any(title.startswith("Which pixels sent token (4, 4)") for title in charts(app))

@@ -48,7 +48,7 @@ def check(name: str, model) -> None:
     assert model.default_point in model.operating_points()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(only_served=False))
 def test_a_tiny_untrained_model_emits_the_records_it_declares_and_its_trace_round_trips(name):
     check(name, create_model(name, pretrained=False, **tiny_config(name)))
 

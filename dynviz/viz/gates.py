@@ -88,8 +88,10 @@ def _block_hover(record: BlockRecord) -> str:
     return f"{record.name}, stage {record.stage + 1}, {record.resolution}×{record.resolution}: {gate}, {state}"
 
 
-def class_usage_heatmap(usage: ClassUsage, unit: str) -> go.Figure:
-    """Per class, the share of each unit that ran at the card's default point (ConvNet-AIG's Fig. 5)."""
+def class_usage_heatmap(usage: ClassUsage, unit: str, measure: str | None = None) -> go.Figure:
+    """Per class, the share of each unit that ran at the card's default point (ConvNet-AIG's Fig. 5); with
+    ``measure``, the mean of that measure per unit instead (a routing weight, a share of tokens)."""
+    hover = f"%{{z:.0%}} of the {unit} ran" if measure is None else f"{measure} %{{z:.2f}}"
     figure = go.Figure(
         go.Heatmap(
             z=[list(row) for row in usage.rates],
@@ -98,14 +100,15 @@ def class_usage_heatmap(usage: ClassUsage, unit: str) -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Greens",
-            colorbar=dict(title="ran"),
-            hovertemplate=f"%{{y}}, %{{x}}: %{{z:.0%}} of the {unit} ran<extra></extra>",
+            colorbar=dict(title=measure or "ran"),
+            hovertemplate=f"%{{y}}, %{{x}}: {hover}<extra></extra>",
         )
     )
-    figure.update_xaxes(title="block (input side first)")
+    figure.update_xaxes(title=f"{unit} (input side first)")
     figure.update_yaxes(title="true class (images)", autorange="reversed")
     height = max(320, min(900, 60 + 18 * len(usage.classes)))
-    return titled(figure, f"Does each class take its own path? Share of each {unit} that ran", height=height)
+    question = f"Share of each {unit} that ran" if measure is None else f"Mean {measure} of each {unit}"
+    return titled(figure, f"Does each class take its own path? {question}", height=height)
 
 
 def _channel_matrix(records: list[ChannelRecord], values: list[list[float]]) -> np.ndarray:

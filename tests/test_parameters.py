@@ -1,0 +1,184 @@
+"""Dynamic parameters: deformable convolution and attention, CondConv, mixture of experts (tiny untrained
+networks, generated inputs)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import encode, pattern
+
+from dynviz.cost import BILINEAR_MACS, count_macs
+from dynviz.inputs import load_image
+from dynviz.models.dat import DeformableAttention, reference_points
+from dynviz.models.dcn import DeformableConv2d, deform_conv2d
+from dynviz.runtime import inference
+from dynviz.trace import (
+    DeformableAttentionRecord,
+    ExpertRecord,
+    RoutingRecord,
+    SamplingRecord,
+)
+from dynviz.viz.parameters import effective_points
+from dynviz.zoo import create_model, tiny_config
+
+
+def tiny(name: str):
+    return create_model(name, pretrained=False, **tiny_config(name))
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """96×72: a CIFAR network sees its central 72×72 square, 9 input pixels per cell of an 8×8 map."""
+    return load_image(encode(pattern(96, 72, seed=5), "PNG"), "wide.png")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_zero_offsets_with_unit_modulation_are_the_ordinary_convolution(stride):
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 5, 7, 9), torch.randn(4, 5, 3, 3)
+    expected = F.conv2d(x, weight, stride=stride, padding=1)
+    rows, columns = expected.shape[-2:]
+    y = deform_conv2d(x, torch.zeros(2, 18, rows, columns), torch.ones(2, 9, rows, columns), weight, stride)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_whole_pixel_offset_reads_the_neighbouring_pixel():
+    x, weight = torch.randn(1, 3, 6, 6), torch.randn(2, 3, 3, 3)
+    offsets = torch.zeros(1, 18, 6, 6)
+    offsets[:, 1::2] = 1.0  # every tap one pixel to the right: the convolution of x shifted left by one
+    y = deform_conv2d(x, offsets, torch.ones(1, 9, 6, 6), weight)
+    shifted = F.conv2d(F.pad(x[..., 1:], (0, 1)), weight, padding=1)
+    # Column 0 differs: its leftmost taps now read x's first column, where the shifted image has padding.
+    torch.testing.assert_close(y[..., 1:], shifted[..., 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_deformable_layer_costs_its_offsets_its_kernel_and_four_multiply_adds_per_sample():
+    layer = DeformableConv2d(6, 8).eval()
+    x = torch.randn(1, 6, 5, 5)
+    positions, taps = 25, 9
+    predictor = 6 * 3 * taps * taps * positions  # 3×3 convolution to 2K offsets and K modulations
+    kernel = 8 * 6 * taps * positions
+    sampling = BILINEAR_MACS * 6 * taps * positions
+    assert count_macs(lambda: layer(x)) == predictor + kernel + sampling
+
+
+def test_sampling_points_lie_where_the_offsets_say_in_input_pixels(wide):
+    model = tiny("dcn_resnet_cifar")
+    layer = next(m for m in model.net.modules() if isinstance(m, DeformableConv2d))
+    with torch.no_grad():
+        layer.offset.weight.zero_()
+        layer.offset.bias.zero_()
+        layer.offset.bias[0:18:2] = 0.5  # Δy of every tap: half a cell down
+        layer.offset.bias[1:18:2] = -1.0  # Δx: one cell left
+    with inference():
+        record = model.analyze(wide).records_of(SamplingRecord)[0]
+    assert record.resolution == 8 and record.box == (12.0, 0.0, 84.0, 72.0)
+    cell = 9.0
+    for position in (0, 27, 63):
+        row, column = divmod(position, 8)
+        for tap, (x, y) in enumerate(record.position_points(position)):
+            dy, dx = divmod(tap, 3)
+            assert x == pytest.approx(12 + (column + dx - 1 - 1.0 + 0.5) * cell, abs=0.01)
+            assert y == pytest.approx((row + dy - 1 + 0.5 + 0.5) * cell, abs=0.01)
+    assert record.mean_offset == pytest.approx(cell * (1.0**2 + 0.5**2) ** 0.5, abs=0.01)
+    assert set(record.modulation) == {0.5}  # σ(0)
+
+
+def test_stacked_regular_layers_read_the_receptive_field_of_a_5_by_5_kernel(wide):
+    model = tiny("dcn_resnet_cifar")
+    with inference():
+        records = model.analyze(wide).records_of(SamplingRecord)
+    assert [r.mean_offset for r in records] == [0.0, 0.0]  # offsets start at zero
+    points = effective_points(records, 27)
+    assert len(points) == 81
+    assert len({(round(x, 2), round(y, 2)) for x, y, _ in points}) == 25
+
+
+def test_deformable_attention_samples_the_reference_grid_when_its_offsets_are_zero(wide):
+    model = tiny("dat_cifar")
+    layer = next(m for m in model.net.modules() if isinstance(m, DeformableAttention))
+    with torch.no_grad():
+        layer.offset[-1].weight.zero_()
+    with inference():
+        record = model.analyze(wide).records_of(DeformableAttentionRecord)[0]
+    assert record.keys == 16 and record.references * record.groups == record.points
+    # A reference point sits at the centre of each 2×2 block of tokens: token index 0.5, 2.5, … of 9-px cells.
+    assert record.references[:4] == (12 + 1.0 * 9, 1.0 * 9, 12 + 3.0 * 9, 1.0 * 9)
+    assert reference_points(8, 2)[0, 1].tolist() == [2.5, 0.5]
+    weights = record.weights(head=1, query=10)
+    assert len(weights) == 16 and 0 < sum(weights) <= 1  # the class token's key takes the rest
+
+
+def test_condconv_mixes_one_kernel_per_image_and_a_batch_answers_as_its_images_alone():
+    model = tiny("condconv_resnet_cifar")
+    net = model.net
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        together = net(images)
+        alone = torch.cat([net(images[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_condconv_routing_depends_on_the_input(photo, wide):
+    model = tiny("condconv_resnet_cifar")
+    with inference():
+        first, second = (model.analyze(image).records_of(RoutingRecord) for image in (photo, wide))
+    assert len(first) == 6 and all(len(r.weights) == 2 for r in first)
+    assert [r.weights for r in first] != [r.weights for r in second]
+
+
+def test_only_the_chosen_experts_run_and_the_cost_counts_only_them(photo):
+    model = tiny("moe_vit_cifar")
+    mixture = model.mixtures[0]
+    router = torch.nn.Linear(mixture.router.in_features, len(mixture.experts))
+    with torch.no_grad():
+        router.weight.zero_()
+        router.bias.copy_(torch.tensor([2.0] + [0.0] * (len(mixture.experts) - 1)))  # expert 0 for every token
+    mixture.router = router
+    calls = [0] * len(mixture.experts)
+    hooks = [
+        expert.register_forward_hook(lambda *_, e=e: calls.__setitem__(e, calls[e] + 1))
+        for e, expert in enumerate(mixture.experts)
+    ]
+    try:
+        with inference():
+            trace = model.analyze(photo, {"per_token": 1})
+            counted = count_macs(lambda: model.analyze(photo, {"per_token": 1}))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    record = trace.records_of(ExpertRecord)[0]
+    assert set(record.choices) == {0} and record.load[0] == 1.0
+    assert calls[0] > 0 and calls[1:] == [0] * (len(calls) - 1)
+    assert trace.cost.flops == counted == model.shared_flops + 65 * model.expert_flops
+
+
+def test_more_experts_per_token_cost_more_and_the_formula_matches_the_counter(photo):
+    model = tiny("moe_vit_cifar")
+    with inference():
+        one, two = (model.analyze(photo, {"per_token": k}) for k in (1, 2))
+        counted = count_macs(lambda: model.analyze(photo, {"per_token": 2}))
+    assert two.cost.flops == counted
+    assert two.cost.flops - one.cost.flops == 65 * model.expert_flops  # one more expert for each of 65 tokens
+    assert [r.per_token for r in two.records_of(ExpertRecord)] == [2]
+    assert one.cost.flops == pytest.approx(one.cost.flops_full, rel=0.01)  # top-1: a dense transformer's cost
+
+
+@pytest.mark.parametrize("name", ["dcn_resnet_cifar", "condconv_resnet_cifar", "dat_cifar", "moe_vit_cifar"])
+def test_a_dynamic_parameter_trace_costs_what_flop_counter_mode_counts(name, photo):
+    model = tiny(name)
+    with inference():
+        trace = model.analyze(photo)
+        assert trace.cost.flops == count_macs(lambda: model.analyze(photo))
+    assert sum(trace.cost.breakdown.values()) == trace.cost.flops
+
+
+def test_the_cli_row_summarises_offsets_routing_and_experts(photo):
+    with inference():
+        rows = {
+            name: tiny(name).analyze(photo).summary()
+            for name in ("dcn_resnet_cifar", "condconv_resnet_cifar", "dat_cifar", "moe_vit_cifar")
+        }
+    assert rows["dcn_resnet_cifar"]["mean_offset_px"] == "0.00 0.00"
+    assert rows["condconv_resnet_cifar"]["routing_entropy"] > 0
+    assert "mean_attention_offset_px" in rows["dat_cifar"]
+    assert len(rows["moe_vit_cifar"]["experts_layer2"]) == 64
