@@ -312,6 +312,11 @@ def warm_up() -> threading.Thread | None:
     return start_warm_up(SERVER, example_photos, example_clips)
 
 
+def offered(*kinds: type) -> bool:
+    """Whether a bundled model emits one of these record kinds (a family's page has something to show)."""
+    return any(list_models(emitting=kind) for kind in kinds)
+
+
 def analyze(model_name: str, image: InputImage, settings: dict[str, float] | None = None) -> Trace:
     """The trace of ``image`` under ``settings``: computed once for every session (:mod:`dynviz.runtime`)."""
     with st.spinner("Running the network…"):

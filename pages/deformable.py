@@ -14,9 +14,6 @@ from dynviz.zoo import list_models
 st.title("Deformable: where did each layer look?")
 image = ui.required_input()
 models = list_models(emitting=SamplingRecord) + list_models(emitting=DeformableAttentionRecord)
-if not models:
-    st.info("No deformable model is bundled yet: train one with python -m dynviz train-all.", icon=":material/info:")
-    st.stop()
 name = st.selectbox("Model", models, key="deformable_model")
 trace = ui.analyze(name, image)
 samplings = trace.records_of(SamplingRecord)

@@ -10,11 +10,6 @@ from dynviz.zoo import list_models
 st.title("Dynamic parameters: which kernels and experts did this input choose?")
 image = ui.required_input()
 models = list_models(emitting=RoutingRecord) + list_models(emitting=ExpertRecord)
-if not models:
-    st.info(
-        "No dynamic-parameter model is bundled yet: train one with python -m dynviz train-all.", icon=":material/info:"
-    )
-    st.stop()
 name = st.selectbox("Model", models, key="parameters_model")
 controls, header = st.columns([1, 3])
 with controls:

@@ -292,7 +292,7 @@ def parameter_models(monkeypatch):
     )
 
 
-def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_field(app, parameter_models):
+def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_field(parameter_models, app):
     app.switch_page("pages/deformable.py").run()
     app.selectbox(key="deformable_model").set_value("dcn_resnet_cifar").run()
     assert not app.exception
@@ -315,7 +315,7 @@ def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_fiel
     assert any(title.endswith("head 2: which sampled keys does this query attend to?") for title in charts(app))
 
 
-def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution(app, parameter_models):
+def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution(parameter_models, app):
     app.switch_page("pages/dynamic_parameters.py").run()
     app.selectbox(key="parameters_model").set_value("condconv_resnet_cifar").run()
     assert not app.exception
