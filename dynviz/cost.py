@@ -6,8 +6,8 @@ FlopCounterMode counts 2 FLOPs per multiply–add (convolutions, depthwise too,
 and matrix products; not pooling, norms, activations, softmax or routing's
 top-k); we report multiply–accumulates, the unit the dynamic-network papers
 call "FLOPs". Its gaps that matter here get a formula in :data:`FORMULAS`
-(matrix–vector products; bilinear sampling at learned points, which it prices
-at 0), passed to every counter this project makes (:func:`flop_counter`)
+(matrix–vector products; bilinear sampling at learned points and, on the CPU,
+``scaled_dot_product_attention``, which it prices at 0), passed to every counter this project makes (:func:`flop_counter`)
 rather than registered process-wide on import. The routing of experts and
 kernels costs its linear layers (counted); its softmax, sigmoid and top-k are
 element-wise, like activations, and cost nothing here.
@@ -15,6 +15,7 @@ element-wise, like activations, and cost nothing here.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -47,7 +48,20 @@ def _bilinear_sampling_flops(input_shape, grid_shape, interpolation_mode, *args,
     return 2 * BILINEAR_MACS * n * channels * rows * columns
 
 
-FORMULAS = {torch.ops.aten.addmv: _matrix_vector_flops, torch.ops.aten.grid_sampler_2d: _bilinear_sampling_flops}
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape, **kwargs) -> int:
+    """On the CPU, ``scaled_dot_product_attention`` runs (for all but the smallest shapes) as one fused kernel
+    that FlopCounterMode prices at 0: Q Kᵀ and the weighted sum of V, N·H·L_q·L_k·(d + d_v) multiply–adds
+    (the softmax, like every element-wise step, is free)."""
+    *batch, queries, width = query_shape
+    keys, value_width = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(batch) * queries * keys * (width + value_width)
+
+
+FORMULAS = {
+    torch.ops.aten.addmv: _matrix_vector_flops,
+    torch.ops.aten.grid_sampler_2d: _bilinear_sampling_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+}
 """FLOP formulas for the operations FlopCounterMode does not price (its own unit: 2 per multiply–add)."""
 
 

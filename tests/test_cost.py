@@ -50,3 +50,15 @@ def test_module_costs_are_measured_once_per_shape():
     assert module_macs(net, (1, 8)) == 32
     assert module_macs(net, (2, 8)) == 64
     assert len(runs) == 2
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 8), (1, 4, 65, 32)])
+def test_fused_attention_costs_what_its_explicit_products_cost(shape):
+    """The CPU's fused scaled_dot_product_attention, which FlopCounterMode alone prices at 0 (for all but the
+    smallest shapes), is priced as Q Kᵀ and the weighted sum of V."""
+    q, k, v = torch.randn(shape), torch.randn(shape), torch.randn(*shape[:-1], 6)
+    explicit = count_macs(lambda: (q @ k.transpose(-2, -1)).softmax(-1) @ v)
+    n, heads, length, width = shape
+    assert explicit == n * heads * length * length * (width + 6)
+    with torch.inference_mode():
+        assert count_macs(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)) == explicit
