@@ -423,6 +423,28 @@ class ExpertRecord:
         return {f"{r.name} · expert {e + 1}": share for r in records for e, share in enumerate(r.load)}
 
 
+@record_kind
+@dataclass(frozen=True)
+class TokenGridRecord:
+    """One computed stage of a transformer cascade (DVT): its grid of tokens over the view, where its class
+    token attended, and what the previous stage handed over."""
+
+    kind: ClassVar[str] = "tokens"
+    stage: int
+    grid: int
+    """The stage's tokens form a ``grid`` × ``grid`` grid over ``box``, row by row."""
+    box: Box
+    class_attention: tuple[float, ...]
+    """[token] the class token's attention to each patch token in the stage's last layer (mean of the heads)."""
+    handed_over: tuple[float, ...] = ()
+    """[token] the reused relationships' bias on the class token's attention to each patch (mean of layers and
+    heads): where the previous stage told this one to look; empty for a stage that reuses nothing."""
+
+    @staticmethod
+    def summarize(records: list[TokenGridRecord]) -> dict[str, Any]:
+        return {"token_grids": " ".join(f"{r.grid}x{r.grid}" for r in records)}
+
+
 PROCESSED, GLANCED, SKIPPED = "processed", "glanced", "skipped"
 """What a temporal model did with a frame: ran its backbone on it, only glanced at it (a cheap network or
 test), or never looked."""

@@ -2,13 +2,14 @@ import streamlit as st
 
 from dynviz import ui
 from dynviz.models.base import ExplainsExits
-from dynviz.trace import ExitRecord, FocusRecord, NodeRecord
+from dynviz.trace import ExitRecord, FocusRecord, NodeRecord, TokenGridRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.exits import (
     computation_grid,
     cost_bars,
     exit_table,
     exit_timeline,
+    token_map,
     top_classes,
 )
 from dynviz.viz.image import network_view, photo, with_box, with_heatmap
@@ -53,6 +54,18 @@ if trace.records_of(NodeRecord):
             "scale. Coloured: computed for this image (the colour of the exit whose block it belongs to); grey: "
             "never computed, because the image left at the ticked exit."
         )
+
+if stages := trace.records_of(TokenGridRecord):
+    for stage, column in zip(stages, st.columns(len(stages))):
+        column.plotly_chart(token_map(image.image, stage), key=f"tokens_{stage.stage}")
+        if stage.handed_over:
+            column.plotly_chart(token_map(image.image, stage, hint=True), key=f"hint_{stage.stage}")
+    st.caption(
+        "Each computed stage's grid of tokens over the part of the photo the network saw: the coarser the grid, "
+        "the cheaper the stage. Shading: where the stage's class token attended in its last layer (its "
+        "relationship map); below it, the attention bias the stage reused from the previous one (where it was "
+        "told to look before it looked). Stages after the one that answered were never run."
+    )
 
 left, right = st.columns(2)
 with left:

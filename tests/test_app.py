@@ -276,13 +276,12 @@ def test_compare_on_a_clip_runs_the_video_models_on_it_and_the_image_models_on_i
 DYNAMIC_PARAMETERS = ("dcn_resnet_cifar", "dat_cifar", "condconv_resnet_cifar", "moe_vit_cifar")
 
 
-@pytest.fixture
-def parameter_models(monkeypatch):
-    """The dynamic-parameter models: bundled where their weights are, else tiny and untrained (the pages'
-    behaviour does not depend on training)."""
+def serve_untrained(monkeypatch, names: tuple[str, ...]) -> None:
+    """Offer ``names`` with their bundled weights where they are, else tiny and untrained (a page's behaviour
+    does not depend on training)."""
     from dynviz import runtime, zoo
 
-    pending = [name for name in DYNAMIC_PARAMETERS if not zoo.served(name)]
+    pending = [name for name in names if not zoo.served(name)]
     monkeypatch.setattr(zoo, "served", lambda name, bundled=zoo.served: bundled(name) or name in pending)
     build = runtime.bundled_model
     monkeypatch.setattr(
@@ -290,6 +289,30 @@ def parameter_models(monkeypatch):
         "build",
         lambda name: create_model(name, pretrained=False, **tiny_config(name)) if name in pending else build(name),
     )
+
+
+@pytest.fixture
+def parameter_models(monkeypatch):
+    serve_untrained(monkeypatch, DYNAMIC_PARAMETERS)
+
+
+@pytest.fixture
+def dvt_models(monkeypatch):
+    serve_untrained(monkeypatch, ("dvt_cifar", "dvt_plain_cifar"))
+
+
+def test_dvt_on_the_early_exit_page_draws_each_stage_s_tokens_and_what_it_reused(dvt_models, app):
+    app.switch_page("pages/early_exit.py").run()
+    app.selectbox(key="exit_model").select("dvt_cifar").run()
+    app.slider(key="dvt_cifar:tau_1").set_value(0.0).run()
+    assert not app.exception
+    titles = set(charts(app))
+    assert any(title.startswith("Stage 1: ") and title.endswith("where did its class token look?") for title in titles)
+    assert not any(title.startswith("Stage 2") for title in titles)  # never run
+    app.slider(key="dvt_cifar:tau_1").set_value(1.0).run()
+    titles = set(charts(app))
+    assert "Stage 2: what did the previous stage hand over?" in titles
+    assert metric(app, "Stopped at stage") == "2 of 2"
 
 
 def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_field(parameter_models, app):

@@ -6,6 +6,7 @@ from dynviz.models import (  # noqa: F401
     condconv,
     dat,
     dcn,
+    dvt,
     dynconv,
     efficientnet_lite,
     frame_exit,

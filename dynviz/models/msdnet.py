@@ -39,9 +39,10 @@ import torch
 from torch import nn
 
 from dynviz.cards import About
+from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_SIZE
 from dynviz.models.multi_exit import CalibratedExits
-from dynviz.trace import ExitRecord, NodeRecord
+from dynviz.trace import Box, ExitRecord, NodeRecord
 from dynviz.zoo import register_model
 
 ABOUT = About(
@@ -275,7 +276,7 @@ class MSDNetClassifier(CalibratedExits):
     def explain_layer(self, k: int) -> nn.Module:
         return self.net.classifiers[k].features[0]  # 4×4 at the coarsest scale: the finest map an exit owns
 
-    def grid_records(self, answered: int) -> tuple[NodeRecord, ...]:
+    def grid_records(self, answered: int, box: Box, memo: Memo) -> tuple[NodeRecord, ...]:
         return tuple(
             NodeRecord(
                 layer=node.layer,

@@ -20,10 +20,17 @@ from dynviz.cards import anytime_point, load_card
 from dynviz.cost import macs_by_module, stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
-from dynviz.models.base import ExitPart, Memo, ThresholdExits, forced_exit, run_exits
+from dynviz.models.base import (
+    ExitPart,
+    Memo,
+    ThresholdExits,
+    collecting,
+    forced_exit,
+    run_exits,
+)
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, cifar_input
 from dynviz.models.resnet_cifar import resnet_flops
-from dynviz.trace import Cost, Trace, build
+from dynviz.trace import Box, Cost, Trace, build
 from dynviz.zoo import load_weights
 
 
@@ -40,6 +47,8 @@ class ExitOutput:
     logits: torch.Tensor
     latency_ms: float
     """Of its block and classifier."""
+    decisions: tuple = ()
+    """What the block's layers decided on the way (:func:`dynviz.models.base.collecting`)."""
 
 
 class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
@@ -77,6 +86,11 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
             for k in range(len(net.blocks))
         ]
 
+    @property
+    def flops_full(self) -> float:
+        """What its static counterpart costs: here, its own whole path (every exit computed)."""
+        return sum(part.flops for part in self.exit_parts)
+
     def exit_part_name(self, k: int) -> str:
         raise NotImplementedError
 
@@ -88,8 +102,9 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
         """The feature map exit ``k``'s Grad-CAM is taken on."""
         raise NotImplementedError
 
-    def grid_records(self, answered: int) -> tuple:
-        """Records of the network's parts beyond its exits (MSDNet's grid of nodes), given the exit taken."""
+    def grid_records(self, answered: int, box: Box, memo: Memo) -> tuple:
+        """Records of the network's parts beyond its exits (MSDNet's grid of nodes, DVT's token grids), given
+        the exit taken, the view's ``box`` and the blocks computed (``memo[k]``: :class:`ExitOutput`)."""
         return ()
 
     @classmethod
@@ -117,10 +132,10 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
         Only the deepest block's state is kept (a gallery holds thousands of memos)."""
         if k not in memo:
             state = self.net.start(x) if k == 0 else self._frontier(x, k - 1, memo)
-            with stopwatch() as watch:
+            with stopwatch() as watch, collecting() as decisions:
                 state = self.net.blocks[k](state)
                 logits = self.net.classifiers[k](self.net.exit_features(state))[0]
-            memo[k] = ExitOutput(logits, watch.ms)
+            memo[k] = ExitOutput(logits, watch.ms, tuple(decisions))
             if k < len(self.net.blocks) - 1:
                 memo["frontier"] = state
             else:
@@ -145,9 +160,8 @@ class CalibratedExits(Cifar10Classifier, ThresholdExits, nn.Module):
             self.labels,
         )
         answered = next(r.index for r in decision.records if r.taken)
-        full = sum(part.flops for part in self.exit_parts)
-        cost = Cost(decision.flops, full, decision.breakdown, decision.latency_ms, self.baseline_flops)
-        records = decision.records + self.grid_records(answered)
+        cost = Cost(decision.flops, self.flops_full, decision.breakdown, decision.latency_ms, self.baseline_flops)
+        records = decision.records + self.grid_records(answered, seen.box, memo)
         return Trace(
             self.name, image.name, image.size, decision.answer, cost, records, self.applied(thresholds), seen.notes
         )

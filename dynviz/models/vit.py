@@ -43,21 +43,25 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output, and the attention logits Q Kᵀ / √d_h (+ ``bias``) [N, heads, tokens, tokens]."""
         n, tokens, dim = x.shape
         q, k, v = self.qkv(x).view(n, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        return self.proj(attend(q, k, v).transpose(1, 2).reshape(n, tokens, dim))
+        logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if bias is not None:
+            logits = logits + bias
+        return self.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(n, tokens, dim)), logits
 
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(Q Kᵀ / √d_h) V per head: [N, heads, queries, d_h] with [N, heads, keys, d_h]."""
-    return ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1) @ v
+    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        return self.attend(x)[0]
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    """Two GELU layers back to ``dim``; ``context`` extra input features ride along (DVT's feature reuse)."""
+
+    def __init__(self, dim: int, hidden: int, context: int = 0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim + context, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

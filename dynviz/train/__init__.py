@@ -4,6 +4,7 @@ its recipes depend on one another: ``python -m dynviz train-all``."""
 import functools
 from collections.abc import Mapping
 
+from dynviz.models.dvt import DVTClassifier, PlainCascadeClassifier
 from dynviz.models.msdnet import MSDNetClassifier
 from dynviz.models.ranet import RANetClassifier
 from dynviz.train import (
@@ -22,6 +23,8 @@ RECIPES = {
     "frame_exit_lite": frame_exit.calibrate,
     "msdnet_cifar": functools.partial(multi_exit.train, MSDNetClassifier),
     "ranet_cifar": functools.partial(multi_exit.train, RANetClassifier),
+    "dvt_cifar": functools.partial(multi_exit.train, DVTClassifier),
+    "dvt_plain_cifar": functools.partial(multi_exit.train, PlainCascadeClassifier),
     "skip_resnet_cifar": gated.train_skip,
     "channel_gate_resnet_cifar": gated.train_channel_gate,
     "dynconv_resnet_cifar": gated.train_dynconv,
@@ -41,6 +44,8 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "vit_cifar": (),
     "moe_vit_cifar": (),
     "dat_cifar": (),
+    "dvt_cifar": (),
+    "dvt_plain_cifar": (),
     "resnet56_cifar": (),
     "msdnet_cifar": (),
     "ranet_cifar": (),

@@ -78,4 +78,4 @@ def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard
         "operating_points": json.dumps(names),
         "validation": json.dumps({p: on_validation(points[p]) for p in names}),
     }
-    return save_weights(name, tensors, classifier.about, float(cumulative[-1]), default, metadata)
+    return save_weights(name, tensors, classifier.about, model.flops_full, default, metadata)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 
-from dynviz.trace import ExitRecord, NodeRecord, Prediction, Trace
+from dynviz.trace import ExitRecord, NodeRecord, Prediction, TokenGridRecord, Trace
 from dynviz.units import FLOPS_UNIT, format_flops
+from dynviz.viz.image import RELEVANCE, photo
+from dynviz.viz.spatial import grid_overlay
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
 
 
@@ -172,3 +176,25 @@ def computation_grid(trace: Trace) -> go.Figure:
         categoryarray=sorted({f"{n.resolution}×{n.resolution}" for n in nodes}, key=lambda s: int(s.split("×")[0])),
     )
     return titled(figure, "What did the network compute? (scales × depth)", height=300)
+
+
+def token_map(image: Image.Image, record: TokenGridRecord, hint: bool = False) -> go.Figure:
+    """A cascade stage's grid of tokens over the photo, each token shaded by where the stage's class token
+    attended (or, with ``hint``, by what the previous stage's reused attention told it)."""
+    values = np.array(record.handed_over if hint else record.class_attention).reshape(record.grid, record.grid)
+    what = "reused attention bias" if hint else "class-token attention"
+    title = (
+        f"Stage {record.stage + 1}: what did the previous stage hand over?"
+        if hint
+        else f"Stage {record.stage + 1}: {record.grid}×{record.grid} tokens; where did its class token look?"
+    )
+    figure = photo(image, title)
+    x0, y0, x1, y1 = record.box
+    for i in range(record.grid + 1):  # the token grid
+        x, y = x0 + (x1 - x0) * i / record.grid, y0 + (y1 - y0) * i / record.grid
+        figure.add_shape(type="line", x0=x, x1=x, y0=y0, y1=y1, line=dict(color="white", width=1))
+        figure.add_shape(type="line", x0=x0, x1=x1, y0=y, y1=y, line=dict(color="white", width=1))
+    low, high = values.min(), values.max()
+    shaded = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    hover = np.vectorize(lambda v: f"{what} {v:.3f}")(values)
+    return grid_overlay(figure, shaded, record.box, RELEVANCE, hover, zmin=0, zmax=1, showscale=False)
