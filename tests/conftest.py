@@ -11,7 +11,7 @@ from PIL import Image
 
 from dynviz.inputs import InputImage, load_image
 from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
-from dynviz.zoo import create_model
+from dynviz.zoo import create_model, tiny_config
 
 # The apps under test load the models they need; the server's background warm-up of every model would only
 # compete with them for the two cores.
@@ -41,6 +41,11 @@ def tiny_lite(classes: int = 10) -> EfficientNetLite:
     """An untrained three-block EfficientNet-Lite: an MBConv without expansion, a strided one, a 5×5 one."""
     specs = [BlockSpec(8, 8, 8, 3, 1), BlockSpec(8, 12, 48, 3, 2), BlockSpec(12, 12, 72, 5, 1)]
     return EfficientNetLite(specs, stem=8, head=32, num_classes=classes).eval()
+
+
+def tiny(name: str):
+    """The zoo's model ``name`` in its tiny configuration, untrained."""
+    return create_model(name, pretrained=False, **tiny_config(name))
 
 
 def pattern(width: int = 96, height: int = 72, seed: int = 0) -> Image.Image:

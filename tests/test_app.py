@@ -4,12 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import encode, pattern
+from conftest import encode, pattern, tiny
 from streamlit.testing.v1 import AppTest
 
 from dynviz.cards import load_card
 from dynviz.clips import EXAMPLE_CLIPS
-from dynviz.zoo import IMAGE, VIDEO, create_model, list_models, tiny_config
+from dynviz.zoo import IMAGE, VIDEO, list_models
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -287,7 +287,7 @@ def serve_untrained(monkeypatch, names: tuple[str, ...]) -> None:
     monkeypatch.setattr(
         runtime.SERVER,
         "build",
-        lambda name: create_model(name, pretrained=False, **tiny_config(name)) if name in pending else build(name),
+        lambda name: tiny(name) if name in pending else build(name),
     )
 
 

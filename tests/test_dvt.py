@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import tiny
 
 from dynviz.cost import count_macs
 from dynviz.models.dvt import (
@@ -16,11 +17,6 @@ from dynviz.models.dvt import (
 )
 from dynviz.runtime import inference
 from dynviz.trace import TokenGridRecord
-from dynviz.zoo import create_model, tiny_config
-
-
-def tiny(name: str):
-    return create_model(name, pretrained=False, **tiny_config(name))
 
 
 @pytest.mark.parametrize("tau", [0.0, 1.0])

@@ -4,7 +4,7 @@ networks, generated inputs)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import encode, pattern
+from conftest import encode, pattern, tiny
 
 from dynviz.cost import BILINEAR_MACS, count_macs
 from dynviz.inputs import load_image
@@ -18,11 +18,6 @@ from dynviz.trace import (
     SamplingRecord,
 )
 from dynviz.viz.parameters import effective_points
-from dynviz.zoo import create_model, tiny_config
-
-
-def tiny(name: str):
-    return create_model(name, pretrained=False, **tiny_config(name))
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,9 @@ def test_batch_augmentation_is_a_crop_of_the_zero_padded_image_mirrored_or_not()
             for y in range(window)
             for x in range(window)
             for mirrored in (False, True)
-            if torch.equal(image, original[:, y : y + 32, x : x + 32].flip(-1) if mirrored else original[:, y : y + 32, x : x + 32])
+            if torch.equal(
+                image, original[:, y : y + 32, x : x + 32].flip(-1) if mirrored else original[:, y : y + 32, x : x + 32]
+            )
         }
         assert crops, "every image is one crop of its padded original, flipped or not"
         found |= crops
@@ -173,7 +175,14 @@ def test_a_checkpoint_of_another_schedule_is_not_resumed(tmp_path):
     checkpoint = tmp_path / "tiny.pt"
     fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, Schedule(epochs=1, batch_size=8), checkpoint)
     history = fit(
-        MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, Schedule(epochs=1, batch_size=4), checkpoint, resume=True
+        MSDNet(MSDNetConfig.tiny()),
+        exit_losses,
+        data,
+        data,
+        prepare,
+        Schedule(epochs=1, batch_size=4),
+        checkpoint,
+        resume=True,
     )
     assert len(history) == 1  # trained its epoch rather than taking the other schedule's
 

@@ -7,17 +7,28 @@ the page can say so and show the view the network really saw.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from dynviz.cards import About
+from dynviz.cards import About, OperatingPoint
+from dynviz.cost import macs_by_module, module_macs, stopwatch
 from dynviz.inputs import REDUCING_GAP, InputImage
-from dynviz.models.base import NetworkInput
-from dynviz.trace import Box
+from dynviz.models.base import (
+    Knob,
+    Memo,
+    NetworkInput,
+    collecting,
+    knob_values,
+    prediction_from_probabilities,
+)
+from dynviz.trace import Box, Cost, Trace
+from dynviz.zoo import load_weights
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_SIZE = 32
@@ -95,3 +106,77 @@ class Cifar10Classifier:
     @staticmethod
     def class_keys() -> tuple[tuple[str, ...], ...]:
         return tuple((name,) for name in CIFAR10_CLASSES)
+
+
+class TrainedOnCifar(Cifar10Classifier):
+    """A CIFAR-10 model whose network comes from ``network(**config)`` and, pretrained, from this project's
+    weights. Subclasses set ``name`` and ``network`` and take the network in their constructor."""
+
+    network: Callable[..., nn.Module]
+
+    @classmethod
+    def build(cls, pretrained: bool = True, **config):
+        """With the bundled weights; or untrained in ``config`` (``network``'s arguments, e.g. a tiny one)."""
+        net = cls.network(**config)
+        if pretrained:
+            net.load_state_dict(load_weights(cls.name)[0])
+        return cls(net)
+
+
+class DecidingNetwork(TrainedOnCifar, nn.Module):
+    """A CIFAR-10 network whose layers decide as they run (offsets, kernels, experts: survey §3.3): one forward
+    pass, and the decisions its layers hand over (:func:`~dynviz.models.base.collecting`) become the trace's
+    records. Subclasses set ``about``, ``default_point`` and ``baselines``, give the network and its static twin
+    to the constructor, and say how decisions become records (:meth:`records`) and what they cost
+    (:meth:`spent`; by default :attr:`breakdown`, the same for every input)."""
+
+    def __init__(self, net: nn.Module, twin: nn.Module):
+        super().__init__()
+        self.net = self.served(net)
+        probe = torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)
+        with torch.inference_mode(), collecting():
+            self.part_flops = macs_by_module(self.net, lambda: self.net(probe))
+            """Every submodule's cost on one image, by qualified name ("" for the whole network)."""
+        self.flops = self.part_flops[""]
+        self.twin_flops = module_macs(twin, tuple(probe.shape))
+        self.breakdown = {"network": self.flops}
+
+    def named(self, kind: type) -> list[str]:
+        """The qualified names of the network's submodules of ``kind``."""
+        return [name for name, module in self.net.named_modules() if isinstance(module, kind)]
+
+    def offset_breakdown(self, kind: type, rest: str, sampled: str) -> dict[str, float]:
+        """The cost split for layers of ``kind`` that sample where an ``offset`` predictor says: the rest of the
+        network, the sampling layers themselves, and their offset predictors."""
+        layers = self.named(kind)
+        offsets = sum(self.part_flops[f"{name}.offset"] for name in layers)
+        sampling = sum(self.part_flops[name] for name in layers) - offsets
+        return {rest: self.flops - sampling - offsets, sampled: sampling, "offset predictors": offsets}
+
+    def knobs(self) -> list[Knob]:
+        return []
+
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        return {self.default_point: OperatingPoint(self.default_point, {})}
+
+    def run(self, x: torch.Tensor, settings: dict[str, float]) -> torch.Tensor:
+        return self.net(x)
+
+    def records(self, decisions: list[tuple[nn.Module, Any]], box: Box) -> tuple:
+        raise NotImplementedError
+
+    def spent(self, records: tuple) -> tuple[float, dict[str, float]]:
+        """(multiply–accumulates, by part) of a pass that decided ``records``: by default the same for every input."""
+        return self.flops, self.breakdown
+
+    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
+        settings = knob_values(self.knobs(), settings)
+        view = cifar_view(image)
+        with stopwatch() as watch, collecting() as decisions:
+            logits = self.run(view.tensor(), settings)[0]
+        records = self.records(decisions, view.box)
+        flops, breakdown = self.spent(records)
+        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
+        notes = image.notes + ((view.note,) if view.note else ())
+        cost = Cost(flops, self.twin_flops, breakdown, watch.ms)
+        return Trace(self.name, image.name, image.size, prediction, cost, records, settings, notes)

@@ -23,21 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cards import OperatingPoint
-from dynviz.cost import macs_by_module, module_macs, output_sides, stopwatch
+from dynviz.cost import output_sides
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
-    Knob,
-    Memo,
-    collecting,
     decided,
-    prediction_from_probabilities,
 )
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
+from dynviz.models.cifar import CIFAR_SIZE, DecidingNetwork, about_cifar, cifar_view
 from dynviz.models.resnet_cifar import ResNetCifar
-from dynviz.trace import Cost, RoutingRecord, Trace, rounded
-from dynviz.zoo import load_weights, register_model
+from dynviz.trace import Box, RoutingRecord, rounded
+from dynviz.zoo import register_model
 
 EXPERTS = 4
 DEPTH = 20
@@ -87,66 +82,38 @@ ABOUT = about_cifar(
 )
 
 
-class CondConvResNetCifar(Cifar10Classifier, nn.Module):
+class CondConvResNetCifar(DecidingNetwork):
     name = "condconv_resnet_cifar"
     about = ABOUT
     default_point = "routed"
     baselines = ("resnet20_cifar",)
+    network = staticmethod(condconv_resnet)
 
     def __init__(self, net: ResNetCifar):
-        super().__init__()
-        self.net = self.served(net)
-        shape = (1, 3, CIFAR_SIZE, CIFAR_SIZE)
-        self.flops = module_macs(self.net, shape)
-        self.twin_flops = module_macs(ResNetCifar(2 * len(net.blocks) + 2), shape)
+        super().__init__(net, ResNetCifar(2 * len(net.blocks) + 2))
         names = {
             m: f"block {b + 1}.{name}"
             for b, block in enumerate(self.net.blocks)
             for name, m in block.named_children()
             if isinstance(m, CondConv2d)
         }
-        probe = torch.zeros(shape)
         with torch.inference_mode():
-            sides = output_sides(list(names), lambda: self.net(probe))
+            sides = output_sides(list(names), lambda: self.net(torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)))
         self.layers = {m: (name, side) for (m, name), side in zip(names.items(), sides)}
         """Each CondConv layer's name and the side of its output map."""
-        with torch.inference_mode():
-            parts = macs_by_module(self.net, lambda: self.net(probe))
-        layer_names = [name for name, m in self.net.named_modules() if isinstance(m, CondConv2d)]
-        routing = sum(parts[f"{name}.routing"] for name in layer_names)
-        mixing = sum(m.weight.numel() for m in self.layers)
+        routing = sum(self.part_flops[f"{name}.routing"] for name in self.named(CondConv2d))
+        mixing = sum(m.weight.numel() for m in self.layers)  # one multiply–add per expert weight
         self.breakdown = {
             "convolutions and classifier": self.flops - routing - mixing,
             "kernel mixing": mixing,
             "routing": routing,
         }
 
-    @classmethod
-    def build(cls, pretrained: bool = True, **config) -> CondConvResNetCifar:
-        """``config``: :func:`condconv_resnet`'s (``depth``, ``experts``)."""
-        net = condconv_resnet(**config)
-        if pretrained:
-            net.load_state_dict(load_weights(cls.name)[0])
-        return cls(net)
-
-    def knobs(self) -> list[Knob]:
-        return []
-
-    def operating_points(self) -> dict[str, OperatingPoint]:
-        return {self.default_point: OperatingPoint(self.default_point, {})}
-
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        view = cifar_view(image)
-        with stopwatch() as watch, collecting() as decisions:
-            logits = self.net(view.tensor())[0]
-        records = tuple(
-            RoutingRecord(i, self.layers[m][0], self.layers[m][1], rounded(weights[0].tolist(), 4))
-            for i, (m, weights) in enumerate(decisions)
+    def records(self, decisions: list[tuple[nn.Module, torch.Tensor]], box: Box) -> tuple[RoutingRecord, ...]:
+        return tuple(
+            RoutingRecord(i, *self.layers[module], rounded(weights[0].tolist(), 4))
+            for i, (module, weights) in enumerate(decisions)
         )
-        cost = Cost(self.flops, self.twin_flops, self.breakdown, watch.ms)
-        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
-        notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(self.name, image.name, image.size, prediction, cost, records, {}, notes)
 
     def explain_routing(self, image: InputImage, layer: int, expert: int) -> ExplainTarget:
         """What captum needs to attribute routing layer ``layer``'s logit of ``expert``: which pixels raised this

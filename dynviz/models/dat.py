@@ -28,23 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cards import OperatingPoint
-from dynviz.cost import macs_by_module, module_macs, stopwatch
-from dynviz.inputs import InputImage
 from dynviz.models.base import (
-    Knob,
-    Memo,
-    collecting,
     decided,
-    prediction_from_probabilities,
 )
-from dynviz.models.cifar import (
-    CIFAR_SIZE,
-    Cifar10Classifier,
-    about_cifar,
-    cifar_view,
-    grid_to_input,
-)
+from dynviz.models.cifar import DecidingNetwork, about_cifar, grid_to_input
 from dynviz.models.vit import (
     DEPTH,
     HEADS,
@@ -54,8 +41,8 @@ from dynviz.models.vit import (
     Attention,
     VisionTransformer,
 )
-from dynviz.trace import Box, Cost, DeformableAttentionRecord, Trace, rounded
-from dynviz.zoo import load_weights, register_model
+from dynviz.trace import Box, DeformableAttentionRecord, rounded
+from dynviz.zoo import register_model
 
 GROUPS = 2
 """Groups of heads sharing one set of sampling points."""
@@ -146,47 +133,19 @@ ABOUT = about_cifar(
 )
 
 
-class DATCifar(Cifar10Classifier, nn.Module):
+class DATCifar(DecidingNetwork):
     name = "dat_cifar"
     about = ABOUT
     default_point = "deformable"
     baselines = ("vit_cifar",)
+    network = DeformableVisionTransformer
 
     def __init__(self, net: DeformableVisionTransformer):
-        super().__init__()
-        self.net = self.served(net)
-        shape = (1, 3, CIFAR_SIZE, CIFAR_SIZE)
-        self.flops = module_macs(self.net, shape)
-        self.twin_flops = module_macs(VisionTransformer(**net.config), shape)
-        probe = torch.zeros(shape)
-        with torch.inference_mode():
-            parts = macs_by_module(self.net, lambda: self.net(probe))
-        self.layers = {m: i for i, layer in enumerate(self.net.layers) for m in [layer.attention]}
-        deformable = [
-            f"layers.{i}.attention"
-            for i, layer in enumerate(self.net.layers)
-            if isinstance(layer.attention, DeformableAttention)
-        ]
-        offsets = sum(parts[f"{name}.offset"] for name in deformable)
-        attention = sum(parts[name] for name in deformable) - offsets
-        self.breakdown = {
-            "plain layers, MLPs, embedding": self.flops - attention - offsets,
-            "deformable attention and sampling": attention,
-            "offset networks": offsets,
-        }
-
-    @classmethod
-    def build(cls, pretrained: bool = True, **config) -> DATCifar:
-        net = DeformableVisionTransformer(**config)
-        if pretrained:
-            net.load_state_dict(load_weights(cls.name)[0])
-        return cls(net)
-
-    def knobs(self) -> list[Knob]:
-        return []
-
-    def operating_points(self) -> dict[str, OperatingPoint]:
-        return {self.default_point: OperatingPoint(self.default_point, {})}
+        super().__init__(net, VisionTransformer(**net.config))
+        self.breakdown = self.offset_breakdown(
+            DeformableAttention, "plain layers, MLPs, embedding", "deformable attention and sampling"
+        )
+        self.layers = {layer.attention: i for i, layer in enumerate(self.net.layers)}
 
     def record(self, module: DeformableAttention, keys: DeformedKeys, box: Box) -> DeformableAttentionRecord:
         side = self.net.side
@@ -204,15 +163,8 @@ class DATCifar(Cifar10Classifier, nn.Module):
             attention=rounded(keys.attention.flatten().tolist(), 4),
         )
 
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        view = cifar_view(image)
-        with stopwatch() as watch, collecting() as decisions:
-            logits = self.net(view.tensor())[0]
-        records = tuple(self.record(module, keys, view.box) for module, keys in decisions)
-        cost = Cost(self.flops, self.twin_flops, self.breakdown, watch.ms)
-        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
-        notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(self.name, image.name, image.size, prediction, cost, records, {}, notes)
+    def records(self, decisions: list[tuple[nn.Module, DeformedKeys]], box: Box) -> tuple:
+        return tuple(self.record(module, keys, box) for module, keys in decisions)
 
 
 register_model(DATCifar.name, emits=(DeformableAttentionRecord,), tiny=TINY)(DATCifar.build)

@@ -37,26 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.cards import OperatingPoint
-from dynviz.cost import macs_by_module, module_macs, stopwatch
-from dynviz.inputs import InputImage
 from dynviz.models.base import (
-    Knob,
-    Memo,
-    collecting,
     decided,
-    prediction_from_probabilities,
 )
-from dynviz.models.cifar import (
-    CIFAR_SIZE,
-    Cifar10Classifier,
-    about_cifar,
-    cifar_view,
-    grid_to_input,
-)
+from dynviz.models.cifar import DecidingNetwork, about_cifar, grid_to_input
 from dynviz.models.resnet_cifar import ResNetCifar
-from dynviz.trace import Box, Cost, SamplingRecord, Trace, rounded
-from dynviz.zoo import load_weights, register_model
+from dynviz.trace import Box, SamplingRecord, rounded
+from dynviz.zoo import register_model
 
 DEPTH = 20
 DEFORMABLE_BLOCKS = 2
@@ -160,51 +147,24 @@ ABOUT = about_cifar(
 )
 
 
-class DeformableResNetCifar(Cifar10Classifier, nn.Module):
+class DeformableResNetCifar(DecidingNetwork):
     """The zoo's DCNv2 model: one operating point (the offsets are the input's), measured against its twin."""
 
     name = "dcn_resnet_cifar"
     about = ABOUT
     default_point = "deformable"
     baselines = ("resnet20_cifar",)
+    network = staticmethod(deformable_resnet)
 
     def __init__(self, net: ResNetCifar):
-        super().__init__()
-        self.net = self.served(net)
-        shape = (1, 3, CIFAR_SIZE, CIFAR_SIZE)
-        self.flops = module_macs(self.net, shape)
-        self.twin_flops = module_macs(ResNetCifar(len(net.blocks) * 2 + 2), shape)
-        probe = torch.zeros(shape)
-        with torch.inference_mode():
-            parts = macs_by_module(self.net, lambda: self.net(probe))
-        layers = [name for name, m in self.net.named_modules() if isinstance(m, DeformableConv2d)]
-        predictors = sum(parts[f"{name}.offset"] for name in layers)
-        deformable = sum(parts[name] for name in layers) - predictors
-        self.breakdown = {
-            "regular layers": self.flops - predictors - deformable,
-            "deformable kernels and sampling": deformable,
-            "offset and modulation predictors": predictors,
-        }
+        super().__init__(net, ResNetCifar(2 * len(net.blocks) + 2))
+        self.breakdown = self.offset_breakdown(DeformableConv2d, "regular layers", "deformable kernels and sampling")
         self.layer_names = {
             m: f"block {i + 1}.{c}"
             for i, b in enumerate(self.net.blocks)
             for c, m in b.named_children()
             if isinstance(m, DeformableConv2d)
         }
-
-    @classmethod
-    def build(cls, pretrained: bool = True, **config) -> DeformableResNetCifar:
-        """``config``: :func:`deformable_resnet`'s (``depth``, ``deformable_blocks``)."""
-        net = deformable_resnet(**config)
-        if pretrained:
-            net.load_state_dict(load_weights(cls.name)[0])
-        return cls(net)
-
-    def knobs(self) -> list[Knob]:
-        return []
-
-    def operating_points(self) -> dict[str, OperatingPoint]:
-        return {self.default_point: OperatingPoint(self.default_point, {})}
 
     def record(self, layer: int, module: nn.Module, sampling: Sampling, box: Box) -> SamplingRecord:
         taps, side = sampling.modulation.shape[0], sampling.modulation.shape[-1]
@@ -226,15 +186,8 @@ class DeformableResNetCifar(Cifar10Classifier, nn.Module):
             modulation=rounded(sampling.modulation.permute(1, 2, 0).flatten().tolist(), 3),
         )
 
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        view = cifar_view(image)
-        with stopwatch() as watch, collecting() as decisions:
-            logits = self.net(view.tensor())[0]
-        records = tuple(self.record(i, module, sampling, view.box) for i, (module, sampling) in enumerate(decisions))
-        cost = Cost(self.flops, self.twin_flops, self.breakdown, watch.ms)
-        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
-        notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(self.name, image.name, image.size, prediction, cost, records, {}, notes)
+    def records(self, decisions: list[tuple[nn.Module, Sampling]], box: Box) -> tuple[SamplingRecord, ...]:
+        return tuple(self.record(i, module, sampling, box) for i, (module, sampling) in enumerate(decisions))
 
 
 register_model(DeformableResNetCifar.name, emits=(SamplingRecord,), tiny={"depth": 14, "deformable_blocks": 1})(

@@ -33,7 +33,7 @@ from torch import nn
 from dynviz.cost import module_macs
 from dynviz.models.base import Memo, decided
 from dynviz.models.cifar import CIFAR_SIZE, about_cifar
-from dynviz.models.multi_exit import CalibratedExits
+from dynviz.models.multi_exit import CalibratedExits, every_exit
 from dynviz.models.vit import (
     VIT_PAPER,
     Attention,
@@ -192,11 +192,7 @@ class DVT(nn.Module):
         return state.tokens[:, 0]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        state, logits = self.start(x), []
-        for block, classifier in zip(self.blocks, self.classifiers):
-            state = block(state)
-            logits.append(classifier(self.exit_features(state)))
-        return logits
+        return every_exit(self, x)
 
 
 def about(reuse: bool):

@@ -29,18 +29,15 @@ import torch
 from torch import nn
 
 from dynviz.cards import OperatingPoint
-from dynviz.cost import macs_by_module, module_macs, stopwatch
+from dynviz.cost import module_macs
 from dynviz.explain import ExplainTarget
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Knob,
-    Memo,
     collecting,
     decided,
-    knob_values,
-    prediction_from_probabilities,
 )
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
+from dynviz.models.cifar import DecidingNetwork, about_cifar, cifar_view
 from dynviz.models.vit import (
     DEPTH,
     MLP_RATIO,
@@ -50,8 +47,8 @@ from dynviz.models.vit import (
     Mlp,
     VisionTransformer,
 )
-from dynviz.trace import Box, Cost, ExpertRecord, Trace, rounded
-from dynviz.zoo import load_weights, register_model
+from dynviz.trace import Box, ExpertRecord, rounded
+from dynviz.zoo import register_model
 
 EXPERTS = 4
 BALANCE_WEIGHT = 0.01
@@ -152,36 +149,24 @@ def per_token_point(k: int) -> str:
     return f"top-{k}"
 
 
-class MoEViTCifar(Cifar10Classifier, nn.Module):
+class MoEViTCifar(DecidingNetwork):
     name = "moe_vit_cifar"
     about = ABOUT
     default_point = per_token_point(1)
     baselines = ("vit_cifar",)
+    network = MoEVisionTransformer
 
     def __init__(self, net: MoEVisionTransformer):
-        super().__init__()
-        self.net = self.served(net)
-        shape = (1, 3, CIFAR_SIZE, CIFAR_SIZE)
+        super().__init__(net, VisionTransformer(**net.config))
         self.mixtures = [m for m in self.net.modules() if isinstance(m, SwitchMlp)]
         self.experts = len(self.mixtures[0].experts) if self.mixtures else 1
         dim = self.net.class_token.shape[-1]
         self.expert_flops = module_macs(self.mixtures[0].experts[0], (1, dim)) if self.mixtures else 0
         """One token through one expert."""
-        probe = torch.zeros(shape)
-        with torch.inference_mode(), collecting() as decisions:
-            parts = macs_by_module(self.net, lambda: self.net(probe))
-        probe_experts = sum(routing.choices.numel() for _, routing in decisions) * self.expert_flops
-        self.shared_flops = parts[""] - probe_experts
+        experts = sum(self.part_flops.get(name, 0) for name in self.named(Mlp) if ".experts." in name)
+        self.shared_flops = self.flops - experts
         """Everything but the experts: the same for every input."""
-        self.dense_flops = module_macs(VisionTransformer(**net.config), shape)
-        self.layer_index = {m: i for i, layer in enumerate(self.net.layers) for m in [layer.mlp]}
-
-    @classmethod
-    def build(cls, pretrained: bool = True, **config) -> MoEViTCifar:
-        net = MoEVisionTransformer(**config)
-        if pretrained:
-            net.load_state_dict(load_weights(cls.name)[0])
-        return cls(net)
+        self.layer_index = {layer.mlp: i for i, layer in enumerate(self.net.layers)}
 
     def knobs(self) -> list[Knob]:
         return [
@@ -216,20 +201,15 @@ class MoEViTCifar(Cifar10Classifier, nn.Module):
             flops=choices.numel() * self.expert_flops,
         )
 
-    def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
-        settings = knob_values(self.knobs(), settings)
-        view = cifar_view(image)
-        with stopwatch() as watch, collecting() as decisions:
-            logits = self.net(view.tensor(), int(settings["per_token"]))[0]
-        records = tuple(self.record(module, routing, view.box) for module, routing in decisions)
+    def run(self, x: torch.Tensor, settings: dict[str, float]) -> torch.Tensor:
+        return self.net(x, int(settings["per_token"]))
+
+    def records(self, decisions: list[tuple[nn.Module, Routing]], box: Box) -> tuple[ExpertRecord, ...]:
+        return tuple(self.record(module, routing, box) for module, routing in decisions)
+
+    def spent(self, records: tuple[ExpertRecord, ...]) -> tuple[float, dict[str, float]]:
         experts = sum(r.flops for r in records)
-        flops = self.shared_flops + experts
-        cost = Cost(
-            flops, self.dense_flops, {"attention, embedding, router": self.shared_flops, "experts": experts}, watch.ms
-        )
-        prediction = prediction_from_probabilities(logits.softmax(-1), self.labels)
-        notes = image.notes + ((view.note,) if view.note else ())
-        return Trace(self.name, image.name, image.size, prediction, cost, records, settings, notes)
+        return self.shared_flops + experts, {"attention, embedding, router": self.shared_flops, "experts": experts}
 
     def explain_routing(self, image: InputImage, layer: int, token: int, expert: int) -> ExplainTarget:
         """What captum needs to attribute the router's logit of ``expert`` for image token ``token`` (row by row)

@@ -41,7 +41,7 @@ from torch import nn
 from dynviz.cards import About
 from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_SIZE
-from dynviz.models.multi_exit import CalibratedExits
+from dynviz.models.multi_exit import CalibratedExits, every_exit
 from dynviz.trace import Box, ExitRecord, NodeRecord
 from dynviz.zoo import register_model
 
@@ -251,12 +251,7 @@ class MSDNet(nn.Module):
         return features[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Training and batch evaluation: the logits of every exit."""
-        logits = []
-        for block, classifier in zip(self.blocks, self.classifiers):
-            x = block(x)
-            logits.append(classifier(self.exit_features(x)))
-        return logits
+        return every_exit(self, x)
 
 
 class MSDNetClassifier(CalibratedExits):

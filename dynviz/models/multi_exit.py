@@ -42,6 +42,15 @@ def exit_logits(net: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
     return net.classifiers[k](net.exit_features(state))
 
 
+def every_exit(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Training and batch evaluation: every block in turn, and the logits of every exit."""
+    state, logits = net.start(x), []
+    for block, classifier in zip(net.blocks, net.classifiers):
+        state = block(state)
+        logits.append(classifier(net.exit_features(state)))
+    return logits
+
+
 @dataclass(frozen=True)
 class ExitOutput:
     logits: torch.Tensor

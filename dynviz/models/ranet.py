@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynviz.cards import About
-from dynviz.models.multi_exit import CalibratedExits
+from dynviz.models.multi_exit import CalibratedExits, every_exit
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.trace import ExitRecord
 from dynviz.zoo import register_model
@@ -171,12 +171,7 @@ class RANet(nn.Module):
         return state[1][self.config.resolutions[0]]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Training and batch evaluation: the logits of every exit."""
-        state, logits = self.start(x), []
-        for block, classifier in zip(self.blocks, self.classifiers):
-            state = block(state)
-            logits.append(classifier(self.exit_features(state)))
-        return logits
+        return every_exit(self, x)
 
 
 class RANetClassifier(CalibratedExits):

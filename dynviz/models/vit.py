@@ -24,8 +24,8 @@ from torch import nn
 from dynviz.cost import module_macs, stopwatch
 from dynviz.inputs import InputImage
 from dynviz.models.base import StaticClassifier, StaticOutput
-from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
-from dynviz.zoo import load_weights, register_model
+from dynviz.models.cifar import CIFAR_SIZE, TrainedOnCifar, about_cifar, cifar_view
+from dynviz.zoo import register_model
 
 PATCH = 4
 WIDTH = 128
@@ -140,22 +140,15 @@ ABOUT = about_cifar(
 )
 
 
-class StaticViTCifar(Cifar10Classifier, StaticClassifier, nn.Module):
+class StaticViTCifar(TrainedOnCifar, StaticClassifier, nn.Module):
     name = "vit_cifar"
     about = ABOUT
+    network = VisionTransformer
 
     def __init__(self, net: VisionTransformer):
         super().__init__()
         self.net = self.served(net)
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))
-
-    @classmethod
-    def build(cls, pretrained: bool = True, **config) -> StaticViTCifar:
-        """``config``: :class:`VisionTransformer`'s."""
-        net = VisionTransformer(**config)
-        if pretrained:
-            net.load_state_dict(load_weights(cls.name)[0])
-        return cls(net)
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = cifar_view(image)

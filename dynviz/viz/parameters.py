@@ -67,6 +67,18 @@ def _regular_points(record: SamplingRecord, position: int) -> list[tuple[float, 
     return [(record.grid[first + 2 * t], record.grid[first + 2 * t + 1]) for t in range(record.taps)]
 
 
+def _rings(figure: go.Figure, points, name: str) -> None:
+    """Where samples would be without offsets: grey rings."""
+    figure.add_scatter(
+        x=[x for x, _ in points],
+        y=[y for _, y in points],
+        mode="markers",
+        name=name,
+        marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color=SKIPPED, width=2)),
+        hoverinfo="skip",
+    )
+
+
 def _arrows(figure: go.Figure, starts, ends, color: str, width: float = 1.5) -> None:
     for (x0, y0), (x1, y1) in zip(starts, ends):
         figure.add_annotation(
@@ -99,14 +111,7 @@ def sampling_figure(image: Image.Image, record: SamplingRecord, position: int) -
     (arrows), coloured by the sample's modulation."""
     regular, moved = _regular_points(record, position), record.position_points(position)
     figure = network_photo(image, record.box, f"{record.name}: where did this position's {record.taps} samples move?")
-    figure.add_scatter(
-        x=[x for x, _ in regular],
-        y=[y for _, y in regular],
-        mode="markers",
-        name="regular grid",
-        marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color=SKIPPED, width=2)),
-        hoverinfo="skip",
-    )
+    _rings(figure, regular, "regular grid")
     _arrows(figure, regular, moved, "white")
     _weighted_points(figure, moved, position_modulation(record, position), "sampled", "modulation")
     return figure
@@ -174,14 +179,7 @@ def attention_figure(image: Image.Image, record: DeformableAttentionRecord, quer
     top = max(weights) or 1.0
     title = f"{record.name}, head {head + 1}: which sampled keys does this query attend to?"
     figure = network_photo(image, record.box, title)
-    figure.add_scatter(
-        x=[x for x, _ in references],
-        y=[y for _, y in references],
-        mode="markers",
-        name="reference points",
-        marker=dict(size=8, color="rgba(0,0,0,0)", line=dict(color=SKIPPED, width=2)),
-        hoverinfo="skip",
-    )
+    _rings(figure, references, "reference points")
     _arrows(figure, references, moved, "white", width=1)
     figure.add_scatter(
         x=[x for x, _ in moved],
