@@ -169,10 +169,21 @@ def expand(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
+def bundled_model(name: str) -> Any | None:
+    """The bundled model ``name``; or None, with one line on stderr, for a name the zoo does not know or whose
+    weights are not trained yet."""
+    try:
+        return create_model(name)
+    except (KeyError, FileNotFoundError) as error:
+        print(error.args[0], file=sys.stderr)
+        return None
+
+
 def analyze_command(
     paths: list[Path], name: str, settings: dict[str, float], out: Path | None, per_frame: bool = False
 ) -> int:
-    model = create_model(name)
+    if (model := bundled_model(name)) is None:
+        return 2
     known = [knob.name for knob in model.knobs()]
     if unknown := sorted(set(settings) - set(known)):
         print(
@@ -211,7 +222,8 @@ def analyze_command(
 
 
 def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
-    model = create_model(name)
+    if (model := bundled_model(name)) is None:
+        return 2
     with tempfile.TemporaryDirectory(prefix="dynviz-clips-") as folder:
         if accepts(name) == VIDEO and not (data / LABELS_FILE).is_file():
             print(f"making clips from the {split} photos of {data}", file=sys.stderr)

@@ -187,3 +187,17 @@ def test_eval_reads_a_folder_of_labelled_clips(tmp_path, capsys):
     baseline = evaluation["baselines"][0]
     assert baseline["name"] == "lite0" and baseline["frames_processed"] == 1.0
     assert all(p["frames_processed"] < 1.0 and p["frame_top1"] is not None for p in evaluation["points"])
+
+
+def test_a_model_the_zoo_does_not_know_or_has_no_weights_for_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(pattern(seed=1), "PNG"))
+    assert main(["analyze", str(image), "--model", "no_such_model"]) == 2
+    assert capsys.readouterr().err.startswith("unknown model 'no_such_model'; known: ")
+    from dynviz import cards
+
+    monkeypatch.setattr(cards, "PRETRAINED", tmp_path)  # a checkout whose weights are not trained yet
+    monkeypatch.setattr("dynviz.zoo.PRETRAINED", tmp_path)
+    assert main(["analyze", str(image), "--model", "resnet20_cifar"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "resnet20_cifar: no weights yet; train them with python -m dynviz train resnet20_cifar"
