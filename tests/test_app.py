@@ -238,7 +238,7 @@ def test_the_video_page_shows_which_frames_each_model_looked_at_and_the_knobs_mo
     app.switch_page("pages/video.py").run()
     assert not app.exception
     assert "Which frames did the glance find most telling?" in charts(app)  # adaframe_lite, the first
-    assert metric(app, "Frames looked at") == "4 of 216"
+    assert metric(app, "Frames looked at") == "8 of 216"
     app.selectbox(key="video_model").set_value("frame_exit_lite").run()
     assert "When was it sure enough to stop?" in charts(app)
     looked, frames = metric(app, "Frames looked at").split(" of ")

@@ -290,3 +290,12 @@ def test_adaframes_knobs_move_its_cost(adaframe, steady):
     more = analyze(adaframe, steady, glance=1, focus_frames=4)
     assert sum(r.action == PROCESSED for r in more.records_of(FrameRecord)) == 4
     assert cheap.cost.flops < more.cost.flops < more.cost.flops_full
+
+
+def test_adaframe_takes_the_surest_glance_in_each_stretch_of_the_clip():
+    from dynviz.models.adaframe import best_per_stretch
+
+    scores = [0.1, 0.9, 0.2, 0.3, 0.95, 0.99, 0.4, 0.5, 0.6]
+    assert best_per_stretch(scores, 3) == [1, 5, 8]  # one per third, not the three surest (4, 5 and 1)
+    assert best_per_stretch(scores, 1) == [5]
+    assert best_per_stretch(scores[:2], 4) == [0, 1]  # a clip shorter than k: each frame once
