@@ -265,7 +265,7 @@ def test_adaframe_glances_at_every_frame_and_focuses_only_on_the_chosen_ones(ada
     seen = []  # (side, batch) of every backbone call
     hook = adaframe.net.stem.register_forward_hook(lambda _m, inputs, _o: seen.append(tuple(inputs[0].shape[::3])))
     try:
-        trace, counted = backbone_macs(adaframe, steady, glance=0, focus_frames=3, patch=1)
+        trace, counted = backbone_macs(adaframe, steady, glance=0, tau=1.0, budget=3, patch=1)
     finally:
         hook.remove()
     frames = trace.records_of(FrameRecord)
@@ -280,22 +280,28 @@ def test_adaframe_glances_at_every_frame_and_focuses_only_on_the_chosen_ones(ada
     for r in focused:  # each patch lies in the frame's view, in frame pixels, 80% of its side
         assert view[0] <= r.box[0] < r.box[2] <= view[2] + 1e-6 and view[1] <= r.box[1] < r.box[3] <= view[3] + 1e-6
         assert r.box[2] - r.box[0] == pytest.approx(0.8 * (view[2] - view[0]))
-    assert max(r.index for r in focused) - min(r.index for r in focused) >= steady.frame_count // 2  # spread out
-    whole = analyze(adaframe, steady, glance=0, focus_frames=3, patch=0)
+    radius = steady.frame_count // 6  # each look within T / 2·budget of its coarse-to-fine place
+    for r, place in zip(sorted(focused, key=lambda r: r.order), coarse_to_fine(steady.frame_count)):
+        assert abs(r.index - place) <= radius
+    whole = analyze(adaframe, steady, glance=0, tau=1.0, budget=3, patch=0)
     assert {r.box for r in whole.records_of(FrameRecord)} == {view}
 
 
 def test_adaframes_knobs_move_its_cost(adaframe, steady):
-    cheap = analyze(adaframe, steady, glance=0, focus_frames=1)
-    more = analyze(adaframe, steady, glance=1, focus_frames=4)
+    cheap = analyze(adaframe, steady, glance=0, tau=0.0)  # sure after any first look: one look
+    more = analyze(adaframe, steady, glance=1, tau=1.0, budget=4)  # never sure: the whole budget
+    assert sum(r.action == PROCESSED for r in cheap.records_of(FrameRecord)) == 1
     assert sum(r.action == PROCESSED for r in more.records_of(FrameRecord)) == 4
     assert cheap.cost.flops < more.cost.flops < more.cost.flops_full
 
 
-def test_adaframe_takes_the_surest_glance_in_each_stretch_of_the_clip():
-    from dynviz.models.adaframe import best_per_stretch
+def test_adaframe_looks_coarse_to_fine_at_the_surest_glance_near_each_place():
+    from dynviz.models.adaframe import glance_refined_order
 
-    scores = [0.1, 0.9, 0.2, 0.3, 0.95, 0.99, 0.4, 0.5, 0.6]
-    assert best_per_stretch(scores, 3) == [1, 5, 8]  # one per third, not the three surest (4, 5 and 1)
-    assert best_per_stretch(scores, 1) == [5]
-    assert best_per_stretch(scores[:2], 4) == [0, 1]  # a clip shorter than k: each frame once
+    scores = [0.0] * 16
+    scores[11], scores[1], scores[5] = 0.9, 0.8, 0.7
+    # Budget 2, 4 frames either way: the middle (8) moves to 11, the quarter (4) to 1.
+    assert glance_refined_order(scores, 2) == [11, 1]
+    # Budget 3, 2 frames either way: the middle has no surer glance near it and stays; 4 moves to 5, 12 to 11.
+    assert glance_refined_order(scores, 3) == [8, 5, 11]
+    assert glance_refined_order(scores, 16) == coarse_to_fine(16)  # no room to move: FrameExit's order

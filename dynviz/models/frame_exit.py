@@ -42,10 +42,9 @@ from dynviz.models.base import (
 )
 from dynviz.models.efficientnet_lite import (
     NATIVE_RESOLUTION,
-    ViewOutput,
     efficientnet_lite,
 )
-from dynviz.models.frames import clip_trace, coarse_to_fine, frame_view
+from dynviz.models.frames import clip_trace, coarse_to_fine, frame_view, look_until_sure
 from dynviz.progress import report
 from dynviz.trace import PROCESSED, SKIPPED, FrameRecord, Trace
 from dynviz.video import InputVideo
@@ -118,34 +117,31 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
         settings = knob_values(self.knobs(), settings)
         tau, budget = settings["tau"], int(settings["budget"])
         order = coarse_to_fine(video.frame_count)
-        evidence = torch.zeros(len(self.labels))
-        looked: dict[int, tuple[int, ViewOutput, float]] = {}  # frame → (step, its view, c_t after it)
-        latency = 0.0
-        for step, index in enumerate(order[:budget], 1):
-            report(step / min(budget, len(order)), f"Looking at frame {index} ({step} of at most {budget})")
-            view = frame_view(self.backbone, video, index, self.resolution, memo)
-            evidence += view.logits
-            confidence = float((evidence / step / self.temperature).softmax(-1).max())
-            looked[index] = (step, view, confidence)
-            latency += view.latency_ms
-            if confidence >= tau:
-                break
-        steps = len(looked)
-        answer = prediction_from_probabilities((evidence / steps / self.temperature).softmax(-1), self.labels)
+        steps = min(budget, len(order))
+
+        def look(index: int, step: int) -> torch.Tensor:
+            report(step / steps, f"Looking at frame {index} ({step} of at most {budget})")
+            return frame_view(self.backbone, video, index, self.resolution, memo).logits
+
+        looks, answer = look_until_sure(order, look, self.temperature, tau, budget)
         records = [FrameRecord(i, video.times[i], SKIPPED, 0.0) for i in range(video.frame_count)]
-        for index, (step, view, confidence) in looked.items():
-            probabilities = (view.logits / self.temperature).softmax(-1)
-            records[index] = FrameRecord(
-                index,
-                video.times[index],
+        latency = 0.0
+        for seen in looks:
+            view = frame_view(self.backbone, video, seen.index, self.resolution, memo)
+            latency += view.latency_ms
+            records[seen.index] = FrameRecord(
+                seen.index,
+                video.times[seen.index],
                 PROCESSED,
                 self.frame_flops,
-                order=step,
+                order=seen.step,
                 box=view.view_box,
                 resolution=self.resolution,
-                prediction=prediction_from_probabilities(probabilities, self.labels),
-                evidence=confidence,
+                prediction=prediction_from_probabilities((seen.logits / self.temperature).softmax(-1), self.labels),
+                evidence=seen.confidence,
             )
+        steps = len(looks)
+        answer = prediction_from_probabilities(answer, self.labels)
         breakdown = {f"{BASELINE} @ {self.resolution} px × {steps} frames": self.frame_flops * steps}
         return clip_trace(self.name, video, answer, records, self.frame_flops, BASELINE, latency, settings, breakdown)
 

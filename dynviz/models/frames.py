@@ -6,7 +6,8 @@ that looks at 3 frames of 300 spends 1% of it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -37,6 +38,40 @@ def coarse_to_fine(frames: int) -> list[int]:
                 order.append(index)
         depth += 1
     return order
+
+
+@dataclass(frozen=True)
+class Look:
+    """One frame looked at by a model that stops when sure."""
+
+    index: int
+    step: int
+    """1 for the first frame looked at."""
+    logits: torch.Tensor
+    confidence: float
+    """c_t: the calibrated confidence of the clip's answer once this frame was seen."""
+
+
+def look_until_sure(
+    order: Sequence[int],
+    logits_of: Callable[[int, int], torch.Tensor],
+    temperature: float,
+    tau: float,
+    budget: int,
+) -> tuple[list[Look], torch.Tensor]:
+    """FrameExit's rule: look at frames in ``order`` (``logits_of(index, step)``), keep the mean of their logits
+    z̄_t, and stop at the first t whose calibrated confidence c_t = max softmax(z̄_t / T) reaches τ, or at the
+    budget. Returns the frames looked at and the clip's answer, softmax(z̄_t / T)."""
+    looks: list[Look] = []
+    evidence = torch.zeros(())
+    for step, index in enumerate(order[:budget], 1):
+        logits = logits_of(index, step)
+        evidence = evidence + logits
+        confidence = float((evidence / step / temperature).softmax(-1).max())
+        looks.append(Look(index, step, logits, confidence))
+        if confidence >= tau:
+            break
+    return looks, (evidence / len(looks) / temperature).softmax(-1)
 
 
 def mean_prediction(predictions: Sequence[Prediction], labels: tuple[str, ...]) -> Prediction:

@@ -20,7 +20,8 @@ from dynviz.train.loop import TrainOptions
 
 RECIPES = {
     "lite_cascade": lite_cascade.calibrate,
-    "frame_exit_lite": frame_exit.calibrate,
+    "frame_exit_lite": frame_exit.calibrate_frame_exit,
+    "adaframe_lite": frame_exit.calibrate_adaframe,
     "msdnet_cifar": functools.partial(multi_exit.train, MSDNetClassifier),
     "ranet_cifar": functools.partial(multi_exit.train, RANetClassifier),
     "dvt_cifar": functools.partial(multi_exit.train, DVTClassifier),
