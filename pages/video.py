@@ -5,7 +5,7 @@ from dynviz.trace import GLANCED, PROCESSED, FrameRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.video import (
     cumulative_flops,
-    decision_chart,
+    decision_charts,
     frame_strip,
     frame_table,
     label_timeline,
@@ -38,10 +38,11 @@ with main:
         ),
     )
 
-left, right = st.columns(2)
-with left:
-    st.plotly_chart(decision_chart(trace), key="decision")
-with right:
+charts = decision_charts(trace)
+columns = st.columns(len(charts) + 1)
+for index, (chart, column) in enumerate(zip(charts, columns)):
+    column.plotly_chart(chart, key=f"decision_{index}")
+with columns[-1]:
     st.plotly_chart(cumulative_flops(trace), key="flops")
     st.caption(
         f"This clip cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of running the static network "

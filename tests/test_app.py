@@ -237,8 +237,10 @@ def test_the_video_page_shows_which_frames_each_model_looked_at_and_the_knobs_mo
     app.selectbox(key="example_clip").set_value(next(c for c in EXAMPLE_CLIPS if "cuts" in c.title)).run()
     app.switch_page("pages/video.py").run()
     assert not app.exception
-    assert "Which frames did the glance find most telling?" in charts(app)  # adaframe_lite, the first
-    assert metric(app, "Frames looked at") == "8 of 216"
+    figures = charts(app)  # adaframe_lite, the first: why it chose those frames, and why it stopped
+    assert {"Which frames did the glance find most telling?", "When was it sure enough to stop?"} <= set(figures)
+    looked, frames = metric(app, "Frames looked at").split(" of ")
+    assert 1 <= int(looked) <= 16 and int(frames) == 216
     app.selectbox(key="video_model").set_value("frame_exit_lite").run()
     assert "When was it sure enough to stop?" in charts(app)
     looked, frames = metric(app, "Frames looked at").split(" of ")

@@ -69,47 +69,63 @@ def frame_strip(video: InputVideo, trace: Trace, columns: int = 10) -> Image.Ima
     return sheet
 
 
-def decision_chart(trace: Trace) -> go.Figure:
-    """Why it stopped, chose or skipped: the clip's confidence after each frame looked at against the stop
-    threshold (early exiting), each frame's glance confidence (frame selection), or each frame's change
-    against the change threshold (skipping)."""
+def decision_charts(trace: Trace) -> list[go.Figure]:
+    """Why it stopped, chose or skipped, one chart per kind of decision its frames record: the clip's confidence
+    after each frame looked at against the stop threshold (early exiting), each frame's glance confidence
+    (frame selection), each frame's change against the change threshold (skipping)."""
     records = trace.records_of(FrameRecord)
-    figure = go.Figure()
+    charts = []
     if any(r.evidence is not None for r in records):
-        looked = sorted((r for r in records if r.evidence is not None), key=lambda r: r.order)
-        figure.add_scatter(
-            x=[r.order for r in looked],
-            y=[r.evidence for r in looked],
-            mode="lines+markers",
-            hovertext=[
-                f"frame {r.index} ({r.time_s:.2f} s): {r.prediction.label}; clip so far {r.evidence:.2f}"
-                for r in looked
-            ],
-            hoverinfo="text",
-            marker_color=LOOKED,
-            name="confidence of the frames seen so far",
-        )
-        if "tau" in trace.settings:
-            figure.add_hline(
-                y=trace.settings["tau"], line={"color": THRESHOLD, "dash": "dash"}, annotation_text="stop threshold τ"
-            )
-        figure.update_xaxes(title="frames looked at (in the order visited)", dtick=1)
-        figure.update_yaxes(range=[0, 1.05], title="top-1 confidence (calibrated)")
-        return titled(figure, "When was it sure enough to stop?")
+        charts.append(_stop_chart(trace, records))
     if any(r.glance is not None for r in records):
-        figure.add_bar(
-            x=[r.index for r in records],
-            y=[r.glance for r in records],
-            marker_color=[ACTION_COLOR.get(r.action, SKIPPED) for r in records],
-            hovertext=[
-                f"frame {r.index} ({r.time_s:.2f} s): glance {r.glance:.2f}, {ACTION_WORDS[r.action]}" for r in records
-            ],
-            hoverinfo="text",
-            name="the glance's confidence (blue: chosen for a full look)",
+        charts.append(_glance_chart(records))
+    if any(r.change is not None for r in records):
+        charts.append(_change_chart(trace, records))
+    return charts
+
+
+def _stop_chart(trace: Trace, records: list[FrameRecord]) -> go.Figure:
+    figure = go.Figure()
+    looked = sorted((r for r in records if r.evidence is not None), key=lambda r: r.order)
+    figure.add_scatter(
+        x=[r.order for r in looked],
+        y=[r.evidence for r in looked],
+        mode="lines+markers",
+        hovertext=[
+            f"frame {r.index} ({r.time_s:.2f} s): {r.prediction.label}; clip so far {r.evidence:.2f}" for r in looked
+        ],
+        hoverinfo="text",
+        marker_color=LOOKED,
+        name="confidence of the frames seen so far",
+    )
+    if "tau" in trace.settings:
+        figure.add_hline(
+            y=trace.settings["tau"], line={"color": THRESHOLD, "dash": "dash"}, annotation_text="stop threshold τ"
         )
-        figure.update_xaxes(title="frame")
-        figure.update_yaxes(title="top-1 confidence of the glance", range=[0, 1.05])
-        return titled(figure, "Which frames did the glance find most telling?")
+    figure.update_xaxes(title="frames looked at (in the order visited)", dtick=1)
+    figure.update_yaxes(range=[0, 1.05], title="top-1 confidence (calibrated)")
+    return titled(figure, "When was it sure enough to stop?")
+
+
+def _glance_chart(records: list[FrameRecord]) -> go.Figure:
+    figure = go.Figure()
+    figure.add_bar(
+        x=[r.index for r in records],
+        y=[r.glance for r in records],
+        marker_color=[ACTION_COLOR.get(r.action, SKIPPED) for r in records],
+        hovertext=[
+            f"frame {r.index} ({r.time_s:.2f} s): glance {r.glance:.2f}, {ACTION_WORDS[r.action]}" for r in records
+        ],
+        hoverinfo="text",
+        name="the glance's confidence (blue: chosen for a full look)",
+    )
+    figure.update_xaxes(title="frame")
+    figure.update_yaxes(title="top-1 confidence of the glance", range=[0, 1.05])
+    return titled(figure, "Which frames did the glance find most telling?")
+
+
+def _change_chart(trace: Trace, records: list[FrameRecord]) -> go.Figure:
+    figure = go.Figure()
     figure.add_bar(
         x=[r.index for r in records],
         y=[r.change or 0.0 for r in records],
