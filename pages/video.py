@@ -39,10 +39,10 @@ with main:
     )
 
 charts = decision_charts(trace)
-columns = st.columns(len(charts) + 1)
+columns = [column for _ in range(0, len(charts) + 1, 2) for column in st.columns(2)]  # two charts a row
 for index, (chart, column) in enumerate(zip(charts, columns)):
     column.plotly_chart(chart, key=f"decision_{index}")
-with columns[-1]:
+with columns[len(charts)]:
     st.plotly_chart(cumulative_flops(trace), key="flops")
     st.caption(
         f"This clip cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of running the static network "
