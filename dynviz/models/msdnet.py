@@ -26,7 +26,7 @@ temperature-calibrated confidence passes τ_k, so an input costs
     FLOPs(x) = Σ_{j ≤ k*(x)} (block_j + classifier_j).
 
 The τ_k come from the paper's budgeted-batch rule (a geometric schedule of exit
-shares, fitted on validation images; :mod:`dynviz.train.msdnet`).
+shares, fitted on validation images; :mod:`dynviz.train.multi_exit`).
 """
 
 from __future__ import annotations
