@@ -114,24 +114,30 @@ def exclusive(model: nn.Module) -> Iterator[None]:
 
 
 class BoundedCache:
-    """A least-recently-used mapping of at most ``entries`` items, safe to share between threads."""
+    """A least-recently-used mapping, safe to share between threads, whose items weigh at most ``budget`` in
+    all (``weight(item)``, by default 1 each: at most ``budget`` items); the newest item always stays."""
 
-    def __init__(self, entries: int):
-        self.entries = entries
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+    def __init__(self, budget: int, weight: Callable[[Any], int] = lambda _: 1):
+        self.budget = budget
+        self.weight = weight
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._held = 0
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, create: Callable[[], Any] | None = None) -> Any:
         """The item under ``key`` (now the most recently used); created by ``create`` when absent."""
         with self._lock:
-            item = self._items.pop(key, None)
-            if item is None and create is not None:
+            entry = self._items.pop(key, None)
+            if entry is None and create is not None:
                 item = create()
-            if item is not None:
-                self._items[key] = item
-                while len(self._items) > self.entries:
-                    self._items.popitem(last=False)
-            return item
+                entry = (item, self.weight(item)) if item is not None else None
+                self._held += entry[1] if entry else 0
+            if entry is None:
+                return None
+            self._items[key] = entry
+            while self._held > self.budget and len(self._items) > 1:
+                self._held -= self._items.popitem(last=False)[1][1]
+            return entry[0]
 
     def put(self, key: Hashable, item: Any) -> None:
         self.get(key, lambda: item)
@@ -161,16 +167,22 @@ def bundled_model(name: str) -> Any:
     return create_model(name)
 
 
+TRACE_VALUES = 4_000_000
+"""What the answers kept for every session may hold in all, in values (:meth:`dynviz.trace.Trace.values`: about
+30 bytes each, so about 120 MB): some 20,000 answers of an early-exit model, or 10,000 of a deformable one
+(its every sampling point), or 200 of a long clip's frames."""
+
+
 class Server:
     """Every analysis an app process answers goes through :meth:`analyze`; every model it serves is built once
     by :meth:`model`, with ``build``."""
 
     def __init__(
-        self, build: Callable[[str], Any] = bundled_model, memo_entries: int = 1024, trace_entries: int = 4096
+        self, build: Callable[[str], Any] = bundled_model, memo_entries: int = 1024, trace_values: int = TRACE_VALUES
     ):
         self.build = build
         self.memos = BoundedCache(memo_entries)
-        self.traces = BoundedCache(trace_entries)
+        self.traces = BoundedCache(trace_values, lambda trace: trace.values())
         self._models: dict[str, Any] = {}
         self._building = threading.Lock()
 

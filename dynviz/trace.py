@@ -544,6 +544,13 @@ class Trace:
                 row |= kind.summarize(records)
         return row
 
+    def values(self) -> int:
+        """How many values its records hold, each tuple's items counted: a measure of its memory that caches
+        bound (a deformable layer's record holds every sampling point)."""
+        return 1 + sum(
+            1 + sum(len(v) if isinstance(v, tuple) else 1 for v in vars(record).values()) for record in self.records
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["records"] = [{"kind": r.kind, **dataclasses.asdict(r)} for r in self.records]

@@ -113,6 +113,28 @@ def test_the_caches_are_bounded():
     assert len(cache) == 3 and cache.get(0) is None and cache.get(9) == "9"
 
 
+def test_a_cache_of_heavy_items_keeps_fewer_of_them_and_always_the_newest():
+    cache = runtime.BoundedCache(10, weight=len)
+    for i in range(5):
+        cache.put(i, "x" * 4)
+    assert len(cache) == 2 and cache.get(4) == "xxxx"
+    cache.put("big", "y" * 50)  # heavier than the whole budget: kept alone, until the next item
+    assert len(cache) == 1 and cache.get("big")
+    cache.put("small", "z")
+    assert len(cache) == 1 and cache.get("small") == "z"
+
+
+def test_an_answer_s_weight_counts_its_recorded_values(photo):
+    from conftest import tiny
+
+    with runtime.inference():
+        sampled = tiny("dcn_resnet_cifar").analyze(photo)
+        static = tiny("resnet20_cifar").analyze(photo)
+    assert static.values() == 1
+    points = sum(len(r.points) for r in sampled.records)
+    assert sampled.values() > 2 * points  # the regular grid and the sampled points, with their modulation
+
+
 def test_an_inference_runs_on_one_thread_and_training_takes_every_core_only_while_it_runs():
     with runtime.inference():
         assert torch.get_num_threads() == runtime.INFERENCE_THREADS
