@@ -2,9 +2,8 @@ import streamlit as st
 
 from dynviz import ui
 from dynviz.trace import ExpertRecord, RoutingRecord, entropy
-from dynviz.viz.image import photo, with_box, with_heatmap
+from dynviz.viz.image import attribution_figure
 from dynviz.viz.parameters import expert_load, expert_tokens, routing_heatmap
-from dynviz.viz.style import exit_color
 from dynviz.zoo import list_models
 
 st.title("Dynamic parameters: which kernels and experts did this input choose?")
@@ -23,9 +22,7 @@ def attribution(decision: tuple[int, ...], title: str, key: str) -> None:
     """Integrated Gradients of one routing decision, on demand (32 backward passes take seconds)."""
     if st.toggle("Attribute this routing decision (a few seconds)", key=f"{name}:{key}:attribute"):
         heatmap = ui.routing_heatmap(name, image.digest, decision, image)
-        figure = photo(image.image, title)
-        with_box(figure, heatmap.box, "seen by the network", exit_color(0))
-        with_heatmap(figure, heatmap, "pushed towards it")
+        figure = attribution_figure(image.image, heatmap, title, "pushed towards it")
         st.plotly_chart(figure, key=f"{key}_attribution")
         st.caption(
             "Integrated Gradients (captum) of the router's score for the chosen expert, from a black image to this "

@@ -11,7 +11,7 @@ from PIL import Image
 from dynviz.explain import Heatmap
 from dynviz.inputs import REDUCING_GAP
 from dynviz.trace import Box
-from dynviz.viz.style import titled
+from dynviz.viz.style import exit_color, titled
 
 # Transparent where nothing is relevant, so the photo stays visible under the map.
 RELEVANCE = [[0.0, "rgba(255,255,0,0)"], [0.3, "rgba(255,200,0,0.25)"], [1.0, "rgba(220,0,0,0.75)"]]
@@ -79,6 +79,12 @@ def with_heatmap(figure: go.Figure, heatmap: Heatmap, name: str) -> go.Figure:
         hoverinfo="skip",
     )
     return figure
+
+
+def attribution_figure(image: Image.Image, heatmap: Heatmap, title: str, name: str) -> go.Figure:
+    """The photo with the part the network saw outlined and an attribution map (``name``) over it."""
+    figure = with_box(photo(image, title), heatmap.box, "seen by the network", exit_color(0))
+    return with_heatmap(figure, heatmap, name)
 
 
 def network_view(image: Image.Image, box: Box, resolution: int, display_side: int = 160) -> Image.Image:
