@@ -7,10 +7,11 @@ and matrix products; not pooling, norms, activations, softmax or routing's
 top-k); we report multiply–accumulates, the unit the dynamic-network papers
 call "FLOPs". Its gaps that matter here get a formula in :data:`FORMULAS`
 (matrix–vector products; bilinear sampling at learned points and, on the CPU,
-``scaled_dot_product_attention``, which it prices at 0), passed to every counter this project makes (:func:`flop_counter`)
-rather than registered process-wide on import. The routing of experts and
-kernels costs its linear layers (counted); its softmax, sigmoid and top-k are
-element-wise, like activations, and cost nothing here.
+``scaled_dot_product_attention``, which it prices at 0), passed to every
+counter this project makes (:func:`flop_counter`) rather than registered
+process-wide on import. The routing of experts and kernels costs its linear
+layers (counted); its softmax, sigmoid and top-k are element-wise, like
+activations, and cost nothing here.
 """
 
 from __future__ import annotations

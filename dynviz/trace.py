@@ -267,14 +267,16 @@ class FocusRecord:
         return {"focus_steps": len(records), "policy": records[0].policy, "crop_boxes": boxes}
 
 
+def pairs(values: tuple[float, ...]) -> list[tuple[float, float]]:
+    """Flattened (x, y) values → points."""
+    return list(zip(values[::2], values[1::2]))
+
+
 def mean_offset_length(points: tuple[float, ...], references: tuple[float, ...]) -> float:
     """The mean distance, in input pixels, between sampled points and the regular points they moved from
     (both flattened (x, y) pairs)."""
-    pairs = len(points) // 2
-    return sum(
-        ((points[2 * i] - references[2 * i]) ** 2 + (points[2 * i + 1] - references[2 * i + 1]) ** 2) ** 0.5
-        for i in range(pairs)
-    ) / max(1, pairs)
+    moved = pairs(points)
+    return sum(math.dist(p, r) for p, r in zip(moved, pairs(references))) / max(1, len(moved))
 
 
 @record_kind
@@ -304,8 +306,14 @@ class SamplingRecord:
 
     def position_points(self, position: int) -> list[tuple[float, float]]:
         """The sampled (x, y) of one output position, tap by tap."""
-        first = 2 * position * self.taps
-        return [(self.points[first + 2 * t], self.points[first + 2 * t + 1]) for t in range(self.taps)]
+        return pairs(self.points[2 * position * self.taps : 2 * (position + 1) * self.taps])
+
+    def position_grid(self, position: int) -> list[tuple[float, float]]:
+        """The regular kernel's (x, y) of one output position, tap by tap."""
+        return pairs(self.grid[2 * position * self.taps : 2 * (position + 1) * self.taps])
+
+    def position_modulation(self, position: int) -> list[float]:
+        return list(self.modulation[position * self.taps : (position + 1) * self.taps])
 
     @property
     def mean_offset(self) -> float:
@@ -343,8 +351,7 @@ class DeformableAttentionRecord:
         return len(self.references) // 2
 
     def group_points(self, group: int) -> list[tuple[float, float]]:
-        first = 2 * group * self.keys
-        return [(self.points[first + 2 * k], self.points[first + 2 * k + 1]) for k in range(self.keys)]
+        return pairs(self.points[2 * group * self.keys : 2 * (group + 1) * self.keys])
 
     def weights(self, head: int, query: int) -> list[float]:
         first = (head * self.resolution**2 + query) * self.keys

@@ -36,10 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from dynviz.cards import About, OperatingPoint, load_card
+from dynviz.cards import About, OperatingPoint
 from dynviz.cost import count_macs, module_macs, stopwatch
 from dynviz.models.base import (
     ImageNetClassifier,
@@ -59,7 +58,7 @@ from dynviz.models.gfnet import ClassActivationPolicy, patch_box
 from dynviz.progress import report
 from dynviz.trace import GLANCED, PROCESSED, Box, FrameRecord, Trace
 from dynviz.video import InputVideo
-from dynviz.zoo import VIDEO, register_model, weights_path
+from dynviz.zoo import VIDEO, load_weights, register_model
 
 ABOUT = About(
     title="Glance and focus over time (AdaFocus / AdaFrame-style) on EfficientNet-Lite0",
@@ -159,10 +158,8 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         cls, pretrained: bool = True, resolution: int = NATIVE_RESOLUTION[BASELINE], glance_sides=GLANCE_SIDES
     ) -> AdaFrameLite:
         """Calibrated; or with T = 1 (smaller sides for tests)."""
-        if not pretrained:
-            return cls(1.0, resolution, tuple(glance_sides))
-        weights = load_file(weights_path(load_card(cls.name)))
-        return cls(float(weights["temperature"]), resolution, tuple(glance_sides))
+        temperature = float(load_weights(cls.name)[0]["temperature"]) if pretrained else 1.0
+        return cls(temperature, resolution, tuple(glance_sides))
 
     def knobs(self) -> list[Knob]:
         return [

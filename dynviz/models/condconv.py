@@ -30,7 +30,7 @@ from dynviz.models.base import (
     decided,
 )
 from dynviz.models.cifar import CIFAR_SIZE, DecidingNetwork, about_cifar, cifar_view
-from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.models.resnet_cifar import ResNetCifar, block_layers
 from dynviz.trace import Box, RoutingRecord, rounded
 from dynviz.zoo import register_model
 
@@ -91,12 +91,7 @@ class CondConvResNetCifar(DecidingNetwork):
 
     def __init__(self, net: ResNetCifar):
         super().__init__(net, ResNetCifar(2 * len(net.blocks) + 2))
-        names = {
-            m: f"block {b + 1}.{name}"
-            for b, block in enumerate(self.net.blocks)
-            for name, m in block.named_children()
-            if isinstance(m, CondConv2d)
-        }
+        names = block_layers(self.net, CondConv2d)
         with torch.inference_mode():
             sides = output_sides(list(names), lambda: self.net(torch.zeros(1, 3, CIFAR_SIZE, CIFAR_SIZE)))
         self.layers = {m: (name, side) for (m, name), side in zip(names.items(), sides)}

@@ -41,7 +41,7 @@ from dynviz.models.base import (
     decided,
 )
 from dynviz.models.cifar import DecidingNetwork, about_cifar, grid_to_input
-from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.models.resnet_cifar import ResNetCifar, block_layers
 from dynviz.trace import Box, SamplingRecord, rounded
 from dynviz.zoo import register_model
 
@@ -159,12 +159,7 @@ class DeformableResNetCifar(DecidingNetwork):
     def __init__(self, net: ResNetCifar):
         super().__init__(net, ResNetCifar(2 * len(net.blocks) + 2))
         self.breakdown = self.offset_breakdown(DeformableConv2d, "regular layers", "deformable kernels and sampling")
-        self.layer_names = {
-            m: f"block {i + 1}.{c}"
-            for i, b in enumerate(self.net.blocks)
-            for c, m in b.named_children()
-            if isinstance(m, DeformableConv2d)
-        }
+        self.layer_names = block_layers(self.net, DeformableConv2d)
 
     def record(self, layer: int, module: nn.Module, sampling: Sampling, box: Box) -> SamplingRecord:
         taps, side = sampling.modulation.shape[0], sampling.modulation.shape[-1]

@@ -40,7 +40,6 @@ from dynviz.models.vit import (
     Layer,
     Mlp,
     VisionTransformer,
-    vit_flops,
 )
 from dynviz.trace import Box, ExitRecord, TokenGridRecord, rounded
 from dynviz.zoo import register_model
@@ -222,7 +221,7 @@ class DVTClassifier(CalibratedExits):
         c = net.config
         twin = VisionTransformer(c.width, c.depth, c.heads, c.mlp_ratio, c.patch, c.classes)
         self.twin_flops = module_macs(twin, (1, 3, CIFAR_SIZE, CIFAR_SIZE))
-        self.baseline_flops = {"ViT": vit_flops()}
+        self.baseline_flops = {"ViT": self.twin_flops}
 
     @property
     def flops_full(self) -> float:

@@ -28,10 +28,9 @@ frame_exit_lite``); τ and B are the knobs.
 from __future__ import annotations
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from dynviz.cards import About, OperatingPoint, load_card
+from dynviz.cards import About, OperatingPoint
 from dynviz.cost import module_macs
 from dynviz.models.base import (
     ImageNetClassifier,
@@ -48,7 +47,7 @@ from dynviz.models.frames import clip_trace, coarse_to_fine, frame_view, look_un
 from dynviz.progress import report
 from dynviz.trace import PROCESSED, SKIPPED, FrameRecord, Trace
 from dynviz.video import InputVideo
-from dynviz.zoo import VIDEO, register_model, weights_path
+from dynviz.zoo import VIDEO, load_weights, register_model
 
 ABOUT = About(
     title="FrameExit on EfficientNet-Lite0",
@@ -90,10 +89,8 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
     @classmethod
     def build(cls, pretrained: bool = True, resolution: int = NATIVE_RESOLUTION[BASELINE]) -> FrameExitLite:
         """Calibrated; or with T = 1 (``resolution``: the backbone's input side, smaller for tests)."""
-        if not pretrained:
-            return cls(1.0, resolution)
-        weights = load_file(weights_path(load_card(cls.name)))
-        return cls(float(weights["temperature"]), resolution)
+        temperature = float(load_weights(cls.name)[0]["temperature"]) if pretrained else 1.0
+        return cls(temperature, resolution)
 
     def knobs(self) -> list[Knob]:
         return [
@@ -117,10 +114,10 @@ class FrameExitLite(ImageNetClassifier, nn.Module):
         settings = knob_values(self.knobs(), settings)
         tau, budget = settings["tau"], int(settings["budget"])
         order = coarse_to_fine(video.frame_count)
-        steps = min(budget, len(order))
+        most = min(budget, len(order))
 
         def look(index: int, step: int) -> torch.Tensor:
-            report(step / steps, f"Looking at frame {index} ({step} of at most {budget})")
+            report(step / most, f"Looking at frame {index} ({step} of at most {budget})")
             return frame_view(self.backbone, video, index, self.resolution, memo).logits
 
         looks, answer = look_until_sure(order, look, self.temperature, tau, budget)

@@ -79,6 +79,17 @@ class ResNetCifar(nn.Module):
         return self.classify(self.blocks(self.stem(x)))
 
 
+def block_layers(net: ResNetCifar, kind: type) -> dict[nn.Module, str]:
+    """The layers of ``kind`` inside ``net``'s residual blocks (the ones a dynamic variant swapped in), each
+    with its name, e.g. "block 8.conv1"."""
+    return {
+        layer: f"block {b + 1}.{name}"
+        for b, block in enumerate(net.blocks)
+        for name, layer in block.named_children()
+        if isinstance(layer, kind)
+    }
+
+
 @functools.cache
 def resnet_flops() -> dict[str, int]:
     """The static CIFAR ResNets' costs ("ResNet-20" → multiply–accumulates): every CIFAR model's yardstick."""

@@ -14,7 +14,6 @@ two-layer GELU MLP. The class token's last state gives the logits.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -160,9 +159,3 @@ class StaticViTCifar(TrainedOnCifar, StaticClassifier, nn.Module):
 TINY = {"width": 32, "depth": 2, "heads": 2}
 
 register_model(StaticViTCifar.name, tiny=TINY)(StaticViTCifar.build)
-
-
-@functools.cache
-def vit_flops() -> int:
-    """The static transformer's cost: the yardstick of the dynamic ones."""
-    return module_macs(VisionTransformer(), (1, 3, CIFAR_SIZE, CIFAR_SIZE))

@@ -11,6 +11,7 @@ from dynviz.trace import (
     ExpertRecord,
     RoutingRecord,
     SamplingRecord,
+    pairs,
 )
 from dynviz.viz.image import photo
 from dynviz.viz.spatial import grid_overlay
@@ -39,20 +40,16 @@ def effective_points(records: list[SamplingRecord], position: int) -> list[tuple
     position's samples it takes, shifted by how far the sample lies from that position's centre (the DCN
     paper's Fig. 1 and 5: k² points per layer, 729 for three 3×3 layers). (x, y, product of modulations)."""
     last = records[-1]
-    points = [(x, y, m) for (x, y), m in zip(last.position_points(position), position_modulation(last, position))]
+    points = [(x, y, m) for (x, y), m in zip(last.position_points(position), last.position_modulation(position))]
     for record in reversed(records[:-1]):
         followed = []
         for x, y, weight in points:
             below = nearest_position(record, x, y)
             cx, cy = cell_centre(record.box, record.resolution, below)
-            for (px, py), m in zip(record.position_points(below), position_modulation(record, below)):
+            for (px, py), m in zip(record.position_points(below), record.position_modulation(below)):
                 followed.append((px + x - cx, py + y - cy, weight * m))
         points = followed
     return points
-
-
-def position_modulation(record: SamplingRecord, position: int) -> list[float]:
-    return list(record.modulation[position * record.taps : (position + 1) * record.taps])
 
 
 def network_photo(image: Image.Image, box, title: str) -> go.Figure:
@@ -60,11 +57,6 @@ def network_photo(image: Image.Image, box, title: str) -> go.Figure:
     figure = photo(image, title)
     figure.add_shape(type="rect", x0=box[0], y0=box[1], x1=box[2], y1=box[3], line=dict(color="white", dash="dot"))
     return figure
-
-
-def _regular_points(record: SamplingRecord, position: int) -> list[tuple[float, float]]:
-    first = 2 * position * record.taps
-    return [(record.grid[first + 2 * t], record.grid[first + 2 * t + 1]) for t in range(record.taps)]
 
 
 def _rings(figure: go.Figure, points, name: str) -> None:
@@ -77,6 +69,12 @@ def _rings(figure: go.Figure, points, name: str) -> None:
         marker=dict(size=9, color="rgba(0,0,0,0)", line=dict(color=SKIPPED, width=2)),
         hoverinfo="skip",
     )
+
+
+def _chosen(figure: go.Figure, box, resolution: int, position: int, name: str) -> None:
+    """A cross on the chosen cell of the grid (a position, a query)."""
+    x, y = cell_centre(box, resolution, position)
+    figure.add_scatter(x=[x], y=[y], mode="markers", name=name, marker=dict(symbol="x", size=12, color="#00bfff"))
 
 
 def _arrows(figure: go.Figure, starts, ends, color: str, width: float = 1.5) -> None:
@@ -109,11 +107,11 @@ def _weighted_points(figure: go.Figure, points, weights, name: str, hover: str, 
 def sampling_figure(image: Image.Image, record: SamplingRecord, position: int) -> go.Figure:
     """One output position of one deformable layer: its regular 3×3 grid (grey) and where each sample moved
     (arrows), coloured by the sample's modulation."""
-    regular, moved = _regular_points(record, position), record.position_points(position)
+    regular, moved = record.position_grid(position), record.position_points(position)
     figure = network_photo(image, record.box, f"{record.name}: where did this position's {record.taps} samples move?")
     _rings(figure, regular, "regular grid")
     _arrows(figure, regular, moved, "white")
-    _weighted_points(figure, moved, position_modulation(record, position), "sampled", "modulation")
+    _weighted_points(figure, moved, record.position_modulation(position), "sampled", "modulation")
     return figure
 
 
@@ -133,8 +131,7 @@ def stacked_figure(image: Image.Image, records: list[SamplingRecord], position: 
         marker=dict(size=3 + 9 * weights / top, color=weights / top, colorscale="Reds", cmin=0, cmax=1, opacity=0.8),
         hovertemplate="(%{x:.1f}, %{y:.1f}) px<extra></extra>",
     )
-    x, y = cell_centre(records[-1].box, records[-1].resolution, position)
-    figure.add_scatter(x=[x], y=[y], mode="markers", name="position", marker=dict(symbol="x", size=12, color="#00bfff"))
+    _chosen(figure, records[-1].box, records[-1].resolution, position, "position")
     return figure
 
 
@@ -144,7 +141,7 @@ def offset_field(image: Image.Image, record: SamplingRecord) -> go.Figure:
     figure = network_photo(image, record.box, title)
     starts, ends = [], []
     for position in range(record.resolution**2):
-        regular, moved = _regular_points(record, position), record.position_points(position)
+        regular, moved = record.position_grid(position), record.position_points(position)
         dx = sum(m[0] - r[0] for r, m in zip(regular, moved)) / record.taps
         dy = sum(m[1] - r[1] for r, m in zip(regular, moved)) / record.taps
         x, y = cell_centre(record.box, record.resolution, position)
@@ -173,7 +170,7 @@ def attention_figure(image: Image.Image, record: DeformableAttentionRecord, quer
     """One query of one head: the reference points (grey), where its group's keys were sampled (arrows) and
     how much the query attends to each (colour and size)."""
     group = head * record.groups // record.heads
-    references = [(record.references[2 * k], record.references[2 * k + 1]) for k in range(record.keys)]
+    references = pairs(record.references)
     moved = record.group_points(group)
     weights = record.weights(head, query)
     top = max(weights) or 1.0
@@ -195,8 +192,7 @@ def attention_figure(image: Image.Image, record: DeformableAttentionRecord, quer
         ),
         hovertemplate="key at (%{x:.1f}, %{y:.1f}) px<br>attention %{marker.color:.3f}<extra></extra>",
     )
-    x, y = cell_centre(record.box, record.resolution, query)
-    figure.add_scatter(x=[x], y=[y], mode="markers", name="query", marker=dict(symbol="x", size=12, color="#00bfff"))
+    _chosen(figure, record.box, record.resolution, query, "query")
     return figure
 
 
