@@ -107,16 +107,39 @@ def labelled_images(
     return labelled_files(root, class_keys, split)
 
 
+def class_of(path: Path, lookup: dict[str, int]) -> int | None:
+    """The class a file's folder or ``<synset>_`` prefix names, if ``lookup`` knows it."""
+    key = path.parent.name.lower() if path.parent.name.lower() in lookup else path.name.split("_")[0].lower()
+    return lookup.get(key)
+
+
+def class_lookup(class_keys: tuple[tuple[str, ...], ...]) -> dict[str, int]:
+    return {key.lower(): index for index, keys in enumerate(class_keys) for key in keys}
+
+
+def training_photos(folders: list[Path], class_keys: tuple[tuple[str, ...], ...]) -> list[Path]:
+    """Every image below ``folders`` that a recipe may learn from, sorted: all of them but the labelled ones of
+    the ``test`` half, so that no figure measured on a test half (the ImageNet sample's, the validation
+    images') is measured on an image a model was fitted to, whichever folder brought it."""
+    lookup = class_lookup(class_keys)
+    return sorted(
+        path
+        for folder in folders
+        for path in Path(folder).rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and (class_of(path, lookup) is None or split_of(path) == "calib")
+    )
+
+
 def labelled_files(root: str | Path, class_keys: tuple[tuple[str, ...], ...], split: str = "all") -> list[LabelledFile]:
     """Every image under ``root`` whose class is known, sorted by path (``split``: a hash half, or all)."""
-    lookup = {key.lower(): index for index, keys in enumerate(class_keys) for key in keys}
+    lookup = class_lookup(class_keys)
     files = []
     for path in sorted(Path(root).rglob("*")):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        key = path.parent.name.lower() if path.parent.name.lower() in lookup else path.name.split("_")[0].lower()
-        if key in lookup and split in ("all", split_of(path)):
-            files.append(LabelledFile(path, lookup[key]))
+        label = class_of(path, lookup)
+        if label is not None and split in ("all", split_of(path)):
+            files.append(LabelledFile(path, label))
     if not files:
         raise FileNotFoundError(f"{root}: no labelled images (class subfolders or <synset>_*.JPEG files)")
     return files

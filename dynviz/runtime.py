@@ -48,8 +48,9 @@ def compiling_enabled() -> bool:
 
 @contextmanager
 def every_core() -> Iterator[None]:
-    """Batched work (training, bench/channel_oracle.py): batches are large enough to share across every core."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    """Batched work (training, bench/channel_oracle.py): batches are large enough to share across every core,
+    or across the ``OMP_NUM_THREADS`` a user set (two trainings side by side, a thread each)."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     try:
         yield
     finally:

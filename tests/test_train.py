@@ -204,3 +204,68 @@ def test_a_recipe_without_data_says_what_it_needs():
 
     with pytest.raises(SystemExit, match="needs --data"):
         RECIPES["resnet20_cifar"](TrainOptions(None))
+
+
+def test_the_weight_pull_holds_a_pretrained_part_near_its_start_and_slows_it(tmp_path):
+    """L2-SP: zero at the start, (α/2)·‖w − w⁰‖² after a step; the pretrained part learns at its share of the
+    rate and is not decayed, the rest as before."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    schedule = Schedule(epochs=1, batch_size=8, pretrained_lr_scale=0.1, pretrained_pull=0.5)
+    groups = loop.parameter_groups(net, schedule, pretrained=net[0])
+    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 1.0, 0.1]
+    assert groups[-1]["weight_decay"] == 0.0 and {id(p) for p in groups[-1]["params"]} == {
+        id(p) for p in net[0].parameters()
+    }
+    pull = loop.WeightPull(net[0], strength=0.5)
+    assert pull() == 0
+    with torch.no_grad():
+        net[0].weight += 2.0
+    assert pull().item() == pytest.approx(0.5 / 2 * 4 * 16)
+
+    def trained(pull_strength: float) -> float:
+        torch.manual_seed(0)
+        model = MSDNet(MSDNetConfig.tiny())
+        start = [p.detach().clone() for p in model.parameters()]
+        data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
+        tuned = Schedule(epochs=1, batch_size=8, peak_lr=0.5, pretrained_lr_scale=1.0, pretrained_pull=pull_strength)
+        fit(model, exit_losses, data, data, prepare, tuned, tmp_path / f"{pull_strength}.pt", pretrained=model)
+        return sum(((p - s) ** 2).sum().item() for p, s in zip(model.parameters(), start))
+
+    assert trained(pull_strength=50.0) < trained(pull_strength=0.0)
+
+
+def test_distillation_photos_leave_out_every_labelled_image_of_a_test_half(tmp_path):
+    from dynviz.data import split_of, training_photos
+
+    keys = (("n01440764", "tench"), ("n02102040", "springer"))
+    names = [f"n01440764_ILSVRC2012_val_{i:08d}.JPEG" for i in range(12)]
+    (tmp_path / "val").mkdir()
+    (tmp_path / "pool" / "caltech" / "chair").mkdir(parents=True)
+    (tmp_path / "pool" / "imagenette" / "n02102040").mkdir(parents=True)
+    for name in names:
+        Image.new("RGB", (8, 8)).save(tmp_path / "val" / name)
+    for i in range(6):
+        Image.new("RGB", (8, 8)).save(tmp_path / "pool" / "caltech" / "chair" / f"{i}.jpg")
+        Image.new("RGB", (8, 8)).save(tmp_path / "pool" / "imagenette" / "n02102040" / f"x{i}.JPEG")
+    photos = training_photos([tmp_path / "val", tmp_path / "pool"], keys)
+    unlabelled = [p for p in photos if p.parent.name == "chair"]
+    assert len(unlabelled) == 6  # photos of no known class are all used
+    labelled = [p for p in photos if p.parent.name != "chair"]
+    assert labelled and all(split_of(p) == "calib" for p in labelled)
+    assert {p.name for p in labelled if p.parent.name == "val"} == {n for n in names if split_of(Path(n)) == "calib"}
+    assert photos == training_photos([tmp_path / "val", tmp_path / "pool"], keys)  # the same, every time
+
+
+def test_a_checkpoint_from_before_a_schedule_field_was_added_resumes(tmp_path):
+    """The new field reads as its default, so a run stopped by an upgrade continues instead of starting over."""
+    data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
+    checkpoint, schedule = tmp_path / "tiny.pt", Schedule(epochs=1, batch_size=8)
+    fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, schedule, checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    del state["schedule"]["pretrained_pull"]
+    state["history"] = [[-1.0]]
+    torch.save(state, checkpoint)
+    assert fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, schedule, checkpoint, resume=True) == [
+        [-1.0]
+    ]

@@ -45,8 +45,8 @@ class TrainOptions:
     """None: the recipe's own number."""
     device: str = "cpu"
     resume: bool = False
-    unlabeled: Path | None = None
-    """Extra images without labels, for recipes that distil (a teacher labels them)."""
+    unlabeled: tuple[Path, ...] = ()
+    """Folders of extra photos for recipes that distil (a teacher labels them)."""
 
 
 def trained_seconds(checkpoint: Path) -> float | None:
@@ -77,6 +77,10 @@ class Schedule:
     seed: int = 0
     compile: bool = False
     """Run the forward pass through torch.compile where a compiler is present (:func:`compiled`)."""
+    pretrained_lr_scale: float = 1.0
+    """The learning rate of a ``pretrained`` part (see :func:`fit`), as a share of the schedule's."""
+    pretrained_pull: float = 0.0
+    """α of the L2-SP pull on a ``pretrained`` part toward its starting weights."""
 
 
 @dataclass(frozen=True)
@@ -98,12 +102,36 @@ def exit_logits(output: Any) -> list[torch.Tensor]:
     return list(output) if isinstance(output, (list, tuple)) else [output]
 
 
-def parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(net: nn.Module, schedule: Schedule, pretrained: nn.Module | None = None) -> list[dict]:
     """Weight decay on the weights of convolutions and linear layers only: decaying BatchNorm's scales and
-    shifts and the biases only fights the normalisation (Goyal et al., 2017; He et al., "Bag of tricks", 2019)."""
-    decayed = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
-    free = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decayed, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+    shifts and the biases only fights the normalisation (Goyal et al., 2017; He et al., "Bag of tricks", 2019).
+    A ``pretrained`` part learns at its own rate and without decay: the pull toward its starting weights takes
+    the place of a pull toward zero."""
+    kept = {id(p) for p in pretrained.parameters()} if pretrained is not None else set()
+    learnt = [p for p in net.parameters() if p.requires_grad and id(p) not in kept]
+    groups = [
+        {"params": [p for p in learnt if p.ndim > 1], "weight_decay": schedule.weight_decay},
+        {"params": [p for p in learnt if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if pretrained is not None:
+        tuned = [p for p in pretrained.parameters() if p.requires_grad]
+        groups.append({"params": tuned, "weight_decay": 0.0, "lr_scale": schedule.pretrained_lr_scale})
+    return [group for group in groups if group["params"]]
+
+
+class WeightPull:
+    """L2-SP (Li, Grandvalet & Davoine, ICML 2018): fine-tuned weights w stay near their pretrained values w⁰,
+
+        Ω(w) = (α / 2) · ‖w − w⁰‖²,
+
+    so that a few thousand images adapt a network without making it forget what millions taught it."""
+
+    def __init__(self, module: nn.Module, strength: float):
+        self.strength = strength
+        self.pairs = [(p, p.detach().clone()) for p in module.parameters() if p.requires_grad]
+
+    def __call__(self) -> torch.Tensor:
+        return self.strength / 2 * sum(((p - start) ** 2).sum() for p, start in self.pairs)
 
 
 def autocast(device: str):
@@ -137,21 +165,21 @@ class TrainingStep:
     device: str = "cpu"
     regularizer: Regularizer | None = None
     teacher: nn.Module | None = None
+    pretrained: nn.Module | None = None
 
     def __post_init__(self) -> None:
         self.net.to(self.device, memory_format=torch.channels_last)
         if self.teacher is not None:
             self.teacher.to(self.device, memory_format=torch.channels_last).eval()
+        self.pull = None
+        if self.pretrained is not None and self.schedule.pretrained_pull > 0:
+            self.pull = WeightPull(self.pretrained, self.schedule.pretrained_pull)
         self.forward = compiled(self.net, self.schedule.compile)
-        self.optimizer = torch.optim.SGD(
-            parameter_groups(self.net, self.schedule.weight_decay),
-            lr=self.schedule.peak_lr,
-            momentum=0.9,
-            nesterov=True,
-        )
+        groups = parameter_groups(self.net, self.schedule, self.pretrained)
+        self.optimizer = torch.optim.SGD(groups, lr=self.schedule.peak_lr, momentum=0.9, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
-            self.schedule.peak_lr,
+            [self.schedule.peak_lr * group.get("lr_scale", 1.0) for group in groups],
             total_steps=self.total_steps,
             pct_start=self.schedule.warmup_fraction,
             div_factor=10,
@@ -172,6 +200,8 @@ class TrainingStep:
         loss = self.loss_function([z.float() for z in exit_logits(output)], targets)
         if self.regularizer is not None:
             loss = loss + self.regularizer(output, self.scheduler.last_epoch / self.total_steps)
+        if self.pull is not None:
+            loss = loss + self.pull()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -191,6 +221,7 @@ def fit(
     resume: bool = False,
     regularizer: Regularizer | None = None,
     teacher: nn.Module | None = None,
+    pretrained: nn.Module | None = None,
 ) -> list[list[float]]:
     """Train ``net`` in place; returns the validation accuracy of each exit after each epoch (the last
     entry is the trained network's).
@@ -198,6 +229,9 @@ def fit(
     A gated network's decisions are also penalised by ``regularizer``. With a
     ``teacher``, the loss's targets are the teacher's logits on the very same
     augmented batch instead of the labels (distillation as function matching).
+    A ``pretrained`` part of ``net`` fine-tunes gently: at the schedule's
+    ``pretrained_lr_scale`` of its rate, pulled toward its starting weights
+    (:class:`WeightPull`).
     ``--resume`` continues from the checkpoint after the last finished epoch
     exactly as if the run had not stopped (weights, optimiser, schedule, random
     state and the validation history)."""
@@ -205,13 +239,22 @@ def fit(
     generator = torch.Generator().manual_seed(schedule.seed)
     steps_per_epoch = len(train) // schedule.batch_size
     step = TrainingStep(
-        net, loss_function, prepare, schedule, schedule.epochs * steps_per_epoch, device, regularizer, teacher
+        net,
+        loss_function,
+        prepare,
+        schedule,
+        schedule.epochs * steps_per_epoch,
+        device,
+        regularizer,
+        teacher,
+        pretrained,
     )
     # Every image on the device once: a GPU would otherwise wait for the host at every batch.
     images, labels = train.images.to(device), train.labels.to(device)
     first_epoch, history = 0, []
     state = torch.load(checkpoint, map_location="cpu", weights_only=True) if resume and checkpoint.exists() else None
-    if state is not None and state["schedule"] != dataclasses.asdict(schedule):
+    # A field added to Schedule since the checkpoint was made reads as its default.
+    if state is not None and Schedule(**state["schedule"]) != schedule:
         print(f"{checkpoint} was made with another schedule; starting over", file=sys.stderr)
         state = None
     if state is not None:  # loading moves tensors to the device
