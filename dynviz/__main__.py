@@ -105,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch's checkpoint")
     train.add_argument(
-        "--unlabeled",
+        "--photos",
         type=Path,
         nargs="+",
         default=(),
-        help="folders of extra photos for distilling recipes (a teacher labels them; labelled ImageNet images "
-        "of a test half are left out)",
+        help="folders of more photos: distilling recipes learn from all of them (a teacher labels them), "
+        "calibrating ones from those with an ImageNet label; labelled images of a test half are left out",
     )
 
     train_all = commands.add_parser(
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-all":
         return train_all_command(args.data, args.device, args.resume, args.only)
     return train_command(
-        args.name, TrainOptions(args.data, args.epochs, args.device, args.resume, tuple(args.unlabeled)), command
+        args.name, TrainOptions(args.data, args.epochs, args.device, args.resume, tuple(args.photos)), command
     )
 
 

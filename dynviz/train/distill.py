@@ -11,7 +11,7 @@ go to both networks, and the student minimises
 
 with the gates' target-rate loss and the L2-SP pull of Lite0's weights w toward
 the pretrained w⁰ (Li et al., ICML 2018). The teacher labels every view, so any
-folder of photos serves (``--unlabeled``: a pool of everyday photos, ImageNet
+folder of photos serves (``--photos``: a pool of everyday photos, ImageNet
 validation images), but no labelled image of a test half (see
 :func:`dynviz.data.training_photos`).
 
@@ -157,11 +157,11 @@ class FrozenNorms(nn.Module):
 
 def training_images(options: TrainOptions) -> tuple[TensorSet, torch.Tensor]:
     """The labelled calib half of the ImageNet sample, and every training image (uint8 squares): that half and
-    the photos of ``--unlabeled``."""
+    the ``--photos``."""
     root = require_data(options, "the ImageNet sample folder (its calib half is used)")
     items = labelled_files(root, LiteCascade.class_keys(), split="calib")
     labelled = stack([central_square(item.load().image) for item in items])
-    photos = training_photos(list(options.unlabeled), LiteCascade.class_keys())
+    photos = training_photos(list(options.photos), LiteCascade.class_keys())
     extra = photo_squares(photos) if photos else []
     images = torch.cat([labelled, *([stack(extra)] if extra else [])])
     print(f"{len(items)} labelled images and {len(extra)} photos", file=sys.stderr)

@@ -45,8 +45,9 @@ class TrainOptions:
     """None: the recipe's own number."""
     device: str = "cpu"
     resume: bool = False
-    unlabeled: tuple[Path, ...] = ()
-    """Folders of extra photos for recipes that distil (a teacher labels them)."""
+    photos: tuple[Path, ...] = ()
+    """Folders of more photos: recipes that distil learn from all of them (a teacher labels each view), recipes
+    that calibrate from those with a known ImageNet label; never from a labelled image of a test half."""
 
 
 def trained_seconds(checkpoint: Path) -> float | None:
