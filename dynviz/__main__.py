@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         "--split", choices=SPLITS, default="all", help="which half of the ImageNet sample (default: all files)"
     )
     evaluation.add_argument("--out", type=Path, help="write the evaluation as JSON")
-    evaluation.add_argument("--card", action="store_true", help="write the evaluation into pretrained/NAME.json")
+    written = evaluation.add_mutually_exclusive_group()
+    written.add_argument("--card", action="store_true", help="write the evaluation into pretrained/NAME.json")
+    written.add_argument(
+        "--check", action="store_true", help="write it into the card as a check: a second column, on other photos"
+    )
 
     train = commands.add_parser("train", help="produce a model's weights, then evaluate it into its card")
     train.add_argument("name")
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-clips":
         return make_clips_command(parser, args.images, args.split, args.out, args.slideshows)
     if args.command == "eval":
-        return eval_command(args.name, args.data, args.split, args.out, args.card, command)
+        written = "card" if args.card else "check" if args.check else None
+        return eval_command(args.name, args.data, args.split, args.out, written, command)
     if args.command == "train-all":
         return train_all_command(args.data, args.device, args.resume, args.only)
     return train_command(
@@ -226,7 +231,7 @@ def analyze_command(
     return 1 if failures else 0
 
 
-def eval_command(name: str, data: Path, split: str, out: Path | None, write_card: bool, command: str) -> int:
+def eval_command(name: str, data: Path, split: str, out: Path | None, written: str | None, command: str) -> int:
     if (model := bundled_model(name)) is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="dynviz-clips-") as folder:
@@ -237,14 +242,21 @@ def eval_command(name: str, data: Path, split: str, out: Path | None, write_card
         else:
             files = labelled_images(data, model.class_keys(), split)
             described = data.name
-        return evaluate_into_card(model, files, described, split, out, write_card, command)
+        return evaluate_into_card(model, files, described, split, out, written, command)
 
 
 def evaluate_into_card(
-    model: Any, files: list[LabelledImage], data: str, split: str, out: Path | None, write_card: bool, command: str
+    model: Any,
+    files: list[LabelledImage],
+    data: str,
+    split: str,
+    out: Path | None,
+    written: str | None,
+    command: str,
 ) -> int:
     """Every operating point of ``model`` and its baselines on ``files`` (described as ``data``), printed, and
-    written to ``out`` and to the card when asked."""
+    written to ``out`` and to the card when asked: as its evaluation (``written="card"``) or as one of its
+    checks (``"check"``)."""
     name, default_point = model.name, model.default_point
     clips = accepts(name) == VIDEO
     statics = {}
@@ -272,7 +284,12 @@ def evaluate_into_card(
         print(match.describe())
     if out is not None:
         out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
-    if write_card:
+    if written == "check":
+        if (card := load_card(name)) is None:
+            print(f"{name} has no card to add a check to: evaluate it with --card first", file=sys.stderr)
+            return 2
+        print(f"check written: {card.with_check(result).save()}")
+    if written == "card":
         card = load_card(name) or ModelCard(name, model.about, flops_full=0.0, default_point=default_point)
         if clips:  # clips differ in length: the static network on every frame, on average
             flops_full = baselines[0].mean_flops

@@ -151,10 +151,18 @@ class ModelCard:
     weights_sha256: str | None = None
     recipe: Recipe | None = None
     evaluation: Evaluation | None = None
+    checks: tuple[Evaluation, ...] = ()
+    """The same operating points on other labelled photos (``eval --check``): a second column, which shows
+    whether a ranking on the main split holds on photos the weights were not fitted to."""
 
     def point(self, name: str) -> PointResult | None:
         points = self.evaluation.points if self.evaluation else ()
         return next((p for p in points if p.name == name), None)
+
+    def with_check(self, check: Evaluation) -> ModelCard:
+        """This card with ``check`` in place of an earlier one on the same data and split."""
+        kept = tuple(c for c in self.checks if (c.data, c.split) != (check.data, check.split))
+        return dataclasses.replace(self, checks=(*kept, check))
 
     def save(self) -> Path:
         path = PRETRAINED / f"{self.name}.json"
@@ -179,6 +187,8 @@ class ModelSummary:
     mean_flops: float | None
     flops_full: float | None
     evaluated_on: str
+    checks: tuple[str, ...] = ()
+    """The default point's top-1 on each check, with what it was measured on."""
 
 
 def card_names() -> list[str]:
@@ -202,6 +212,11 @@ def model_summaries() -> list[ModelSummary]:
                 f"{evaluation.data} ({evaluation.split}, {evaluation.images} {evaluation.unit})"
                 if evaluation
                 else "not evaluated",
+                tuple(
+                    f"{100 * p.top1:.1f}% on {c.data} ({c.split}, {c.images} {c.unit})"
+                    for c in card.checks
+                    if (p := next((q for q in c.points if q.name == card.default_point), None))
+                ),
             )
         )
     return rows
@@ -217,6 +232,7 @@ def model_table() -> list[dict[str, str]]:
             f"mean {FLOPS_UNIT}": "" if row.mean_flops is None else format_flops(row.mean_flops),
             "static FLOPs": "" if row.flops_full is None else format_flops(row.flops_full),
             "measured on": row.evaluated_on,
+            "top-1 on other photos": "; ".join(row.checks),
             "family": row.family,
         }
         for row in model_summaries()

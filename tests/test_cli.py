@@ -91,6 +91,31 @@ def test_eval_on_a_labelled_folder(tmp_path, capsys):
     assert {b["name"] for b in result["baselines"]} == {"lite0", "lite1", "lite2"}
 
 
+def test_eval_check_adds_a_second_column_to_the_card_and_keeps_its_evaluation(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from dynviz import cards
+
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    for suffix in ("json", "safetensors"):
+        shutil.copy(cards.PRETRAINED / f"lite_cascade.{suffix}", pretrained)
+    monkeypatch.setattr(cards, "PRETRAINED", pretrained)
+    monkeypatch.setattr("dynviz.zoo.PRETRAINED", pretrained)
+    before = cards.load_card("lite_cascade")
+    photos = tmp_path / "other-photos"
+    photos.mkdir()
+    espresso = resources.files("dynviz.examples").joinpath("espresso.jpg").read_bytes()
+    (photos / "n07920052_cup.JPEG").write_bytes(espresso)
+    for _ in range(2):  # a second check on the same photos replaces the first
+        assert main(["eval", "lite_cascade", "--data", str(photos), "--check"]) == 0
+    after = cards.load_card("lite_cascade")
+    assert after.evaluation == before.evaluation
+    assert [(c.data, c.split, c.images) for c in after.checks] == [("other-photos", "all", 1)]
+    row = next(r for r in cards.model_table() if r["model"] == "lite_cascade")
+    assert row["top-1 on other photos"] == "100.0% on other-photos (all, 1 images)"
+
+
 def test_analyze_and_eval_work_for_msdnet_and_its_baselines_on_cifar_batches(tmp_path, capsys):
     from test_train import write_batches
 

