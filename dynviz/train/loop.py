@@ -10,6 +10,7 @@ forward pass runs under bf16 autocast, in channels-last layout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -72,8 +73,13 @@ def require_data(options: TrainOptions, what: str) -> Path:
 def calibration_files(options: TrainOptions, class_keys: tuple[tuple[str, ...], ...]) -> list[LabelledFile]:
     """The labelled calib halves of ``--data`` (the ImageNet sample) and of the ``--photos`` that have labels:
     what temperatures and thresholds are fitted on."""
-    folders = [require_data(options, "the ImageNet sample folder (its calib half is used)"), *options.photos]
-    return [file for folder in folders for file in labelled_files(folder, class_keys, split="calib")]
+    files = labelled_files(
+        require_data(options, "the ImageNet sample folder (its calib half is used)"), class_keys, "calib"
+    )
+    for folder in options.photos:
+        with contextlib.suppress(FileNotFoundError):  # a folder of photos without labels
+            files += labelled_files(folder, class_keys, split="calib")
+    return files
 
 
 @dataclass(frozen=True)
