@@ -174,9 +174,12 @@ def distill(
     target: float,
     options: TrainOptions,
     model: Callable,
+    data: tuple[TensorSet, torch.Tensor] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> ModelCard:
-    """Distil ``net`` (Lite0 with gates) from Lite0, Lite0's weights held near their own."""
-    labelled, images = training_images(options)
+    """Distil ``net`` (Lite0 with gates) from Lite0, Lite0's weights held near their own, on ``data``
+    (:func:`training_images`, read here if not given)."""
+    labelled, images = data or training_images(options)
     train = TensorSet(images, torch.full((len(images),), -1))
 
     def match_teacher(logits: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
@@ -204,7 +207,8 @@ def distill(
         teacher=efficientnet_lite("lite0"),
         pretrained=net.backbone,
     )
-    return save_gated(net, model, {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)})
+    metadata = (metadata or {}) | {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)}
+    return save_gated(net, model, metadata)
 
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:
@@ -248,25 +252,39 @@ def fit_gate(gate: nn.Module, pooled: torch.Tensor, salient: torch.Tensor) -> fl
 
 
 def train_lite0_channels(options: TrainOptions) -> ModelCard:
-    """Lite0 unchanged; each channel gate learns which channels of its block are
-    :func:`~dynviz.models.channel_gating.salient` for an input, on augmented views that Lite0 itself runs
-    (``--epochs``: passes over the images, 1 by default). The channels' fills are their means over the first
-    views."""
+    """First each channel gate learns which channels of its block are
+    :func:`~dynviz.models.channel_gating.salient` for an input, on augmented views that Lite0 itself runs (one
+    pass over the images; the channels' fills are their means over the first views); then the gated network is
+    distilled from Lite0 with Lite0 adapting (:func:`distill`). A resumed run whose distillation has a checkpoint
+    takes the gates from it."""
+    name = channel_gating.Lite0Channels.name
     labelled, images = training_images(options)
-    net = channel_gating.ChannelGatedNetwork(channel_gating.Lite0Channels.backbone()).eval().requires_grad_(False)
-    backbone = net.backbone.to(options.device)
-    passes = options.epochs or 1
+    net = channel_gating.ChannelGatedNetwork(channel_gating.Lite0Channels.backbone(), noise=False)
+    metadata = {"salient_share": str(channel_gating.SALIENT_SHARE)}
+    if not (options.resume and checkpoint_path(name).exists()):
+        metadata |= fit_gates_to_salient_channels(net.eval().requires_grad_(False), labelled, images, options.device)
+    net.requires_grad_(True)
+    target = channel_gating.LITE_TARGET_RATE
+    return distill(name, net, target, options, channel_gating.Lite0Channels, (labelled, images), metadata)
+
+
+def fit_gates_to_salient_channels(
+    net: channel_gating.ChannelGatedNetwork, labelled: TensorSet, images: torch.Tensor, device: str
+) -> dict[str, str]:
+    """Each gate fitted to its block's salient channels on Lite0's views of ``images``; returns the share of
+    the labelled images the gated network then answers right."""
+    backbone = net.backbone.to(device)
     start = time.perf_counter()
     with torch.no_grad():
-        net.set_fills_to_means(itertools.islice(teacher_views(images, passes, options.device), FILL_BATCHES))
+        net.set_fills_to_means(itertools.islice(teacher_views(images, 1, device), FILL_BATCHES))
         pooled, salient = defaultdict(list), defaultdict(list)
-        for x in teacher_views(images, passes, options.device):
+        for x in teacher_views(images, 1, device):
             for i, block, block_input in channel_gating.block_inputs(backbone, x):
                 if net.fill(i) is not None:
                     pooled[i].append(block_input.mean((2, 3)).cpu())
                     contribution = channel_gating.contributions(block, block_input, net.fill(i))
                     salient[i].append(channel_gating.salient(contribution).cpu())
-    print(f"Lite0 ran {passes * len(images)} views in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(f"Lite0 ran {len(images)} views in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     net.cpu()
     for i in pooled:
         gate = net.gates[str(i)].requires_grad_(True)
@@ -274,6 +292,4 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
         print(f"block {i + 1}: gate agrees with {agreement:.1%} of the salient channels' decisions", file=sys.stderr)
     with torch.no_grad():
         answers = torch.cat([net(central_view(batch)).logits.argmax(1) for batch in labelled.images.split(64)])
-    calib = (answers == labelled.labels).float().mean().item()
-    metadata = {"calib_accuracy": f"{calib:.4f}", "salient_share": str(channel_gating.SALIENT_SHARE)}
-    return save_gated(net.requires_grad_(False), channel_gating.Lite0Channels, metadata)
+    return {"calib_accuracy_fitted_gates": f"{(answers == labelled.labels).float().mean().item():.4f}"}
