@@ -15,7 +15,7 @@ from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
 from dynviz.train import CIFAR_ZOO, loop, training_order
 from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
-from dynviz.train.exits import budgeted_thresholds, exit_index
+from dynviz.train.exits import budgeted_thresholds, exit_index, search_thresholds
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
 from dynviz.train.losses import (
     ANNEALED_FRACTION,
@@ -269,3 +269,14 @@ def test_a_checkpoint_from_before_a_schedule_field_was_added_resumes(tmp_path):
     assert fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, schedule, checkpoint, resume=True) == [
         [-1.0]
     ]
+
+
+def test_thresholds_for_four_exits_are_searched_on_a_coarser_grid_within_the_harm_cap():
+    """GFNet's glance and three focus steps: an exhaustive 201-value grid per exit would be 8 million tries."""
+    torch.manual_seed(0)
+    confidences, correct = torch.rand(4, 60), torch.rand(4, 60) < 0.7
+    cumulative = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    thresholds = search_thresholds(confidences, correct, cumulative, harm_cap=0.05)
+    exits = exit_index(confidences, thresholds)
+    assert len(thresholds) == 3 and float(cumulative[exits].mean()) < 4.0
+    assert float((correct[-1] & ~correct)[exits, torch.arange(60)].float().mean()) <= 0.05

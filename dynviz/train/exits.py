@@ -47,6 +47,9 @@ def exit_index(confidences: torch.Tensor, thresholds: tuple[float, ...]) -> torc
     return passes.float().argmax(0) if exits > 1 else torch.zeros(confidences.shape[1], dtype=torch.long)
 
 
+SEARCHED_COMBINATIONS = 50_000
+
+
 def search_thresholds(
     confidences: torch.Tensor,
     correct: torch.Tensor,
@@ -56,8 +59,12 @@ def search_thresholds(
 ) -> tuple[float, ...]:
     """The thresholds (one per early exit) of least mean FLOPs whose harm rate is ≤ ``harm_cap``.
 
-    ``confidences`` and ``correct`` are [exits, inputs]; ``cumulative_flops`` is [exits]."""
-    grid = torch.linspace(0.0, 1.0, 201) if grid is None else grid
+    ``confidences`` and ``correct`` are [exits, inputs]; ``cumulative_flops`` is [exits]. The search is
+    exhaustive over a grid of τ per exit: 201 values for up to two early exits, fewer for more, so that it
+    stays within :data:`SEARCHED_COMBINATIONS`."""
+    if grid is None:
+        per_exit = min(201, round(SEARCHED_COMBINATIONS ** (1 / max(1, confidences.shape[0] - 1))))
+        grid = torch.linspace(0.0, 1.0, per_exit)
     choices = sorted({*grid.tolist(), NEVER})
     columns = torch.arange(confidences.shape[1])
     harmed_by = correct[-1] & ~correct  # [exits, inputs]: last exit right, exit k wrong
