@@ -15,7 +15,7 @@ from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
 from dynviz.train import CIFAR_ZOO, loop, training_order
 from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
-from dynviz.train.exits import budgeted_thresholds, exit_index, search_thresholds
+from dynviz.train.exits import budgeted_thresholds, exit_index, fit_temperature, search_thresholds
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
 from dynviz.train.losses import (
     ANNEALED_FRACTION,
@@ -286,3 +286,13 @@ def test_thresholds_for_four_exits_are_searched_on_a_coarser_grid_within_the_har
     exits = exit_index(confidences, thresholds)
     assert len(thresholds) == 3 and float(cumulative[exits].mean()) < 4.0
     assert float((correct[-1] & ~correct)[exits, torch.arange(60)].float().mean()) <= 0.05
+
+
+def test_a_temperature_is_fitted_to_logits_and_labels_made_in_inference_mode():
+    """The app and the benchmarks run their networks in inference mode; calibration then differentiates."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        labels = torch.randint(0, 5, (200,))
+        predicted = torch.where(torch.arange(200) % 3 == 0, (labels + 1) % 5, labels)  # a third wrong
+        logits = 8.0 * torch.nn.functional.one_hot(predicted, 5).float()  # and sure of every answer
+    assert fit_temperature(logits, labels) > 1.0  # softened

@@ -25,7 +25,8 @@ from dynviz.models.base import NEVER
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    logits = logits.detach().clone()  # a plain tensor, also where the logits were computed in inference mode
+    # Plain tensors, also where they were made in inference mode (autograd cannot save those).
+    logits, labels = logits.detach().clone(), labels.clone()
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
 
