@@ -33,6 +33,28 @@ class ExplainTarget:
     box: Box
 
 
+class _Reached(Exception):
+    """Carries a module's output out of a forward pass that need not go further."""
+
+
+def output_of(module: nn.Module, run: Callable[[], object]) -> torch.Tensor:
+    """What ``module`` returns while ``run()`` runs the network it belongs to, the rest of the pass skipped: a
+    decision inside a network (a routing layer's logits) as a differentiable function of its input, without
+    writing the network's forward out again up to that point."""
+
+    def stop(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        raise _Reached(output)
+
+    handle = module.register_forward_hook(stop)
+    try:
+        run()
+    except _Reached as reached:
+        return reached.args[0]
+    finally:
+        handle.remove()
+    raise ValueError(f"{type(module).__name__} did not run")
+
+
 @dataclass(frozen=True)
 class Heatmap:
     values: np.ndarray

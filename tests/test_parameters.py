@@ -121,6 +121,19 @@ def test_condconv_routing_depends_on_the_input(photo, wide):
     assert [r.weights for r in first] != [r.weights for r in second]
 
 
+def test_the_routing_decision_explained_is_the_one_the_trace_records(photo):
+    """Integrated Gradients differentiate each router's logits as the network computes them on the photo."""
+    condconv, moe = tiny("condconv_resnet_cifar"), tiny("moe_vit_cifar")
+    with inference():
+        routings = condconv.analyze(photo).records_of(RoutingRecord)
+        mixture = moe.analyze(photo).records_of(ExpertRecord)[0]
+    for layer in (0, len(routings) - 1):
+        target = condconv.explain_routing(photo, layer, 0)
+        assert target.forward(target.inputs).sigmoid()[0].tolist() == pytest.approx(routings[layer].weights, abs=1e-4)
+    target = moe.explain_routing(photo, mixture.layer, 5, 0)
+    assert int(target.forward(target.inputs)[0].argmax()) == mixture.choices[5]
+
+
 def test_only_the_chosen_experts_run_and_the_cost_counts_only_them(photo):
     model = tiny("moe_vit_cifar")
     mixture = model.mixtures[0]

@@ -15,7 +15,12 @@ from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
 from dynviz.train import CIFAR_ZOO, loop, training_order
 from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
-from dynviz.train.exits import budgeted_thresholds, exit_index, fit_temperature, search_thresholds
+from dynviz.train.exits import (
+    budgeted_thresholds,
+    exit_index,
+    fit_temperature,
+    search_thresholds,
+)
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
 from dynviz.train.losses import (
     ANNEALED_FRACTION,

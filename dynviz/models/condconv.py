@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynviz.cost import output_sides
-from dynviz.explain import ExplainTarget
+from dynviz.explain import ExplainTarget, output_of
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     decided,
@@ -114,18 +114,10 @@ class CondConvResNetCifar(DecidingNetwork):
         """What captum needs to attribute routing layer ``layer``'s logit of ``expert``: which pixels raised this
         expert's weight for this image."""
         view = cifar_view(image)
-        target = list(self.layers)[layer]
-        net = self.net
+        routing = list(self.layers)[layer].routing
 
         def routing_logits(x: torch.Tensor) -> torch.Tensor:
-            x = net.stem(x)
-            for block in net.blocks:
-                if target is block.conv1:
-                    return target.routing(x.mean((2, 3)))
-                if target is block.conv2:
-                    return target.routing(F.relu(block.bn1(block.conv1(x))).mean((2, 3)))
-                x = block(x)
-            raise ValueError(f"no routing layer {layer}")
+            return output_of(routing, lambda: self.net(x))
 
         return ExplainTarget(self.net, routing_logits, None, view.tensor(), expert, view.box)
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from dynviz.cards import OperatingPoint
 from dynviz.cost import module_macs
-from dynviz.explain import ExplainTarget
+from dynviz.explain import ExplainTarget, output_of
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Knob,
@@ -215,15 +215,10 @@ class MoEViTCifar(DecidingNetwork):
         """What captum needs to attribute the router's logit of ``expert`` for image token ``token`` (row by row)
         in mixture layer ``layer``: which pixels pushed this token to this expert."""
         view = cifar_view(image)
-        net = self.net
+        router = self.net.layers[layer].mlp.router
 
         def router_logits(x: torch.Tensor) -> torch.Tensor:
-            tokens = net.tokens(x)
-            for layer_module in net.layers[:layer]:
-                tokens = layer_module(tokens, net.side)
-            block = net.layers[layer]
-            tokens = tokens + block.attention(block.norm1(tokens), net.side)
-            return block.mlp.router(block.norm2(tokens))[:, 1 + token]
+            return output_of(router, lambda: self.net(x))[:, 1 + token]
 
         return ExplainTarget(self.net, router_logits, None, view.tensor(), expert, view.box)
 
