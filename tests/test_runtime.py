@@ -135,12 +135,16 @@ def test_an_answer_s_weight_counts_its_recorded_values(photo):
     assert sampled.values() > 2 * points  # the regular grid and the sampled points, with their modulation
 
 
-def test_an_inference_runs_on_one_thread_and_training_takes_every_core_only_while_it_runs():
+def test_an_inference_runs_on_one_thread_and_training_takes_every_core_only_while_it_runs(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     with runtime.inference():
         assert torch.get_num_threads() == runtime.INFERENCE_THREADS
     with runtime.every_core():
         assert torch.get_num_threads() == (os.cpu_count() or 1)
     assert torch.get_num_threads() == runtime.INFERENCE_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two trainings side by side, a thread each
+    with runtime.every_core():
+        assert torch.get_num_threads() == 1
 
 
 def test_background_work_waits_while_a_visitor_waits_for_the_slot():
