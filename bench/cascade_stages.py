@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,8 +41,9 @@ CASCADES = (
 Stage = tuple[str, int]
 
 
-def stage_logits(files: list[LabelledFile], what: str) -> tuple[dict[Stage, torch.Tensor], torch.Tensor]:
-    nets = {scale: efficientnet_lite(scale) for scale in dict.fromkeys(scale for scale, _ in STAGES)}
+def stage_logits(
+    nets: dict[str, nn.Module], files: list[LabelledFile], what: str
+) -> tuple[dict[Stage, torch.Tensor], torch.Tensor]:
     rows: dict[Stage, list[torch.Tensor]] = {stage: [] for stage in STAGES}
     for file in progress(files, len(files), what):
         image = file.load().image
@@ -72,13 +74,14 @@ def main() -> None:
     parser.add_argument("--check", type=Path, required=True, help="a second labelled folder (its test half)")
     args = parser.parse_args()
     keys = ImageNetClassifier.class_keys()
+    nets = {scale: efficientnet_lite(scale) for scale in dict.fromkeys(scale for scale, _ in STAGES)}
     with inference():
-        calib = stage_logits(labelled_files(args.data, keys, "calib"), "sample, calib half")
+        calib = stage_logits(nets, labelled_files(args.data, keys, "calib"), "sample, calib half")
         tests = {
-            f"{args.data.name} test half": stage_logits(labelled_files(args.data, keys, "test"), "sample, test half"),
-            f"{args.check.name} test half": stage_logits(labelled_files(args.check, keys, "test"), "check, test half"),
+            f"{folder.name} test half": stage_logits(nets, labelled_files(folder, keys, "test"), f"{folder.name}, test")
+            for folder in (args.data, args.check)
         }
-    costs = {(scale, r): module_macs(efficientnet_lite(scale), (1, 3, r, r)) for scale, r in STAGES}
+    costs = {(scale, r): module_macs(nets[scale], (1, 3, r, r)) for scale, r in STAGES}
     for name, (logits, labels) in tests.items():
         alone = ", ".join(f"{s} @ {r}: {(logits[(s, r)].argmax(-1) == labels).float().mean():.1%}" for s, r in STAGES)
         print(f"{name}, each stage alone: {alone}")

@@ -161,8 +161,7 @@ def training_images(options: TrainOptions) -> tuple[TensorSet, torch.Tensor]:
     root = require_data(options, "the ImageNet sample folder (its calib half is used)")
     items = labelled_files(root, LiteCascade.class_keys(), split="calib")
     labelled = stack([central_square(item.load().image) for item in items])
-    photos = training_photos(list(options.photos), LiteCascade.class_keys())
-    extra = photo_squares(photos) if photos else []
+    extra = photo_squares(training_photos(list(options.photos), LiteCascade.class_keys()))
     images = torch.cat([labelled, *([stack(extra)] if extra else [])])
     print(f"{len(items)} labelled images and {len(extra)} photos", file=sys.stderr)
     return TensorSet(labelled, torch.tensor([item.label for item in items])), images
