@@ -3,8 +3,10 @@
     python bench/load.py [--sessions 8] [--seconds 180] [--out bench/load.txt]
 
 Starts the app (``streamlit run app.py`` on a free 127.0.0.1 port) and Debian's Chromium
-(Playwright, one browser context per session, so each is its own Streamlit session). Each
-session uploads its own generated photo, then walks every page in turn until the time is up.
+(Playwright, one browser context per session, so each is its own Streamlit session). A first
+visit starts the app's warm-up; the sessions join once it is done, as a class joins a server its
+teacher opened before the lesson. Each session uploads its own generated photo, then walks every
+page in turn until the time is up.
 A page visit is timed from the click on its link until its marker chart is on screen and the
 app has stopped running; visits are split into first visits (the session had not seen that
 page with its input) and later ones. Prints:
@@ -12,7 +14,7 @@ page with its input) and later ones. Prints:
 - errors: pages that showed an exception, and visits that timed out (both must be 0);
 - p50 / p95 page time, first and later visits; the upload's time to its first answer;
 - the server's peak resident memory, sampled every 0.2 s;
-- cold start: from launching the server to the first page's input picker;
+- cold start: from launching the server to the first page's input picker; the warm-up's time;
 - a 12-megapixel upload answered by ``lite_cascade`` with the model warm;
 - the memo race: two sessions analysing the same photo at different settings each get their
   own answer (threads on one serving layer, with MSDNet, whose memo holds features).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +41,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
+from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, RunningApp, running_app  # noqa: E402
+from dynviz.warmup import WARMED_UP  # noqa: E402
 
 PAGES = {  # link text → a text the page shows once its main chart is drawn
     "Compare": "How much did each family save on this input?",
@@ -52,13 +56,14 @@ PAGES = {  # link text → a text the page shows once its main chart is drawn
     "Home": "what a dynamic network chose to compute",
 }
 VISIT_TIMEOUT_S = 120
+WARM_UP_TIMEOUT_S = 600
 
 
 def photo(seed: int, width: int = 640, height: int = 480) -> bytes:
     """A generated photo-like JPEG: smooth colour fields and a few shapes, different per seed."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    base = np.stack([np.sin(6 * x * rng.uniform(0.5, 2)) , np.cos(5 * y * rng.uniform(0.5, 2)), x * y], -1)
+    base = np.stack([np.sin(6 * x * rng.uniform(0.5, 2)), np.cos(5 * y * rng.uniform(0.5, 2)), x * y], -1)
     pixels = ((base - base.min()) / np.ptp(base) * 255).astype(np.uint8)
     for _ in range(5):
         x0, y0 = rng.integers(0, width - 60), rng.integers(0, height - 60)
@@ -131,27 +136,66 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
         await context.close()
 
 
-class PeakMemory(threading.Thread):
-    """The largest resident set of a process and its children, sampled every 0.2 s until stopped."""
+class Usage(threading.Thread):
+    """Sampled every 0.2 s until stopped: the server's peak resident memory (with its children), and the CPU
+    time that the server and the browsers have used since :meth:`start_counting` (each process's last count
+    is kept, so a browser process that has exited still counts)."""
 
-    def __init__(self, pid: int):
+    def __init__(self, server: int):
         super().__init__(daemon=True)
-        self.pid, self.peak, self.stopped = pid, 0, threading.Event()
+        self.server, self.peak, self.stopped = server, 0, threading.Event()
+        self.ticks: dict[int, int] = {}
+        self.baseline: dict[int, int] | None = None
 
-    def rss(self) -> int:
-        total = 0
-        for pid in [self.pid, *children(self.pid)]:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                pass
-        return total
+    def start_counting(self) -> None:
+        self.baseline = dict(self.ticks)
+
+    def cpu_seconds(self, browsers: bool) -> float:
+        """The browsers' CPU time, or the server's, since :meth:`start_counting`."""
+        server = {self.server, *children(self.server)}
+        baseline = self.baseline or {}
+        ticks = sum(t - baseline.get(pid, 0) for pid, t in self.ticks.items() if (pid not in server) == browsers)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def sample(self) -> None:
+        rss = 0
+        for pid in [self.server, *children(self.server)]:
+            rss += status_kib(pid, "VmRSS:") * 1024
+        self.peak = max(self.peak, rss)
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and (int(proc.name) == self.server or is_browser(proc)):
+                if (ticks := cpu_ticks(proc)) is not None:
+                    self.ticks[int(proc.name)] = ticks
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
-            self.peak = max(self.peak, self.rss())
+            self.sample()
+
+
+def status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def is_browser(proc: Path) -> bool:
+    try:
+        return (proc / "comm").read_text().startswith("chrom")
+    except OSError:
+        return False
+
+
+def cpu_ticks(proc: Path) -> int | None:
+    """User and system time of a process and its waited-for children, in clock ticks."""
+    try:
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(int(f) for f in fields[11:15])
 
 
 def children(pid: int) -> list[int]:
@@ -161,16 +205,25 @@ def children(pid: int) -> list[int]:
         return []
 
 
-async def cold_start_and_big_upload(browser, url: str, started_in_s: float, folder: Path) -> tuple[float, float]:
-    """(seconds from launch to the first page's input picker, seconds to answer a 12-MP upload warm)."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+async def cold_start(browser, app: RunningApp) -> float:
+    """Seconds from launching the server to the first page's input picker (which starts the warm-up)."""
+    context = await browser.new_context()
     page = await context.new_page()
     start = time.monotonic()
-    await page.goto(url)
+    await page.goto(app.url)
     await page.get_by_test_id("stSidebar").get_by_text("Source").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
-    cold = started_in_s + time.monotonic() - start
+    cold = app.started_in_s + time.monotonic() - start
+    await context.close()
+    return cold
+
+
+async def big_upload(browser, url: str, folder: Path) -> float:
+    """Seconds to answer a 12-MP upload on the Early-exit page (lite_cascade), the server warm."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = await context.new_page()
+    await page.goto(url)
     await page.get_by_role("link", name="Early exit", exact=True).click()
-    await settled(page, PAGES["Early exit"])  # lite_cascade warm, on the bundled example
+    await settled(page, PAGES["Early exit"])
     big = folder / "twelve-megapixels.jpg"
     big.write_bytes(photo(99, 4000, 3000))
     sidebar = page.get_by_test_id("stSidebar")
@@ -181,7 +234,7 @@ async def cold_start_and_big_upload(browser, url: str, started_in_s: float, fold
     await settled(page, PAGES["Early exit"])
     answered = time.monotonic() - start
     await context.close()
-    return cold, answered
+    return answered
 
 
 def memo_race() -> str:
@@ -194,7 +247,10 @@ def memo_race() -> str:
     image = load_image(photo(7, 64, 64), "race.jpg")
     early = {f"tau_{k + 1}": 0.0 for k in range(len(model.knobs()))}
     late = {f"tau_{k + 1}": 1.0 for k in range(len(model.knobs()))}
-    expected = {name: Server().analyze("msdnet_cifar", model, image, s).answered_at.index for name, s in (("early", early), ("late", late))}
+    expected = {
+        name: Server().analyze("msdnet_cifar", model, image, s).answered_at.index
+        for name, s in (("early", early), ("late", late))
+    }
     for attempt in range(20):
         server, answers = Server(), {}
 
@@ -223,17 +279,23 @@ async def main_async(sessions: int, seconds: float) -> str:
 
     tally = Tally()
     with running_app() as app, tempfile.TemporaryDirectory() as folder:
-        memory = PeakMemory(app.process.pid)
-        memory.start()
+        usage = Usage(app.process.pid)
+        usage.start()
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            cold, big = await cold_start_and_big_upload(browser, app.url, app.started_in_s, Path(folder))
+            cold = await cold_start(browser, app)
+            warm_up = await asyncio.to_thread(app.wait_for_output, WARMED_UP, WARM_UP_TIMEOUT_S)
+            big = await big_upload(browser, app.url, Path(folder))
+            usage.sample()
+            usage.start_counting()
             deadline = time.monotonic() + seconds
             await asyncio.gather(
                 *(session(browser, app.url, i, deadline, Path(folder), tally) for i in range(sessions))
             )
+            usage.sample()
+            server_cpu, browsers_cpu = usage.cpu_seconds(browsers=False), usage.cpu_seconds(browsers=True)
             await browser.close()
-        memory.stopped.set()
+        usage.stopped.set()
     lines = [
         f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages",
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
@@ -242,8 +304,11 @@ async def main_async(sessions: int, seconds: float) -> str:
         f"upload to its answer:  {percentiles(tally.uploads)}",
         "first visits by page:",
         *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
-        f"server peak memory:    {memory.peak / 2**30:.2f} GiB",
+        f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
+        f"CPU time during the sessions: server {server_cpu:.0f} s, browsers {browsers_cpu:.0f} s "
+        f"(of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
         f"cold start to an interactive page: {cold:.1f} s",
+        f"start-up warm-up (every model, the examples, the galleries): {warm_up:.0f} s; the sessions joined after it",
         f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",
         f"memo race: {memo_race()}",
     ]

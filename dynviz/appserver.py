@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,31 +39,49 @@ class RunningApp:
     process: subprocess.Popen
     started_in_s: float
     """From launching the server to its health check answering."""
+    log: Path
+    """Everything the server has printed (a file: a pipe nobody reads would block the server once full)."""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout_s: float) -> float:
+        """Seconds until the server has printed ``text``; TimeoutError after ``timeout_s``."""
+        start = time.monotonic()
+        while text not in self.output():
+            if self.process.poll() is not None or time.monotonic() - start > timeout_s:
+                raise TimeoutError(f"the server did not print {text!r}: {self.output()[-2000:]}")
+            time.sleep(0.2)
+        return time.monotonic() - start
 
 
 @contextmanager
 def running_app(timeout_s: float = 90) -> Iterator[RunningApp]:
     """``streamlit run app.py`` on a free loopback port until the block ends."""
     port = free_port()
-    start = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-        + ["--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() - start > timeout_s:
-                    raise RuntimeError(f"streamlit did not start: {server.stdout.read().decode()[-2000:]}") from None
-                time.sleep(0.2)
-        yield RunningApp(url, server, time.monotonic() - start)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        start = time.monotonic()
+        with log.open("wb") as sink:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+                + ["--server.address", "127.0.0.1", "--server.headless", "true"],
+                cwd=ROOT,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() - start > timeout_s:
+                        output = log.read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"streamlit did not start: {output}") from None
+                    time.sleep(0.2)
+            yield RunningApp(url, server, time.monotonic() - start, log)
+        finally:
+            server.terminate()
+            server.wait(timeout=20)

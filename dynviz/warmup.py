@@ -20,6 +20,9 @@ from dynviz.trace import ExitRecord
 from dynviz.video import load_video
 from dynviz.zoo import IMAGE, VIDEO, declared_records, list_models
 
+WARMED_UP = "dynviz: warmed up"
+"""What the server prints (stderr) once the warm-up is done."""
+
 Files = Callable[[], Iterable[tuple[bytes, str]]]
 """(bytes, display name) of each example."""
 
@@ -43,7 +46,7 @@ def warm_up(server: Server, photos: Files, clips: Files = list) -> None:
         for name, model in video_models.items():
             server.analyze(name, model, video, None, background=True)
     count = len(models) + len(video_models)
-    print(f"dynviz: warmed up {count} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(f"{WARMED_UP} {count} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
 def start_warm_up(server: Server, photos: Files, clips: Files = list) -> threading.Thread:
