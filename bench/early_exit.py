@@ -5,7 +5,8 @@
 DIR is a labelled ImageNet folder (e.g. the 500-image sample). Prints, in one run on one
 machine: each network's median batch-1 latency and FLOPs at its resolution, then the
 cascade's mean latency and FLOPs against the static Lite2 on the same images (both through
-``python -m dynviz analyze``), so the realised speed-up stands next to the FLOPs ratio.
+``python -m dynviz analyze``, on the eager and the fused inference paths of :mod:`dynviz.fused`), so
+the realised speed-up stands next to the FLOPs ratio.
 With ``--cifar``, the same for MSDNet at its default operating point against MSDNet run to
 its last exit, on the first N images of the CIFAR-10 test split.
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dynviz.__main__ import main as cli  # noqa: E402
 from dynviz.cost import module_macs  # noqa: E402
 from dynviz.data import labelled_files, labelled_images  # noqa: E402
+from dynviz.fused import inference_path  # noqa: E402
 from dynviz.models.base import ImageNetClassifier  # noqa: E402
 from dynviz.models.cifar import Cifar10Classifier  # noqa: E402
 from dynviz.models.efficientnet_lite import NATIVE_RESOLUTION, efficientnet_lite  # noqa: E402
@@ -36,7 +40,7 @@ from dynviz.units import format_flops  # noqa: E402
 from dynviz.zoo import create_model  # noqa: E402
 
 
-def median_latency_ms(net: torch.nn.Module, resolution: int, repeats: int = 30) -> float:
+def median_latency_ms(net: Callable[[torch.Tensor], torch.Tensor], resolution: int, repeats: int = 30) -> float:
     x = torch.randn(1, 3, resolution, resolution)
     times = []
     with inference():
@@ -51,14 +55,15 @@ def median_latency_ms(net: torch.nn.Module, resolution: int, repeats: int = 30) 
 
 def per_network() -> None:
     print(f"torch {torch.__version__}, {INFERENCE_THREADS} thread(s) per inference")
-    print(f"{'network':<20}{'FLOPs (mult-adds)':>20}{'batch-1 median':>18}")
+    print(f"{'network':<20}{'FLOPs (mult-adds)':>20}{'batch-1 median, eager':>24}{'fused':>10}")
     nets = {scale: efficientnet_lite(scale) for scale in NATIVE_RESOLUTION}
     points = {(scale, res) for scale, res in NATIVE_RESOLUTION.items()} | {(s.scale, s.resolution) for s in STAGES}
     for scale, resolution in sorted(points):
         net = nets[scale]
         flops = module_macs(net, (1, 3, resolution, resolution))
+        eager, fused = (median_latency_ms(path, resolution) for path in (net, inference_path(net)))
         print(
-            f"{scale + ' @ ' + str(resolution) + ' px':<20}{format_flops(flops):>20}{median_latency_ms(net, resolution):>15.1f} ms"
+            f"{scale + ' @ ' + str(resolution) + ' px':<20}{format_flops(flops):>20}{eager:>21.1f} ms{fused:>7.1f} ms"
         )
 
 
@@ -68,6 +73,10 @@ INTERLEAVED_CHUNK = 50
 
 def analyze_options(model: str, settings: tuple[str, ...]) -> list[str]:
     return ["--model", model, *[a for s in settings for a in ("--set", s)]]
+
+
+PATHS = {"eager": "0", "fused": "1"}
+"""Each inference path (:mod:`dynviz.fused`) and the ``DYNVIZ_COMPILE`` value that chooses it."""
 
 
 def dynamic_vs_static(
@@ -80,38 +89,36 @@ def dynamic_vs_static(
 ) -> None:
     """Mean FLOPs and latency of ``dynamic`` (at its default, or ``dynamic_settings``) against ``static``
     (another model, or the same one with ``static_settings`` that disable its exits), through
-    ``python -m dynviz analyze`` on the same files. The two alternate chunk by chunk, after a warm-up run of
-    each on the first chunk: on a shared machine a slow minute then weighs on both, not on one."""
-    runs = {"static": analyze_options(static, static_settings), "dynamic": analyze_options(dynamic, dynamic_settings)}
+    ``python -m dynviz analyze`` on the same files, on the eager and on the fused inference path. The four
+    runs take turns chunk by chunk, after a warm-up run of each on the first chunk: on a shared machine a slow
+    minute then weighs on all of them, not on one."""
+    roles = {"static": analyze_options(static, static_settings), "dynamic": analyze_options(dynamic, dynamic_settings)}
     chunks = [files[i : i + INTERLEAVED_CHUNK] for i in range(0, len(files), INTERLEAVED_CHUNK)]
-    traces: dict[str, list[dict]] = {run: [] for run in runs}
+    traces: dict[tuple[str, str], list[dict]] = {(path, role): [] for path in PATHS for role in roles}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "traces.json"
         for index, chunk in enumerate([chunks[0], *chunks]):
-            for run, options in runs.items():
-                cli(["analyze", *chunk, *options, "--out", str(out)])
+            for path, role in traces:
+                os.environ["DYNVIZ_COMPILE"] = PATHS[path]
+                cli(["analyze", *chunk, *roles[role], "--out", str(out)])
                 if index:  # chunk 0 is the warm-up
-                    traces[run] += json.loads(out.read_text())
-    results = {
-        run: (
-            statistics.fmean(t["cost"]["flops"] for t in kept),
-            statistics.fmean(t["cost"]["latency_ms"] for t in kept),
-        )
-        for run, kept in traces.items()
+                    traces[path, role] += json.loads(out.read_text())
+    os.environ.pop("DYNVIZ_COMPILE")
+    flops = {role: statistics.fmean(t["cost"]["flops"] for t in traces["eager", role]) for role in roles}
+    ms = {key: statistics.fmean(t["cost"]["latency_ms"] for t in kept) for key, kept in traces.items()}
+    flops_ratio = flops["static"] / flops["dynamic"]
+    names = {
+        "static": "static " + static + (" (no early exit)" if static_settings else ""),
+        "dynamic": dynamic + (" " + ", ".join(dynamic_settings) if dynamic_settings else " (default operating point)"),
     }
-    (static_flops, static_ms), (dynamic_flops, dynamic_ms) = results["static"], results["dynamic"]
-    flops_ratio, speedup = static_flops / dynamic_flops, static_ms / dynamic_ms
     print(f"\non {len(files)} images ({what}):")
+    print(f"  {'':<44}{'FLOPs':>9}" + "".join(f"{path + ' mean':>14}" for path in PATHS))
+    for role, name in names.items():
+        print(f"  {name:<44}{format_flops(flops[role]):>9}" + "".join(f"{ms[path, role]:11.1f} ms" for path in PATHS))
+    speedups = {path: ms[path, "static"] / ms[path, "dynamic"] for path in PATHS}
     print(
-        f"  {'static ' + static + (' (no early exit)' if static_settings else ''):<40}{format_flops(static_flops):>9} FLOPs  {static_ms:7.1f} ms mean"
-    )
-    print(
-        f"  {dynamic + (' ' + ', '.join(dynamic_settings) if dynamic_settings else ' (default operating point)'):<40}"
-        f"{format_flops(dynamic_flops):>9} FLOPs  {dynamic_ms:7.1f} ms mean"
-    )
-    print(
-        f"  FLOPs ratio {flops_ratio:.2f}x, realised speed-up {speedup:.2f}x "
-        f"(realised / theoretical = {speedup / flops_ratio:.2f})"
+        f"  FLOPs ratio {flops_ratio:.2f}x; realised speed-up "
+        + ", ".join(f"{path} {s:.2f}x (realised / theoretical = {s / flops_ratio:.2f})" for path, s in speedups.items())
     )
 
 

@@ -91,7 +91,9 @@ def main() -> None:
         print(f"{'model':<28}{'before':>10}{'eager':>10}{'compiled':>10}   {'compile time':>12}   (images/s)")
         for name in args.models:
             before = images_per_second(name, shared, args.device, args.steps, True)[0] if args.baseline else None
-            eager, _ = images_per_second(name, dataclasses.replace(shared, compile=False), args.device, args.steps, False)
+            eager, _ = images_per_second(
+                name, dataclasses.replace(shared, compile=False), args.device, args.steps, False
+            )
             compiled, warm_up = images_per_second(
                 name, dataclasses.replace(shared, compile=True), args.device, args.steps, False
             )

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dynviz import native
+
 
 def _matrix_vector_flops(bias_shape, matrix_shape, vector_shape, *args, **kwargs) -> int:
     """FlopCounterMode prices matrix–matrix products only; the gates run theirs as matrix–vector products at
@@ -58,7 +60,24 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape, **kw
     return 2 * math.prod(batch) * queries * keys * (width + value_width)
 
 
+def _fused_convolution_flops(x_shape, *args, out_shape, **kwargs) -> int:
+    """oneDNN's fused convolution (:mod:`dynviz.fused`), which FlopCounterMode prices at 0: a convolution's
+    2 · out · (C_in / groups) · k_h · k_w, whatever it adds or activates in the same kernel. Both overloads
+    share this formula: (x, W, b, padding, stride, dilation, groups, activation, …) and, adding a residual,
+    (x, residual, W, b, padding, stride, dilation, groups, "add", …)."""
+    adds_residual = isinstance(args[7], str)
+    weight_shape = args[1] if adds_residual else args[0]
+    return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
+
+
+def _gate_flops(x_shape, fc1_weight_shape, fc1_bias_shape, fc2_weight_shape, *args, **kwargs) -> int:
+    """A gate as one operator (:mod:`dynviz.native`): its two matrix–vector products, as
+    :func:`_matrix_vector_flops` prices them (pooling, like every reduction, is free)."""
+    return _matrix_vector_flops(None, fc1_weight_shape, None) + _matrix_vector_flops(None, fc2_weight_shape, None)
+
+
 FORMULAS = {
+    torch.ops.mkldnn._convolution_pointwise: _fused_convolution_flops,
     torch.ops.aten.addmv: _matrix_vector_flops,
     torch.ops.aten.grid_sampler_2d: _bilinear_sampling_flops,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
@@ -67,8 +86,9 @@ FORMULAS = {
 
 
 def flop_counter() -> FlopCounterMode:
-    """A FlopCounterMode that also prices :data:`FORMULAS`."""
-    return FlopCounterMode(display=False, custom_mapping=FORMULAS)
+    """A FlopCounterMode that also prices :data:`FORMULAS`, and the C++ operators once they are loaded."""
+    formulas = {**FORMULAS, torch.ops.dynviz.gate_logits: _gate_flops} if native.loaded() else FORMULAS
+    return FlopCounterMode(display=False, custom_mapping=formulas)
 
 
 def count_macs(run: Callable[[], object]) -> int:

@@ -40,10 +40,16 @@ cores Lite0 took 5x longer on two threads and no longer on one. The latencies sh
 network. Single-core latency is also how mobile networks' latency is reported (MobileNet, EfficientNet-Lite)."""
 
 
+def compiled_paths_wanted() -> bool:
+    """``DYNVIZ_COMPILE=0`` turns off everything compiled or fused: torch.compile in training, the fused
+    inference paths (:mod:`dynviz.fused`) and the C++ operators (:mod:`dynviz.native`)."""
+    return os.environ.get("DYNVIZ_COMPILE", "1") != "0"
+
+
 def compiling_enabled() -> bool:
-    """Whether torch.compile may be used: its CPU backend (inductor) builds C++ with the machine's compiler;
-    ``DYNVIZ_COMPILE=0`` turns it off."""
-    return os.environ.get("DYNVIZ_COMPILE", "1") != "0" and shutil.which(os.environ.get("CXX", "g++")) is not None
+    """Whether C++ may be built (torch.compile's CPU backend, :mod:`dynviz.native`): the machine has a compiler
+    and :func:`compiled_paths_wanted`."""
+    return compiled_paths_wanted() and shutil.which(os.environ.get("CXX", "g++")) is not None
 
 
 @contextmanager

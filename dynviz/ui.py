@@ -30,11 +30,12 @@ from dynviz.gallery import (
     run_gallery,
 )
 from dynviz.inputs import MAX_BYTES, InputError, InputImage, load_image
+from dynviz.models.base import MeasuresSpeed
 from dynviz.models.every_frame import EveryFrame
 from dynviz.progress import reporting
 from dynviz.runtime import SERVER, inference, settings_key
 from dynviz.trace import Trace
-from dynviz.units import FLOPS_UNIT, format_flops
+from dynviz.units import FLOPS_UNIT, format_flops, spent_of_full
 from dynviz.video import (
     MAX_FRAMES,
     MAX_SECONDS,
@@ -452,11 +453,34 @@ def knob_sliders(model_name: str, leave_out: tuple[str, ...] = ()) -> dict[str, 
     return settings
 
 
-@st.cache_data(max_entries=64, show_spinner="Timing the sparse and the dense path…")
-def mask_speed(model_name: str, digest: str, threshold: float, _image: InputImage):
-    """Realised latency of a pixel-masking model's sparse path against its dense twin, on this input."""
+@st.cache_data(max_entries=64, show_spinner="Timing the executed and the dense path…")
+def realised_speed(model_name: str, digest: str, threshold: float, _image: InputImage):
+    """Realised latency of a gated model's executed path against its dense twin, on this input."""
     with inference():
         return model(model_name).measure_speed(_image, threshold)
+
+
+def speed_metrics(model_name: str, image: InputImage, settings: dict[str, float], trace: Trace) -> None:
+    """The theoretical speed-up (FLOPs) beside the realised one (latency on this server, where the model can
+    time its executed path against its dense twin), and why they differ."""
+    theoretical, realised = st.columns(2)
+    theoretical.metric(
+        "Theoretical speed-up (FLOPs)",
+        f"{trace.cost.flops_full / trace.cost.flops:.2f}×",
+        help=spent_of_full(trace.cost.flops, trace.cost.flops_full),
+    )
+    if isinstance(model(model_name), MeasuresSpeed):
+        speed = realised_speed(model_name, image.digest, settings["threshold"], image)
+        realised.metric(
+            "Realised speed-up (latency, this server)",
+            f"{speed.speedup:.2f}×",
+            help=f"executed path {speed.executed_ms:.1f} ms against the dense network's {speed.dense_ms:.1f} ms, "
+            f"best of 5, both on the {speed.path} path",
+        )
+    st.caption(
+        "What is skipped saves multiply–adds, but deciding, and gathering what runs, cost time the FLOPs count "
+        "does not see, most on small feature maps: the realised speed-up falls short of the theoretical one."
+    )
 
 
 def answer_header(trace: Trace, decision: str, detail: str, decision_label: str = "Stopped at stage") -> None:

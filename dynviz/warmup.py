@@ -1,9 +1,9 @@
 """What an app process computes in the background as it starts, so that the first visitors find it done:
 every model loaded, the example photos through every model (the Compare page's default view and every
 page's first answer), the bundled galleries of the exit models (the Easy-vs-hard page), and the example
-clips through every video model (the Video page). All of it goes
-through the serving layer as background work: it takes the inference slot only while no visitor waits for
-it."""
+clips through every video model (the Video page). All of it goes through the serving layer as background
+work: it takes the inference slot only while no visitor waits for it. Beside it, the C++ operators of the
+executed paths are built (:mod:`dynviz.native`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from dynviz import native
 from dynviz.gallery import default_gallery, run_gallery
 from dynviz.inputs import load_image
 from dynviz.runtime import Server
@@ -29,6 +30,7 @@ Files = Callable[[], Iterable[tuple[bytes, str]]]
 
 def warm_up(server: Server, photos: Files, clips: Files = list) -> None:
     start = time.perf_counter()
+    native.start()  # beside the warm-up: the executed paths use the operators once they are loaded
     names = list_models(accepting=IMAGE)
     models = {name: server.model(name) for name in names}
     images = [load_image(data, name) for data, name in photos()]

@@ -34,6 +34,7 @@ st.caption(
     f"Bars: the share of each layer's gated channels that were computed for this input. This input cost "
     f"{spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
 )
+ui.speed_metrics(name, image, settings, trace)
 st.plotly_chart(channel_heatmap(trace), key="channels")
 st.caption("Every gated channel of every layer; hover for its gate's probability of running.")
 

@@ -29,6 +29,7 @@ st.caption(
     f"a gate (it changes the feature map's shape, so it always runs). Bottom: what each block cost. This input "
     f"cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
 )
+ui.speed_metrics(name, image, settings, trace)
 
 gated = [b for b in blocks if b.probability is not None]
 if isinstance(ui.model(name), ExplainsGates):

@@ -1,7 +1,6 @@
 import streamlit as st
 
 from dynviz import ui
-from dynviz.models.base import MeasuresSpeed
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.exits import cost_bars, exit_timeline
@@ -45,23 +44,7 @@ if view == "Pixel masks":
         "mask unit's probability; raise θ and fewer positions are computed."
     )
     st.plotly_chart(mask_density_chart(trace), key="densities")
-    theoretical, realised = st.columns(2)
-    theoretical.metric(
-        "Theoretical speed-up (FLOPs)",
-        f"{trace.cost.flops_full / trace.cost.flops:.2f}×",
-        help=spent_of_full(trace.cost.flops, trace.cost.flops_full),
-    )
-    if isinstance(ui.model(name), MeasuresSpeed):
-        speed = ui.mask_speed(name, image.digest, settings["threshold"], image)
-        realised.metric(
-            "Realised speed-up (latency, this server)",
-            f"{speed.speedup:.2f}×",
-            help=f"sparse path {speed.sparse_ms:.1f} ms against the dense network's {speed.dense_ms:.1f} ms (best of 5)",
-        )
-    st.caption(
-        "Skipping positions saves multiply–adds, but gathering and scattering them costs time the FLOPs count "
-        "does not see: on small feature maps the realised speed-up falls short of the theoretical one."
-    )
+    ui.speed_metrics(name, image, settings, trace)
     ui.card_with_class_usage(name, "block")
 
 if view == "Regions":

@@ -25,7 +25,9 @@ def tiny_msdnet() -> MSDNetClassifier:
 
 
 def watch_forward(net, monkeypatch) -> tuple[list[int], list[bool]]:
-    """Replace ``net.forward`` by one that records how many run at once (peak) and in which autograd mode."""
+    """Replace ``net.forward`` by one that records how many run at once (peak) and in which autograd mode; the
+    eager modules run (``DYNVIZ_COMPILE=0``), whose forward is called."""
+    monkeypatch.setenv("DYNVIZ_COMPILE", "0")
     running, peak, modes = [0], [0], []
     lock = threading.Lock()
     original = net.forward

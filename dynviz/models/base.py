@@ -85,7 +85,8 @@ class ExplainsGates(Protocol):
 @runtime_checkable
 class MeasuresSpeed(Protocol):
     def measure_speed(self, image: InputImage, threshold: float) -> Any:
-        """The realised latency of the executed path against the dense twin on ``image``."""
+        """The realised latency of the executed path against the dense twin on ``image`` (a gated model's
+        :class:`dynviz.models.gates.Speed`)."""
 
 
 @functools.cache

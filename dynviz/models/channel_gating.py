@@ -45,6 +45,7 @@ from torch import nn
 
 from dynviz.cards import About
 from dynviz.cost import stopwatch
+from dynviz.fused import folded, inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
@@ -65,7 +66,6 @@ from dynviz.models.gates import (
     Lite0Backbone,
     ResNet32Backbone,
     decisions,
-    folded,
     identity,
 )
 from dynviz.models.resnet_cifar import BasicBlock
@@ -330,16 +330,17 @@ class ChannelSkipping(GatedModel, nn.Module):
         seen = self.network_input(image)
         probabilities, active = {}, {}
         parts = {layer.block: layer.parts for layer in self.layers}
+        backbone = inference_path(self.net.backbone)  # the ungated parts
         with stopwatch() as watch:
-            x = self.net.backbone.stem(seen.tensor)
+            x = backbone.stem(seen.tensor)
             for i, block in enumerate(self.net.backbone.blocks):
                 if str(i) not in self.net.gates:
-                    x = block(x)
+                    x = backbone.blocks[i](x)
                     continue
                 probabilities[i] = self.net.gates[str(i)].logits_of_one(x).sigmoid()
                 active[i] = probabilities[i] >= threshold
                 x = sliced_block(block, parts[i], x, active[i].nonzero().flatten(), self.sides[i])
-            logits = self.net.backbone.classify(x)[0]
+            logits = backbone.classify(x)[0]
         records = tuple(
             ChannelRecord(
                 layer.block,

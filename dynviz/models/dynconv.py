@@ -46,6 +46,7 @@ from torch import nn
 
 from dynviz.cards import About
 from dynviz.cost import stopwatch
+from dynviz.fused import FusedNetwork, folded, inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_LICENSE
@@ -61,7 +62,6 @@ from dynviz.models.gates import (
     Lite0Backbone,
     ResNet32Backbone,
     decisions,
-    folded,
     identity,
 )
 from dynviz.models.resnet_cifar import BasicBlock
@@ -364,25 +364,29 @@ class PixelMasking(GatedModel, nn.Module):
         self.fixed_flops = flops[""] - sum(sum(b.position_flops) * b.resolution**2 for b in self.masked)
         """Stem, head, unmasked blocks and every mask unit: paid whatever the masks decide."""
 
-    def executed(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, dict, dict]:
+    def executed(
+        self, x: torch.Tensor, threshold: float, backbone: nn.Module | FusedNetwork
+    ) -> tuple[torch.Tensor, dict, dict]:
         """The executed path on one input: logits, each masked block's probabilities and position counts.
-        Feature maps stay in channels-last memory, the layout the sparse blocks gather from."""
+        ``backbone``: the backbone's inference path, which runs the unmasked parts. Feature maps stay in
+        channels-last memory, the layout the sparse blocks gather from."""
         probabilities, counts = {}, {}
-        x = self.net.backbone.stem(x).contiguous(memory_format=torch.channels_last)
+        x = backbone.stem(x).contiguous(memory_format=torch.channels_last)
         for i, block in enumerate(self.net.backbone.blocks):
             masked = self.masked_at.get(i)
             if masked is None:
-                x = block(x)
+                x = backbone.blocks[i](x)
                 continue
             probabilities[i] = masked.unit.logits_of_one(x).sigmoid()
             x, counts[i] = sparse_block(block, masked, x, probabilities[i], threshold)
-        return self.net.backbone.classify(x)[0], probabilities, counts
+        return backbone.classify(x)[0], probabilities, counts
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         threshold = self.threshold(settings)
         seen = self.network_input(image)
+        backbone = inference_path(self.net.backbone)
         with stopwatch() as watch:
-            logits, probabilities, counts = self.executed(seen.tensor, threshold)
+            logits, probabilities, counts = self.executed(seen.tensor, threshold, backbone)
         records = []
         for b in self.masked:
             p = probabilities[b.block].flatten().tolist()  # one conversion: thousands of positions
@@ -392,31 +396,6 @@ class PixelMasking(GatedModel, nn.Module):
             records.append(MaskRecord(b.block, b.name, b.resolution, seen.box, rounded(p, 3), computed, spent, full))
         spent = ("masked blocks, at the positions computed", sum(r.flops for r in records))
         return self.gated_trace(image, seen, logits, tuple(records), spent, watch.ms, threshold)
-
-    def measure_speed(self, image: InputImage, threshold: float, repeats: int = 5) -> Speed:
-        """Latency of the sparse executed path against the dense twin (the backbone without its mask
-        units) on this input: the best of ``repeats`` runs each, as timing noise only ever adds."""
-        x = self.network_input(image).tensor
-        sparse, dense = [], []
-        for _ in range(repeats):
-            with stopwatch() as watch:
-                self.executed(x, threshold)
-            sparse.append(watch.ms)
-            with stopwatch() as watch:
-                self.net.backbone(x)
-            dense.append(watch.ms)
-        return Speed(min(sparse), min(dense))
-
-
-@dataclass(frozen=True)
-class Speed:
-    sparse_ms: float
-    dense_ms: float
-
-    @property
-    def speedup(self) -> float:
-        """Realised: how many times faster the sparse path ran than the dense one."""
-        return self.dense_ms / self.sparse_ms
 
 
 ABOUT = About(

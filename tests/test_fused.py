@@ -1,0 +1,111 @@
+"""The compiled executed paths: the fused kernels (dynviz.fused) and the C++ operators (dynviz.native) compute
+what the modules compute, at the price FlopCounterMode counts, and the eager modules run where they are off."""
+
+import os
+
+import pytest
+import torch
+from conftest import encode, pattern, tiny, tiny_lite
+
+from dynviz import native
+from dynviz.cost import count_macs
+from dynviz.fused import FusedNetwork, inference_path
+from dynviz.inputs import load_image
+from dynviz.models.gates import Gate
+from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.trace import BlockRecord, ChannelRecord, MaskRecord
+
+
+def with_trained_statistics(net: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorm layers that do something, so that folding them into the convolutions is tested."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.fixture(params=["resnet", "lite"])
+def network(request) -> tuple[torch.nn.Module, torch.Tensor]:
+    if request.param == "resnet":
+        return with_trained_statistics(ResNetCifar(14)), torch.randn(1, 3, 32, 32)
+    return with_trained_statistics(tiny_lite()), torch.randn(1, 3, 45, 45)  # odd: TF's asymmetric padding
+
+
+def test_the_fused_path_answers_and_costs_what_the_modules_do(network):
+    net, x = network
+    fused = inference_path(net)
+    assert isinstance(fused, FusedNetwork)
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), net(x), atol=1e-4)
+        assert count_macs(lambda: fused(x)) == count_macs(lambda: net(x)) > 0
+
+
+def test_without_fusing_inference_runs_the_modules(network, monkeypatch):
+    monkeypatch.setenv("DYNVIZ_COMPILE", "0")
+    assert inference_path(network[0]) is network[0]
+
+
+def test_the_fused_path_follows_new_weights(network):
+    net, x = network
+    before = inference_path(net)
+    with torch.no_grad():
+        net.stem[0].weight.mul_(2)
+    after = inference_path(net)
+    with torch.inference_mode():
+        assert after is not before and torch.allclose(after(x), net(x), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def operators() -> None:
+    """The C++ operators, built (about a minute the first time on a machine) and loaded."""
+    if not native.wait():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the C++ operators were not built (CI=true: g++ and ninja are installed there)")
+        pytest.skip("the C++ operators cannot be built here (g++ or ninja missing, or DYNVIZ_COMPILE=0)")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_gate_operator_computes_and_costs_what_the_gate_does(operators, channels_last, monkeypatch):
+    torch.manual_seed(0)
+    gate = Gate(24, 5).eval()
+    torch.nn.init.normal_(gate.fc2.weight)
+    x = torch.randn(1, 24, 7, 9)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    with torch.inference_mode():
+        native_logits, native_macs = gate.logits_of_one(x), count_macs(lambda: gate.logits_of_one(x))
+        monkeypatch.setenv("DYNVIZ_COMPILE", "0")
+        torch_logits, torch_macs = gate.logits_of_one(x), count_macs(lambda: gate.logits_of_one(x))
+    torch.testing.assert_close(native_logits, torch_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(native_logits, gate(x)[0])
+    assert native_macs == torch_macs == 24 * 16 + 16 * 5
+
+
+DECISIONS = {  # what each gated model decided, record by record
+    "skip_resnet_cifar": (BlockRecord, lambda r: r.executed),
+    "channel_gate_resnet_cifar": (ChannelRecord, lambda r: r.active),
+    "dynconv_resnet_cifar": (MaskRecord, lambda r: r.computed),
+}
+
+
+@pytest.mark.parametrize("name", DECISIONS)
+def test_a_gated_model_decides_and_spends_the_same_on_either_path(name, operators, monkeypatch):
+    model = tiny(name)
+    with_trained_statistics(model.net.backbone)
+    image = load_image(encode(pattern(40, 32, seed=3), "PNG"), "tiny.png")
+    settings = {"threshold": 0.9}
+    with torch.inference_mode():
+        fused = model.analyze(image, settings)
+        monkeypatch.setenv("DYNVIZ_COMPILE", "0")
+        eager = model.analyze(image, settings)
+    record, decided = DECISIONS[name]
+    decisions = [decided(r) for r in fused.records_of(record)]
+    assert decisions == [decided(r) for r in eager.records_of(record)]
+    units = [on for d in decisions for on in (d if isinstance(d, tuple) else (d,))]
+    assert 0 < sum(units) < len(units)  # some units ran, some did not
+    assert fused.cost.flops == eager.cost.flops
+    assert fused.prediction.label == eager.prediction.label
