@@ -22,6 +22,9 @@ and what it cost in FLOPs (multiply–adds), always next to the static network's
 st.subheader("Pages")
 st.markdown(
     """
+- **Compare**: one photo (or clip) through every bundled model: each one's answer, FLOPs against its static
+  twin, latency and a small picture of its decision, and how much each family saved; a row opens that model's
+  own page on the same input. The default view puts an easy and a hard photo side by side.
 - **Early exit**: networks that stop as soon as they are confident: a cascade of EfficientNet-Lite networks
   for photos, and MSDNet with seven classifiers for CIFAR-10's 32×32 images. See the exit where it stopped,
   the confidence at each exit against its threshold, the FLOPs it saved, what the answering exit looked at,
@@ -29,11 +32,16 @@ st.markdown(
   reusing what was already computed.
 - **Layer skipping** and **Channel selection**: gates that decide, per input, which residual blocks run and which
   channels inside them are computed; a threshold θ trades accuracy for FLOPs, and the card shows how the
-  paths differ by class.
+  paths differ by class, with the theoretical and the realised speed-up.
 - **Spatial**: computation spent where it matters in the image: DynConv's pixel masks (which positions each
   block computed, with the theoretical and the realised speed-up), GFNet's glance and focus (the crops it
   chose, with a training-free and a learned policy side by side) and RANet's resolutions (a thumbnail first,
   the full image only when needed).
+- **Deformable** (once a deformable model is bundled): where each deformable layer sampled the photo for a
+  position you pick, the points it reads through stacked layers, and every position's mean offset.
+- **Video**: a clip (bundled or uploaded) through the temporal models: which frames were glanced at, looked at
+  closely or skipped, the label of every frame, the FLOPs against Lite0 on every frame, and the clip played
+  back with the decisions drawn on it.
 - **Easy vs hard**: a whole labelled set through an early-exit model: which images leave at the first exit,
   which need the last, per class; open any of them on the early-exit page.
 - **Trade-offs**: accuracy against mean FLOPs for every operating point on the cards, next to static networks;
@@ -44,4 +52,15 @@ st.subheader("Bundled models")
 st.caption(
     "From each model's card: accuracy and mean FLOPs at the default operating point, measured by the eval command."
 )
-st.dataframe(ui.card_table(), hide_index=True, height="content")
+st.dataframe(
+    ui.card_table(),
+    hide_index=True,
+    height="content",
+    column_config={  # the long texts get the room, the figures only theirs
+        "model": st.column_config.TextColumn(width="medium", pinned=True),
+        "what it is": st.column_config.TextColumn(width="large"),
+        "measured on": st.column_config.TextColumn(width="medium"),
+        "top-1 on other photos": st.column_config.TextColumn(width="medium"),
+        "family": st.column_config.TextColumn(width="large"),
+    },
+)
