@@ -8,6 +8,7 @@ from conftest import encode, pattern, tiny_lite
 from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
 from dynviz.evaluate import evaluate
+from dynviz.fused import inference_path
 from dynviz.inputs import load_image
 from dynviz.models.channel_gating import (
     ChannelGatedNetwork,
@@ -64,6 +65,21 @@ def test_skipped_blocks_are_not_computed(skipping, image, threshold):
     blocks = trace.records_of(BlockRecord)
     assert trace.cost.flops == counted == skipping.fixed_flops + sum(b.flops for b in blocks if b.executed)
     assert all(b.executed == (b.probability is None or b.probability >= threshold) for b in blocks)
+
+
+def test_a_batch_runs_each_block_on_the_images_whose_gate_says_so(skipping):
+    """The batched executed path (bench/gating.py's batch of 32) answers as each image alone would."""
+    torch.manual_seed(3)
+    x = torch.randn(8, 3, 32, 32) + torch.linspace(-4, 4, 8)[:, None, None, None]  # images far apart
+    backbone = inference_path(skipping.net.backbone)
+    with torch.inference_mode():
+        probabilities = [skipping.net.run(x[i : i + 1], 0.5, backbone=backbone)[1] for i in range(len(x))]
+        first = sorted(next(p for p in ps if p is not None) for ps in probabilities)
+        threshold = (first[3] + first[4]) / 2  # half the images run the first gated block
+        alone = [skipping.net.run(x[i : i + 1], threshold, backbone=backbone) for i in range(len(x))]
+        batched = skipping.net.run_batch(x, threshold, backbone)
+    assert len({tuple(executed) for _, _, executed in alone}) > 1  # the images took different paths
+    torch.testing.assert_close(batched, torch.cat([backbone.classify(h) for h, _, _ in alone]), rtol=1e-4, atol=1e-4)
 
 
 def test_raising_the_threshold_skips_more_blocks(skipping, image):

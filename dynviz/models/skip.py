@@ -112,6 +112,21 @@ class SkipNetwork(nn.Module):
             executed.append(run)
         return x, probabilities, executed
 
+    def run_batch(self, x: torch.Tensor, threshold: float, backbone: nn.Module | FusedNetwork) -> torch.Tensor:
+        """The executed path for a batch whose images decide apart (logits): each block runs on the images
+        whose gate says so, gathered into a smaller batch and put back, while the others pass it by."""
+        x = backbone.stem(x)
+        for block, gate in zip(backbone.blocks, self.gate_of_block):
+            if gate is None:
+                x = block(x)
+                continue
+            running = (gate(x)[:, 0].sigmoid() >= threshold).nonzero().flatten()
+            if len(running) == len(x):
+                x = block(x)
+            elif len(running):
+                x = x.index_copy(0, running, block(x.index_select(0, running)))
+        return backbone.classify(x)
+
 
 @dataclass(frozen=True)
 class BlockPart:
