@@ -21,6 +21,7 @@ inference a block runs when its gate's probability reaches the threshold θ.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ from dynviz.zoo import register_model
 TARGET_RATE = 0.6
 """Each gate's execution rate in training (CIFAR)."""
 LITE_TARGET_RATE = 0.5
+
+
+def sigmoid(logit: float) -> float:
+    """σ of one number, in Python: a tensor operation would cost more than the arithmetic, at every block."""
+    return 1 / (1 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1 + math.exp(logit))
 
 
 class SkipNetwork(nn.Module):
@@ -104,7 +110,7 @@ class SkipNetwork(nn.Module):
         x = backbone.stem(x)
         probabilities, executed = [], []
         for i, (block, gate) in enumerate(zip(backbone.blocks[:blocks], self.gate_of_block)):
-            p = None if gate is None else float(gate.logits_of_one(x).sigmoid())
+            p = None if gate is None else sigmoid(float(gate.logits_of_one(x)))
             run = forced[i] if forced is not None else p is None or p >= threshold
             if run:
                 x = block(x)
