@@ -133,6 +133,9 @@ def test_layer_skipping_page_shows_the_blocks_the_gate_attribution_and_the_class
     ran = sum(text != "always" and text.endswith("ran") for text in probabilities["text"])
     always = probabilities["text"].count("always")
     assert metric(app, "Blocks run") == f"{ran + always}/15"
+    theoretical = float(metric(app, "Theoretical speed-up (FLOPs)").removesuffix("×"))
+    assert theoretical == pytest.approx(15 / (ran + always), rel=0.3)  # blocks cost alike; stem and gates extra
+    assert float(metric(app, "Realised speed-up (latency, this server)").removesuffix("×")) > 0
     assert not any(title.startswith("Which pixels pushed block") for title in figures)  # on demand only
     app.toggle(key="skip_resnet_cifar:attribute").set_value(True).run()
     assert any(title.startswith("Which pixels pushed block") for title in charts(app))
@@ -156,6 +159,7 @@ def test_channel_gating_page_compares_two_inputs(app):
     difference = next(f for title, f in figures.items() if title.startswith("Which channels differ"))
     assert len(difference["data"][0]["y"]) == len(figures["How much of each layer ran?"]["data"][0]["x"])
     assert metric(app, "Channels computed").endswith("%")
+    assert metric(app, "Realised speed-up (latency, this server)").endswith("×")
 
 
 def test_trade_offs_show_the_gated_models_beside_msdnet_and_the_resnets(app):
