@@ -142,8 +142,9 @@ class FusedNetwork:
         stem = FusedConv.of(*net.stem)
         self.blocks = [fused_kind(block)(block) for block in net.blocks]
         head = FusedConv.of(*net.head) if hasattr(net, "head") else None
+        classifier = net.classifier  # not ``net``: the cache of built paths holds this, and must not hold it alive
         self.stem = lambda x: stem(x.contiguous(memory_format=torch.channels_last))
-        self.classify = lambda x: net.classifier((head(x) if head else x).mean((2, 3)))
+        self.classify = lambda x: classifier((head(x) if head else x).mean((2, 3)))
 
     @staticmethod
     def fits(net: nn.Module) -> bool:
