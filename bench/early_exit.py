@@ -61,7 +61,9 @@ def per_network() -> None:
     for scale, resolution in sorted(points):
         net = nets[scale]
         flops = module_macs(net, (1, 3, resolution, resolution))
-        eager, fused = (median_latency_ms(path, resolution) for path in (net, inference_path(net)))
+        eager, fused = (
+            median_latency_ms(path, resolution) for path in (net, inference_path(net, (1, 3, resolution, resolution)))
+        )
         print(
             f"{scale + ' @ ' + str(resolution) + ' px':<20}{format_flops(flops):>20}{eager:>21.1f} ms{fused:>7.1f} ms"
         )

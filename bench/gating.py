@@ -42,7 +42,7 @@ def batched(name: str, files: list[str], what: str) -> None:
     images = [load_image_file(f) for f in files]
     flops = statistics.fmean(model.analyze(image).cost.flops for image in images)
     batches = torch.cat([model.network_input(image).tensor for image in images]).split(BATCH)
-    dense = inference_path(model.net.backbone)
+    dense = inference_path(model.net.backbone, batches[0].shape)
     spent = {"dense": [], "skipping": []}
     with inference():
         for _ in range(ROUNDS):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _disable_current_modes
 
 from dynviz.runtime import compiled_paths_wanted
 
@@ -51,13 +52,35 @@ def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.T
     return conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
 
 
+InputSizes = dict[nn.Conv2d, torch.Size]
+"""The size of each convolution's input, for one input size of the network."""
+
+
+def input_sizes(net: nn.Module, input_shape: tuple[int, ...]) -> InputSizes:
+    """What each convolution of ``net`` receives when ``net`` runs an input of ``input_shape``."""
+    sizes: InputSizes = {}
+
+    def record(conv: nn.Conv2d, inputs: tuple[torch.Tensor, ...]) -> None:  # a hook's return value replaces inputs
+        sizes.setdefault(conv, inputs[0].shape)
+
+    hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:  # not seen by a FlopCounterMode that is counting the inference this path is built for
+        with torch.inference_mode(), _disable_current_modes():
+            net(torch.zeros(input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
 @dataclass(frozen=True)
 class FusedConv:
     """A convolution with its BatchNorm folded in (:func:`folded`) and the activation after it,
     as one oneDNN kernel on channels-last tensors; optionally adding a residual before the activation."""
 
     weight: torch.Tensor
-    """Reordered into oneDNN's blocked layout, once."""
+    """Reordered into oneDNN's blocked layout, once, for the input size it will see: reordered for an unknown
+    size, some shapes (Lite1's 1×1 convolutions on 8×8 maps) ran 20–80 times slower."""
     bias: torch.Tensor
     padding: list[int]
     stride: list[int]
@@ -68,7 +91,10 @@ class FusedConv:
     """TF "same" padding (Lite) where it is asymmetric (stride 2), applied to the input; None otherwise."""
 
     @classmethod
-    def of(cls, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: nn.Module | None = None) -> FusedConv:
+    def of(
+        cls, sizes: InputSizes, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: nn.Module | None = None
+    ) -> FusedConv:
+        """``conv`` and what follows it, for the input size ``sizes`` recorded for it."""
         weight, bias = folded(conv, norm)
         weight = weight.contiguous(memory_format=torch.channels_last)
         stride, groups = list(conv.stride), conv.groups
@@ -77,7 +103,8 @@ class FusedConv:
         tf_same = hasattr(conv, "pad")
         same = conv.pad if tf_same and stride != [1, 1] else None
         padding = [0, 0] if same else [(kernel - 1) // 2] * 2 if tf_same else list(conv.padding)
-        weight = torch.ops.mkldnn._reorder_convolution_weight(weight, padding, stride, [1, 1], groups, None)
+        size = sizes[conv] if same is None else same(torch.zeros(sizes[conv])).shape
+        weight = torch.ops.mkldnn._reorder_convolution_weight(weight, padding, stride, [1, 1], groups, list(size))
         name, scalars = ACTIVATIONS[type(activation)]
         return cls(weight, bias.contiguous(), padding, stride, groups, name, scalars, same)
 
@@ -97,10 +124,10 @@ class FusedConv:
 class FusedBasicBlock:
     """A ResNet basic block, y = ReLU(shortcut(x) + BN(conv₂(ReLU(BN(conv₁ x))))), as two kernels."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: nn.Module, sizes: InputSizes):
         self.shortcut = block.shortcut
-        self.first = FusedConv.of(block.conv1, block.bn1, nn.ReLU())
-        self.second = FusedConv.of(block.conv2, block.bn2, nn.ReLU())
+        self.first = FusedConv.of(sizes, block.conv1, block.bn1, nn.ReLU())
+        self.second = FusedConv.of(sizes, block.conv2, block.bn2, nn.ReLU())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x).contiguous(memory_format=torch.channels_last)
@@ -110,10 +137,10 @@ class FusedBasicBlock:
 class FusedMBConv:
     """An MBConv block: expansion, depthwise and projection (adding the identity shortcut) as three kernels."""
 
-    def __init__(self, block: nn.Module):
-        self.expand = None if isinstance(block.expand, nn.Identity) else FusedConv.of(*block.expand)
-        self.depthwise = FusedConv.of(*block.depthwise)
-        self.project = FusedConv.of(*block.project)
+    def __init__(self, block: nn.Module, sizes: InputSizes):
+        self.expand = None if isinstance(block.expand, nn.Identity) else FusedConv.of(sizes, *block.expand)
+        self.depthwise = FusedConv.of(sizes, *block.depthwise)
+        self.project = FusedConv.of(sizes, *block.project)
         self.identity_shortcut = block.identity_shortcut
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,10 +165,11 @@ class FusedNetwork:
     The backbones it knows: a convolution–BatchNorm–activation ``stem``, fusable ``blocks``, an optional 1×1
     ``head`` of the same kind (EfficientNet), global average pooling and a linear ``classifier``."""
 
-    def __init__(self, net: nn.Module):
-        stem = FusedConv.of(*net.stem)
-        self.blocks = [fused_kind(block)(block) for block in net.blocks]
-        head = FusedConv.of(*net.head) if hasattr(net, "head") else None
+    def __init__(self, net: nn.Module, input_shape: tuple[int, ...]):
+        sizes = input_sizes(net, input_shape)
+        stem = FusedConv.of(sizes, *net.stem)
+        self.blocks = [fused_kind(block)(block, sizes) for block in net.blocks]
+        head = FusedConv.of(sizes, *net.head) if hasattr(net, "head") else None
         classifier = net.classifier  # not ``net``: the cache of built paths holds this, and must not hold it alive
         self.stem = lambda x: stem(x.contiguous(memory_format=torch.channels_last))
         self.classify = lambda x: classifier((head(x) if head else x).mean((2, 3)))
@@ -160,9 +188,10 @@ class FusedNetwork:
 
 @dataclass(frozen=True)
 class Built:
-    """A network's fused path and the weights it was built from, with their versions then."""
+    """A network's fused paths, one per input shape, and the weights they were built from, with their versions
+    then."""
 
-    path: FusedNetwork
+    paths: dict[tuple[int, ...], FusedNetwork]
     weights: tuple[torch.Tensor, ...]
     """The ones that can change: inference tensors have no version counter, and cannot be trained."""
     version: int
@@ -178,18 +207,22 @@ def weights_version(weights: tuple[torch.Tensor, ...]) -> int:
     return sum(t._version for t in weights)
 
 
-def inference_path(net: nn.Module) -> nn.Module | FusedNetwork:
-    """What inference on ``net`` runs: its fused kernels where :func:`fusing_enabled` and ``net`` is a backbone
-    this module knows (:meth:`FusedNetwork.fits`), else ``net`` itself. Built once, and again only if the
-    network's weights have changed since."""
+def inference_path(net: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | FusedNetwork:
+    """What inference on ``net`` runs for inputs of ``input_shape``: its fused kernels where
+    :func:`fusing_enabled` and ``net`` is a backbone this module knows (:meth:`FusedNetwork.fits`), else ``net``
+    itself. Built once per input shape (a few milliseconds), and again if the network's weights have changed."""
     if not fusing_enabled():
         return net
+    input_shape = tuple(input_shape)
     built = _built.get(net)
-    if built is not None and weights_version(built.weights) == built.version:
-        return built.path
+    if built is not None and input_shape in built.paths and weights_version(built.weights) == built.version:
+        return built.paths[input_shape]
     if not FusedNetwork.fits(net):
         return net
     with _building:
         weights = tuple(t for t in (*net.parameters(), *net.buffers()) if not t.is_inference())
-        _built[net] = built = Built(FusedNetwork(net), weights, weights_version(weights))
-    return built.path
+        version = weights_version(weights)
+        if built is None or built.version != version:
+            _built[net] = built = Built({}, weights, version)
+        path = built.paths[input_shape] = FusedNetwork(net, input_shape)
+    return path

@@ -38,7 +38,7 @@ def network(request) -> tuple[torch.nn.Module, torch.Tensor]:
 
 def test_the_fused_path_answers_and_costs_what_the_modules_do(network):
     net, x = network
-    fused = inference_path(net)
+    fused = inference_path(net, x.shape)
     assert isinstance(fused, FusedNetwork)
     with torch.inference_mode():
         assert torch.allclose(fused(x), net(x), atol=1e-4)
@@ -47,15 +47,16 @@ def test_the_fused_path_answers_and_costs_what_the_modules_do(network):
 
 def test_without_fusing_inference_runs_the_modules(network, monkeypatch):
     monkeypatch.setenv("DYNVIZ_COMPILE", "0")
-    assert inference_path(network[0]) is network[0]
+    net, x = network
+    assert inference_path(net, x.shape) is net
 
 
 def test_the_fused_path_follows_new_weights(network):
     net, x = network
-    before = inference_path(net)
+    before = inference_path(net, x.shape)
     with torch.no_grad():
         net.stem[0].weight.mul_(2)
-    after = inference_path(net)
+    after = inference_path(net, x.shape)
     with torch.inference_mode():
         assert after is not before and torch.allclose(after(x), net(x), atol=1e-4)
 

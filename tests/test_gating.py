@@ -71,7 +71,7 @@ def test_a_batch_runs_each_block_on_the_images_whose_gate_says_so(skipping):
     """The batched executed path (bench/gating.py's batch of 32) answers as each image alone would."""
     torch.manual_seed(3)
     x = torch.randn(8, 3, 32, 32) + torch.linspace(-4, 4, 8)[:, None, None, None]  # images far apart
-    backbone = inference_path(skipping.net.backbone)
+    backbone = inference_path(skipping.net.backbone, (1, 3, 32, 32))
     with torch.inference_mode():
         probabilities = [skipping.net.run(x[i : i + 1], 0.5, backbone=backbone)[1] for i in range(len(x))]
         first = sorted(next(p for p in ps if p is not None) for ps in probabilities)

@@ -80,7 +80,7 @@ def test_masked_positions_are_not_computed(masking, image, threshold):
 def test_the_sparse_path_equals_the_masked_dense_path(masking, image, threshold):
     seen = masking.network_input(image)
     with torch.inference_mode():
-        sparse, _, _ = masking.executed(seen.tensor, threshold, inference_path(masking.net.backbone))
+        sparse, _, _ = masking.executed(seen.tensor, threshold, inference_path(masking.net.backbone, seen.tensor.shape))
         dense = masking.net(seen.tensor, threshold).logits[0]
     torch.testing.assert_close(sparse, dense, rtol=1e-4, atol=1e-4)
 

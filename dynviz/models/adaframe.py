@@ -238,7 +238,7 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
         key = ("focus", index, box)
         if key not in memo:
             x = image_to_tensor(video.frame(index).image, self.resolution, box)
-            path = inference_path(self.net)
+            path = inference_path(self.net, x.shape)
             with stopwatch() as watch:
                 logits = path(x)[0]
             memo[key] = (logits, watch.ms)

@@ -330,7 +330,7 @@ class ChannelSkipping(GatedModel, nn.Module):
         seen = self.network_input(image)
         probabilities, active = {}, {}
         parts = {layer.block: layer.parts for layer in self.layers}
-        backbone = inference_path(self.net.backbone)  # the ungated parts
+        backbone = inference_path(self.net.backbone, seen.tensor.shape)  # the ungated parts
         with stopwatch() as watch:
             x = backbone.stem(seen.tensor)
             for i, block in enumerate(self.net.backbone.blocks):

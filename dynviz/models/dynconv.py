@@ -384,7 +384,7 @@ class PixelMasking(GatedModel, nn.Module):
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         threshold = self.threshold(settings)
         seen = self.network_input(image)
-        backbone = inference_path(self.net.backbone)
+        backbone = inference_path(self.net.backbone, seen.tensor.shape)
         with stopwatch() as watch:
             logits, probabilities, counts = self.executed(seen.tensor, threshold, backbone)
         records = []

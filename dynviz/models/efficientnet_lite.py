@@ -214,7 +214,7 @@ def run_view(net: EfficientNetLite, image: Image.Image, resolution: int) -> View
     box = center_crop_box(*image.size)
     x = image_to_tensor(image, resolution, box)
     flops = module_macs(net, tuple(x.shape))
-    path = inference_path(net)
+    path = inference_path(net, x.shape)
     with stopwatch() as watch:
         logits = path(x)[0]
     return ViewOutput(logits, box, flops, watch.ms)
@@ -230,7 +230,7 @@ class StaticLite(ImageNetClassifier, StaticClassifier, nn.Module):
         self.resolution = NATIVE_RESOLUTION[scale]
         self.net = efficientnet_lite(scale)
         module_macs(self.net, (1, 3, self.resolution, self.resolution))  # measured before any request
-        inference_path(self.net)  # built as it loads
+        inference_path(self.net, (1, 3, self.resolution, self.resolution))  # built as it loads
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = run_view(self.net, image.image, self.resolution)

@@ -187,6 +187,7 @@ class GatedModel:
             """Every module's cost with every unit on (qualified name → multiply–accumulates)."""
             self.sides = output_sides(self.net.backbone.blocks, lambda: self.net.backbone(probe))
             """The side of each block's output feature map."""
+        inference_path(self.net.backbone, probe.shape)  # the fused path, built as it loads
 
     def gated_trace(
         self,
@@ -222,7 +223,7 @@ class GatedModel:
         without its gates, on the same inference path: :func:`dynviz.fused.inference_path`) on this input: the
         best of ``repeats`` runs each, as timing noise only ever adds."""
         x = self.network_input(image).tensor
-        dense_path = inference_path(self.net.backbone)
+        dense_path = inference_path(self.net.backbone, x.shape)
         executed, dense = [], []
         for _ in range(repeats):
             executed.append(self.analyze(image, {"threshold": threshold}).cost.latency_ms)

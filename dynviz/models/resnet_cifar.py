@@ -114,7 +114,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         self.about = about(depth)
         self.net = self.served(net or ResNetCifar(depth))
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
-        inference_path(self.net)  # built as it loads
+        inference_path(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # built as it loads
 
     @classmethod
     def build(cls, registered_depth: int, /, pretrained: bool = True, **config) -> StaticResNetCifar:
@@ -127,7 +127,8 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = cifar_view(image)
-        path, x = inference_path(self.net), view.tensor()
+        x = view.tensor()
+        path = inference_path(self.net, x.shape)
         with stopwatch() as watch:
             logits = path(x)[0]
         return StaticOutput(logits, self.flops, watch.ms, self.name, (view.note,) if view.note else ())

@@ -160,12 +160,11 @@ class LayerSkipping(GatedModel, nn.Module):
             self.parts.append(BlockPart(f"block {i + 1}", stage, side, flops[f"backbone.blocks.{i}"]))
         self.fixed_flops = flops[""] - sum(part.flops for part in self.parts)
         """Stem, head and every gate: paid whatever the gates decide."""
-        inference_path(self.net.backbone)  # built as it loads
 
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         threshold = self.threshold(settings)
         seen = self.network_input(image)
-        backbone = inference_path(self.net.backbone)
+        backbone = inference_path(self.net.backbone, seen.tensor.shape)
         with stopwatch() as watch:
             x, probabilities, executed = self.net.run(seen.tensor, threshold, backbone=backbone)
             logits = backbone.classify(x)[0]
