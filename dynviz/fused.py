@@ -64,7 +64,8 @@ def input_sizes(net: nn.Module, input_shape: tuple[int, ...]) -> InputSizes:
         sizes.setdefault(conv, inputs[0].shape)
 
     hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    try:  # not seen by a FlopCounterMode that is counting the inference this path is built for
+    try:  # neither these runs nor the first one of the built path are seen by a FlopCounterMode that is
+        # counting the inference the path is built for
         with torch.inference_mode(), _disable_current_modes():
             net(torch.zeros(input_shape))
     finally:
@@ -173,6 +174,8 @@ class FusedNetwork:
         classifier = net.classifier  # not ``net``: the cache of built paths holds this, and must not hold it alive
         self.stem = lambda x: stem(x.contiguous(memory_format=torch.channels_last))
         self.classify = lambda x: classifier((head(x) if head else x).mean((2, 3)))
+        with torch.inference_mode(), _disable_current_modes():
+            self(torch.zeros(input_shape))  # oneDNN creates its kernels at their first call (37 ms for Lite0's 13)
 
     @staticmethod
     def fits(net: nn.Module) -> bool:
