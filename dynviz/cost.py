@@ -76,6 +76,50 @@ def _gate_flops(x_shape, fc1_weight_shape, fc1_bias_shape, fc2_weight_shape, *ar
     return _matrix_vector_flops(None, fc1_weight_shape, None) + _matrix_vector_flops(None, fc2_weight_shape, None)
 
 
+def _dynconv_block_flops(
+    x, unit_weight, unit_bias, threshold, conv1_weight, conv1_bias, conv2_weight, *args, out_val, **kwargs
+) -> int:
+    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit at every output position, and
+    each convolution at the positions it computed, which the operator returns (its weights are
+    [k·k·C_in, C_out]: one multiply–add per weight and position)."""
+    _, probabilities, counts = out_val
+    computed_first, computed_second = counts.tolist()
+    return 2 * (
+        probabilities.numel() * unit_weight.numel()
+        + computed_first * conv1_weight.numel()
+        + computed_second * conv2_weight.numel()
+    )
+
+
+_dynconv_block_flops._get_raw = True  # FlopCounterMode passes it the tensors: its cost depends on their values
+
+
+def _channel_gated_block_flops(
+    x,
+    fc1_weight,
+    fc1_bias,
+    fc2_weight,
+    fc2_bias,
+    threshold,
+    conv1_weight,
+    conv1_bias,
+    conv2_weight,
+    *args,
+    out_val,
+    **kwargs,
+) -> int:
+    """A channel-gated basic block as one operator (:mod:`dynviz.native`): its gate, and both convolutions at
+    the share of conv1's output channels that are on (conv1 computes them, conv2 reads them)."""
+    out, probabilities = out_val
+    active = int((probabilities >= threshold).sum())
+    positions = out.shape[-2] * out.shape[-1]
+    convolutions = (conv1_weight.numel() + conv2_weight.numel()) * positions * active // len(probabilities)
+    return _gate_flops(None, fc1_weight.shape, None, fc2_weight.shape) + 2 * convolutions
+
+
+_channel_gated_block_flops._get_raw = True
+
+
 FORMULAS = {
     torch.ops.mkldnn._convolution_pointwise: _fused_convolution_flops,
     torch.ops.aten.addmv: _matrix_vector_flops,
@@ -87,8 +131,14 @@ FORMULAS = {
 
 def flop_counter() -> FlopCounterMode:
     """A FlopCounterMode that also prices :data:`FORMULAS`, and the C++ operators once they are loaded."""
-    formulas = {**FORMULAS, torch.ops.dynviz.gate_logits: _gate_flops} if native.loaded() else FORMULAS
-    return FlopCounterMode(display=False, custom_mapping=formulas)
+    if not native.loaded():
+        return FlopCounterMode(display=False, custom_mapping=FORMULAS)
+    operators = {
+        torch.ops.dynviz.gate_logits: _gate_flops,
+        torch.ops.dynviz.dynconv_basic_block: _dynconv_block_flops,
+        torch.ops.dynviz.channel_gated_basic_block: _channel_gated_block_flops,
+    }
+    return FlopCounterMode(display=False, custom_mapping={**FORMULAS, **operators})
 
 
 def count_macs(run: Callable[[], object]) -> int:

@@ -475,7 +475,7 @@ def speed_metrics(model_name: str, image: InputImage, settings: dict[str, float]
             "Realised speed-up (latency, this server)",
             f"{speed.speedup:.2f}×",
             help=f"executed path {speed.executed_ms:.1f} ms against the dense network's {speed.dense_ms:.1f} ms, "
-            f"best of 5, both on the {speed.path} path",
+            f"best of 5, both on the inference path in use ({speed.path})",
         )
     st.caption(
         "What is skipped saves multiply–adds, but deciding, and gathering what runs, cost time the FLOPs count "

@@ -140,7 +140,8 @@ class Speed:
     executed_ms: float
     dense_ms: float
     path: str
-    """Which inference path both ran: "fused" (:mod:`dynviz.fused`) or "eager"."""
+    """Which inference path both ran: "fused" (:mod:`dynviz.fused`), with the C++ operators where they are
+    built (:mod:`dynviz.native`), or "eager"."""
 
     @property
     def speedup(self) -> float:
@@ -230,7 +231,9 @@ class GatedModel:
             with stopwatch() as watch:
                 dense_path(x)
             dense.append(watch.ms)
-        return Speed(min(executed), min(dense), "fused" if dense_path is not self.net.backbone else "eager")
+        fused = dense_path is not self.net.backbone
+        path = "eager" if not fused else "fused, with C++ operators" if native.ready() else "fused"
+        return Speed(min(executed), min(dense), path)
 
     def knobs(self) -> list[Knob]:
         return [
