@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
-from dynviz.runtime import compiled_paths_wanted
+from dynviz.runtime import INFERENCE_THREADS, compiled_paths_wanted
 
 
 def fusing_enabled() -> bool:
@@ -191,10 +191,10 @@ class FusedNetwork:
 
 @dataclass(frozen=True)
 class Built:
-    """A network's fused paths, one per input shape, and the weights they were built from, with their versions
-    then."""
+    """A network's fused paths, one per input shape and number of threads, and the weights they were built
+    from, with their versions then."""
 
-    paths: dict[tuple[int, ...], FusedNetwork]
+    paths: dict[tuple[tuple[int, ...], int], FusedNetwork]
     weights: tuple[torch.Tensor, ...]
     """The ones that can change: inference tensors have no version counter, and cannot be trained."""
     version: int
@@ -213,13 +213,15 @@ def weights_version(weights: tuple[torch.Tensor, ...]) -> int:
 def inference_path(net: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | FusedNetwork:
     """What inference on ``net`` runs for inputs of ``input_shape``: its fused kernels where
     :func:`fusing_enabled` and ``net`` is a backbone this module knows (:meth:`FusedNetwork.fits`), else ``net``
-    itself. Built once per input shape (a few milliseconds), and again if the network's weights have changed."""
+    itself. Built once per input shape and number of torch threads (a few milliseconds), and again if the
+    network's weights have changed: oneDNN lays the weights out for the threads a kernel may use, and a path
+    built for two threads and run on one reordered its weights at every call (Lite1: 112 ms against 23)."""
     if not fusing_enabled():
         return net
-    input_shape = tuple(input_shape)
+    key = (tuple(input_shape), torch.get_num_threads())
     built = _built.get(net)
-    if built is not None and input_shape in built.paths and weights_version(built.weights) == built.version:
-        return built.paths[input_shape]
+    if built is not None and key in built.paths and weights_version(built.weights) == built.version:
+        return built.paths[key]
     if not FusedNetwork.fits(net):
         return net
     with _building:
@@ -227,5 +229,17 @@ def inference_path(net: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | 
         version = weights_version(weights)
         if built is None or built.version != version:
             _built[net] = built = Built({}, weights, version)
-        path = built.paths[input_shape] = FusedNetwork(net, input_shape)
+        path = built.paths[key] = FusedNetwork(net, key[0])
     return path
+
+
+def build_at_load(net: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Build ``net``'s fused path for ``input_shape`` as its model loads, for the threads inference runs on
+    (:data:`dynviz.runtime.INFERENCE_THREADS`, whatever the loading thread uses), so that the first request
+    finds it built."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(INFERENCE_THREADS)
+    try:
+        inference_path(net, input_shape)
+    finally:
+        torch.set_num_threads(threads)

@@ -9,10 +9,11 @@ from conftest import encode, pattern, tiny, tiny_lite
 
 from dynviz import native
 from dynviz.cost import count_macs
-from dynviz.fused import FusedNetwork, inference_path
+from dynviz.fused import FusedNetwork, build_at_load, inference_path
 from dynviz.inputs import load_image
 from dynviz.models.gates import Gate
 from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.runtime import INFERENCE_THREADS
 from dynviz.trace import BlockRecord, ChannelRecord, MaskRecord
 
 
@@ -59,6 +60,23 @@ def test_the_fused_path_follows_new_weights(network):
     after = inference_path(net, x.shape)
     with torch.inference_mode():
         assert after is not before and torch.allclose(after(x), net(x), atol=1e-4)
+
+
+def test_the_path_built_at_load_is_the_one_inference_runs(network):
+    """oneDNN lays weights out for the threads a kernel may use: a path built on two threads and run on one
+    reorders them at every call, so a path is built per thread count, and at load for inference's."""
+    net, x = network
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(INFERENCE_THREADS + 1)
+        build_at_load(net, x.shape)
+        assert torch.get_num_threads() == INFERENCE_THREADS + 1
+        other = inference_path(net, x.shape)
+        torch.set_num_threads(INFERENCE_THREADS)
+        first = inference_path(net, x.shape)
+        assert inference_path(net, x.shape) is first is not other
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from torch import nn
 
 from dynviz.cards import STATIC, About, OperatingPoint
 from dynviz.cost import module_macs, stopwatch
-from dynviz.fused import inference_path
+from dynviz.fused import build_at_load, inference_path
 from dynviz.inputs import REDUCING_GAP, InputImage
 from dynviz.models.base import (
     ImageNetClassifier,
@@ -230,7 +230,7 @@ class StaticLite(ImageNetClassifier, StaticClassifier, nn.Module):
         self.resolution = NATIVE_RESOLUTION[scale]
         self.net = efficientnet_lite(scale)
         module_macs(self.net, (1, 3, self.resolution, self.resolution))  # measured before any request
-        inference_path(self.net, (1, 3, self.resolution, self.resolution))  # built as it loads
+        build_at_load(self.net, (1, 3, self.resolution, self.resolution))
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
         view = run_view(self.net, image.image, self.resolution)

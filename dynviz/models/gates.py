@@ -31,7 +31,7 @@ from torch import nn
 from dynviz import native
 from dynviz.cards import OperatingPoint
 from dynviz.cost import macs_by_module, module_macs, output_sides, stopwatch
-from dynviz.fused import inference_path
+from dynviz.fused import build_at_load, inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     ImageNetClassifier,
@@ -188,7 +188,7 @@ class GatedModel:
             """Every module's cost with every unit on (qualified name → multiply–accumulates)."""
             self.sides = output_sides(self.net.backbone.blocks, lambda: self.net.backbone(probe))
             """The side of each block's output feature map."""
-        inference_path(self.net.backbone, probe.shape)  # the fused path, built as it loads
+        build_at_load(self.net.backbone, probe.shape)
 
     def gated_trace(
         self,

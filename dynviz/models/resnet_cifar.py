@@ -21,7 +21,7 @@ from torch import nn
 
 from dynviz.cards import About
 from dynviz.cost import module_macs, stopwatch
-from dynviz.fused import inference_path
+from dynviz.fused import build_at_load, inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import StaticClassifier, StaticOutput
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
@@ -114,7 +114,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         self.about = about(depth)
         self.net = self.served(net or ResNetCifar(depth))
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
-        inference_path(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # built as it loads
+        build_at_load(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))
 
     @classmethod
     def build(cls, registered_depth: int, /, pretrained: bool = True, **config) -> StaticResNetCifar:
