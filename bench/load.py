@@ -191,12 +191,14 @@ def is_browser(proc: Path) -> bool:
 
 
 def cpu_ticks(proc: Path) -> int | None:
-    """User and system time of a process and its waited-for children, in clock ticks."""
+    """User and system time of a process, in clock ticks. Not its waited-for children's: each child is sampled
+    itself (and its last count kept once it exits), so adding them would count a browser's exited renderers
+    twice."""
     try:
         fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return sum(int(f) for f in fields[11:15])
+    return int(fields[11]) + int(fields[12])
 
 
 def children(pid: int) -> list[int]:
@@ -297,6 +299,7 @@ async def main_async(sessions: int, seconds: float) -> str:
             server_cpu, browsers_cpu = usage.cpu_seconds(browsers=False), usage.cpu_seconds(browsers=True)
             await browser.close()
         usage.stopped.set()
+    visits = max(1, len(tally.first) + len(tally.later))
     lines = [
         f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages",
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
@@ -306,8 +309,8 @@ async def main_async(sessions: int, seconds: float) -> str:
         "first visits by page:",
         *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
-        f"CPU time during the sessions: server {server_cpu:.0f} s, browsers {browsers_cpu:.0f} s "
-        f"(of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
+        f"CPU time during the sessions: server {server_cpu:.0f} s ({1000 * server_cpu / visits:.0f} ms a visit), "
+        f"browsers {browsers_cpu:.0f} s (of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
         f"cold start to an interactive page: {cold:.1f} s",
         f"start-up warm-up (every model, the examples, the galleries): {warm_up:.0f} s; the sessions joined after it",
         f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",

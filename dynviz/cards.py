@@ -9,6 +9,7 @@ only show cards load no network.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -171,8 +172,19 @@ class ModelCard:
 
 
 def load_card(name: str) -> ModelCard | None:
+    """``pretrained/<name>.json``, parsed once for each version of the file (pages read the cards at every
+    rerun; ``eval --card`` may rewrite one while the app runs)."""
     path = PRETRAINED / f"{name}.json"
-    return build(ModelCard, json.loads(path.read_text())) if path.exists() else None
+    try:
+        modified = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    return _parsed_card(path, modified)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_card(path: Path, modified: int) -> ModelCard:
+    return build(ModelCard, json.loads(path.read_text()))
 
 
 @dataclass(frozen=True)
