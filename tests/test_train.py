@@ -211,6 +211,18 @@ def test_a_recipe_without_data_says_what_it_needs():
         RECIPES["resnet20_cifar"](TrainOptions(None))
 
 
+def test_the_offset_predictors_of_deformable_convolution_learn_at_a_tenth_of_the_rate():
+    from dynviz.models.dcn import OFFSET_LR_SCALE, deformable_resnet
+
+    net = deformable_resnet(depth=14, deformable_blocks=1)
+    groups = loop.parameter_groups(net, Schedule(epochs=1))
+    offsets = {id(p) for m in net.modules() if hasattr(m, "offset") for p in m.offset.parameters()}
+    slow = [g for g in groups if g["lr_scale"] == OFFSET_LR_SCALE]
+    assert {id(p) for g in slow for p in g["params"]} == offsets and len(offsets) == 4
+    assert [g["weight_decay"] for g in slow] == [Schedule(epochs=1).weight_decay, 0.0]  # the kernels decay
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
 def test_the_weight_pull_holds_a_pretrained_part_near_its_start_and_slows_it(tmp_path):
     """L2-SP: zero at the start, (α/2)·‖w − w⁰‖² after a step; the pretrained part learns at its share of the
     rate and is not decayed, the rest as before."""
@@ -218,7 +230,7 @@ def test_the_weight_pull_holds_a_pretrained_part_near_its_start_and_slows_it(tmp
     net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     schedule = Schedule(epochs=1, batch_size=8, pretrained_lr_scale=0.1, pretrained_pull=0.5)
     groups = loop.parameter_groups(net, schedule, pretrained=net[0])
-    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 1.0, 0.1]
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 0.1]
     assert groups[-1]["weight_decay"] == 0.0 and {id(p) for p in groups[-1]["params"]} == {
         id(p) for p in net[0].parameters()
     }

@@ -48,6 +48,9 @@ from dynviz.zoo import register_model
 DEPTH = 20
 DEFORMABLE_BLOCKS = 2
 """The last blocks of the network whose convolutions are deformable."""
+OFFSET_LR_SCALE = 0.1
+"""The offset predictors learn at a tenth of the network's rate, as DCN and DCNv2 train them (their configs'
+``lr_mult``): a large early step on an offset moves every sample of a position at once."""
 
 
 def sampling_points(offsets: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
@@ -108,6 +111,7 @@ class DeformableConv2d(nn.Conv2d):
     def __init__(self, channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, padding: int = 1):
         super().__init__(channels_in, channels_out, kernel, stride, padding, bias=False)
         self.offset = nn.Conv2d(channels_in, 3 * kernel * kernel, kernel, stride, padding)
+        self.offset.lr_scale = OFFSET_LR_SCALE  # read by the training loop's parameter groups
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
 

@@ -120,14 +120,19 @@ def exit_logits(output: Any) -> list[torch.Tensor]:
 def parameter_groups(net: nn.Module, schedule: Schedule, pretrained: nn.Module | None = None) -> list[dict]:
     """Weight decay on the weights of convolutions and linear layers only: decaying BatchNorm's scales and
     shifts and the biases only fights the normalisation (Goyal et al., 2017; He et al., "Bag of tricks", 2019).
+    A submodule with an ``lr_scale`` attribute learns at that share of the rate (DCN's offset predictors).
     A ``pretrained`` part learns at its own rate and without decay: the pull toward its starting weights takes
     the place of a pull toward zero."""
     kept = {id(p) for p in pretrained.parameters()} if pretrained is not None else set()
     learnt = [p for p in net.parameters() if p.requires_grad and id(p) not in kept]
-    groups = [
-        {"params": [p for p in learnt if p.ndim > 1], "weight_decay": schedule.weight_decay},
-        {"params": [p for p in learnt if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    scale_of = {id(p): m.lr_scale for m in net.modules() if hasattr(m, "lr_scale") for p in m.parameters()}
+    groups = []
+    for scale in sorted({scale_of.get(id(p), 1.0) for p in learnt}, reverse=True):
+        at_scale = [p for p in learnt if scale_of.get(id(p), 1.0) == scale]
+        groups += [
+            {"params": [p for p in at_scale if p.ndim > 1], "weight_decay": schedule.weight_decay, "lr_scale": scale},
+            {"params": [p for p in at_scale if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale},
+        ]
     if pretrained is not None:
         tuned = [p for p in pretrained.parameters() if p.requires_grad]
         groups.append({"params": tuned, "weight_decay": 0.0, "lr_scale": schedule.pretrained_lr_scale})
