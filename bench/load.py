@@ -51,6 +51,7 @@ PAGES = {  # link text → a text the page shows once its main chart is drawn
     "Channel selection": "Which channels ran, layer by layer?",
     "Spatial": "How sparse was each block?",
     "Deformable": "The field view:",
+    "Dynamic parameters": "Each row is one CondConv layer",
     "Easy vs hard": "Where did the images leave?",
     "Trade-offs": "How much accuracy for how much computation?",
     "Video": "Choose a video in the sidebar",  # the sessions upload photos: the page asks for a clip

@@ -81,6 +81,8 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         expect(main.get_by_text("Where did it look?").first).to_be_visible(timeout=120_000)
         page.get_by_role("link", name="Deformable").click()  # DCN's sampling points on the uploaded photo
         expect(main.get_by_text("The field view:")).to_be_visible(timeout=120_000)
+        page.get_by_role("link", name="Dynamic parameters").click()  # CondConv's routing of the uploaded photo
+        expect(main.get_by_text("Each row is one CondConv layer")).to_be_visible(timeout=120_000)
         page.get_by_role("link", name="Compare").click()  # the upload through every model
         expect(main.get_by_text("How much did each family save on this input?")).to_be_visible(timeout=180_000)
         table = main.get_by_test_id("stDataFrame")
