@@ -351,7 +351,10 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     assert not app.exception
     assert metric(app, "Routing entropy").endswith(" nats")
     heatmaps = [f for f in charts(app).values() if f["data"][0]["type"] == "heatmap"]
+    by_class = [f for f in heatmaps if f["layout"]["yaxis"].get("title", {}).get("text") == "true class (images)"]
+    heatmaps = [f for f in heatmaps if f not in by_class]
     assert len(heatmaps) == 2  # the photo and a second image, side by side
+    assert len(by_class) == (load_card("condconv_resnet_cifar") is not None)  # the card's routing by class
     assert heatmaps[0]["data"][0]["z"] != heatmaps[1]["data"][0]["z"]
     app.toggle(key="condconv_resnet_cifar:route:attribute").set_value(True).run()
     assert not app.exception
