@@ -191,6 +191,7 @@ class Server:
         self.memos = BoundedCache(memo_entries)
         self.traces = BoundedCache(trace_values, lambda trace: trace.values())
         self._models: dict[str, Any] = {}
+        self._defaults: dict[str, dict[str, float]] = {}
         self._building = threading.Lock()
 
     def model(self, name: str) -> Any:
@@ -201,12 +202,12 @@ class Server:
                     self._models[name] = self.build(name)
         return self._models[name]
 
-    @staticmethod
-    def key(name: str, model: Any, image: Any, settings: dict[str, float] | None) -> Hashable:
+    def key(self, name: str, model: Any, image: Any, settings: dict[str, float] | None) -> Hashable:
         """An answer's cache key: knobs left out are at their defaults, so that a page's sliders at their
         defaults and a call with no settings (the Compare page, the warm-up) share one answer."""
-        defaults = {knob.name: knob.default for knob in model.knobs()}
-        return name, image.digest, settings_key(defaults | (settings or {}))
+        if name not in self._defaults:  # a gallery asks for 500 keys a rerun: knobs are built once
+            self._defaults[name] = {knob.name: knob.default for knob in model.knobs()}
+        return name, image.digest, settings_key(self._defaults[name] | (settings or {}))
 
     def answered(self, name: str, model: Any, image: Any, settings: dict[str, float] | None = None) -> bool:
         """Whether ``image`` under ``settings`` was already answered by ``model`` (registered as ``name``)."""

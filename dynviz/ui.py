@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import re
@@ -47,7 +48,7 @@ from dynviz.video import (
 )
 from dynviz.viz.compare import data_url, decision_picture
 from dynviz.viz.gates import class_usage_heatmap
-from dynviz.viz.image import preview
+from dynviz.viz.image import preview, thumbnail
 from dynviz.viz.video import annotated_clip
 from dynviz.warmup import start_warm_up
 from dynviz.zoo import IMAGE, VIDEO, declared_records, list_models
@@ -419,6 +420,15 @@ def gallery(model_name: str, folder: str | None, settings: dict[str, float]) -> 
     message = "Running the model on the gallery (once; then only the decisions are re-made)…"
     with contextlib.nullcontext() if done else st.spinner(message):
         return run_gallery(chosen, items, settings, functools.partial(SERVER.analyze, model_name, chosen))
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail_png(digest: str, _image: Image.Image) -> bytes:
+    """A gallery image's thumbnail as PNG, made once per image: given a PIL image, ``st.image`` would resize and
+    encode it again at every rerun (a fifth of the Easy-vs-hard page's server time)."""
+    buffer = io.BytesIO()
+    thumbnail(_image).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def operating_point_picker(model_name: str, key: str) -> str:

@@ -5,7 +5,6 @@ from dynviz.gallery import by_exit, easiest, exit_histogram, hardest
 from dynviz.trace import ExitRecord
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.gallery import class_exit_heatmap, exit_shares, result_table
-from dynviz.viz.image import thumbnail
 from dynviz.zoo import list_models
 
 SHOWN_PER_EXIT = 60
@@ -76,12 +75,13 @@ for k, tab in enumerate(tabs):
             st.caption("No image left here at this operating point.")
             continue
         st.image(
-            [thumbnail(r.item.image.image) for r in group[:SHOWN_PER_EXIT]],
+            [ui.thumbnail_png(r.item.image.digest, r.item.image.image) for r in group[:SHOWN_PER_EXIT]],
             caption=[
                 f"{r.trace.prediction.label} {r.confidence:.0%}" + (" ✗" if r.correct is False else "")
                 for r in group[:SHOWN_PER_EXIT]
             ],
             width=64,
+            output_format="PNG",  # as encoded: "auto" would re-encode it as JPEG at every rerun
         )
         if len(group) > SHOWN_PER_EXIT:
             st.caption(f"The {SHOWN_PER_EXIT} most confident of {len(group)}.")
@@ -89,13 +89,20 @@ for k, tab in enumerate(tabs):
 st.subheader("Easiest and hardest")
 extremes = {"easiest": easiest(results, SHOWN_EXTREMES), "hardest": hardest(results, SHOWN_EXTREMES)}
 image_column = {"image": st.column_config.ImageColumn("image", width="small")}
+
+
+def table(which: str):
+    shown = extremes[which]
+    return result_table(shown, labels, [ui.thumbnail_png(r.item.image.digest, r.item.image.image) for r in shown])
+
+
 easy_column, hard_column = st.columns(2)
 with easy_column:
     st.markdown("**Easiest**: answered at the first exit, and right, most confident first")
-    st.dataframe(result_table(extremes["easiest"], labels), column_config=image_column, hide_index=True, key="easiest")
+    st.dataframe(table("easiest"), column_config=image_column, hide_index=True, key="easiest")
 with hard_column:
     st.markdown("**Hardest**: wrong (most confidently wrong first), then those that needed the last exit")
-    st.dataframe(result_table(extremes["hardest"], labels), column_config=image_column, hide_index=True, key="hardest")
+    st.dataframe(table("hardest"), column_config=image_column, hide_index=True, key="hardest")
 
 candidates = extremes["easiest"] + extremes["hardest"]
 if candidates:

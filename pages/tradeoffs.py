@@ -5,7 +5,6 @@ from dynviz.cards import load_card
 from dynviz.gallery import exit_changes
 from dynviz.trace import ExitRecord
 from dynviz.units import FLOPS_UNIT, format_flops
-from dynviz.viz.image import thumbnail
 from dynviz.viz.tradeoff import tradeoff_chart
 from dynviz.zoo import dynamic_models, list_models
 
@@ -76,7 +75,8 @@ else:
         f"**{len(changes)}** of {len(before)} images change: {earlier} leave earlier, {len(changes) - earlier} later."
     )
     st.image(
-        [thumbnail(a.item.image.image) for _, a in changes[:SHOWN_CHANGES]],
+        [ui.thumbnail_png(a.item.image.digest, a.item.image.image) for _, a in changes[:SHOWN_CHANGES]],
         caption=[f"exit {b.exit + 1} → {a.exit + 1}" for b, a in changes[:SHOWN_CHANGES]],
         width=64,
+        output_format="PNG",  # as encoded: "auto" would re-encode it as JPEG at every rerun
     )

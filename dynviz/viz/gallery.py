@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from dynviz.gallery import GalleryResult
-from dynviz.viz.image import thumbnail
 from dynviz.viz.style import exit_color, titled
 
 
@@ -48,17 +46,16 @@ def exit_shares(groups: dict[int, list[GalleryResult]], exits: int) -> go.Figure
     return titled(figure, "Where did the images leave?", height=300)
 
 
-def data_uri(result: GalleryResult, side: int = 64) -> str:
-    buffer = io.BytesIO()
-    thumbnail(result.item.image.image, side).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def result_table(results: list[GalleryResult], labels: tuple[str, ...]) -> pd.DataFrame:
-    """One row per image with its thumbnail, for ``st.dataframe`` with an image column."""
+def result_table(results: list[GalleryResult], labels: tuple[str, ...], thumbnails: list[bytes]) -> pd.DataFrame:
+    """One row per image with its thumbnail (``thumbnails``: each result's, as PNG), for ``st.dataframe`` with an
+    image column."""
     return pd.DataFrame(
         {
-            "image": data_uri(r),
+            "image": data_uri(png),
             "file": r.item.image.name,
             "true class": labels[r.item.label] if r.item.label is not None else "",
             "answer": r.trace.prediction.label,
@@ -66,5 +63,5 @@ def result_table(results: list[GalleryResult], labels: tuple[str, ...]) -> pd.Da
             "exit": r.exit + 1,
             "confidence": round(r.confidence, 3),
         }
-        for r in results
+        for r, png in zip(results, thumbnails, strict=True)
     )
