@@ -327,7 +327,7 @@ class ChannelSkipping(GatedModel, nn.Module):
             flops += parts[-1].fill_flops(channels)
             kernels = None
             if isinstance(block, BasicBlock):
-                kernels = tuple(t for part in parts for t in (part.weight.permute(0, 3, 1, 2).contiguous(), part.bias))
+                kernels = (*folded(block.conv1, block.bn1), *folded(block.conv2, block.bn2))
             self.layers.append(GatedLayer(i, f"block {i + 1}", self.sides[i], channels, flops, parts, kernels))
         self.fixed_flops = self.module_flops[""] - dense
         """Stem, head, ungated blocks and every gate: paid whatever the gates decide."""

@@ -99,7 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
 
   auto probabilities = at::empty({side, side}, options);
   float* p = probabilities.data_ptr<float>();
-  const float* unit = unit_weight.contiguous().data_ptr<float>();
+  const auto unit_weights = unit_weight.contiguous();  // held: a pointer into a temporary would dangle
+  const float* unit = unit_weights.data_ptr<float>();
   const float bias = unit_bias.item<float>();
   std::vector<uint8_t> mask(side * side), grown(side * side, 0);
   for (int64_t i = 0; i < side; ++i)
@@ -117,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
           for (int64_t x = std::max<int64_t>(j - 1, 0); x <= std::min(j + 1, side - 1); ++x) grown[y * side + x] = 1;
   const auto first = positions_of(grown), second = positions_of(mask);
 
-  // conv1 at the grown positions, scattered onto a zero map (conv2's padded input).
+  // conv1 at the grown positions, scattered onto a zero map: conv2's input, zero where conv1 did not run.
   auto hidden = at::zeros({side, side, middle}, options);
   if (!first.empty()) {
     const auto values = at::addmm(conv1_bias, gathered_patches(input, height, width, channels, stride, side, first,
@@ -267,11 +268,12 @@ std::tuple<at::Tensor, at::Tensor> channel_gated_basic_block(
   const auto padded = padded_for(map[0], stride);
   const int64_t padded_side = side + 2;
   auto hidden = at::zeros({active, padded_side, padded_side}, options);
-  const auto w1 = conv1_weight.contiguous(), w2 = conv2_weight.contiguous(), b2 = conv2_bias.contiguous();
+  const auto w1 = conv1_weight.contiguous(), b1 = conv1_bias.contiguous();
+  const auto w2 = conv2_weight.contiguous(), b2 = conv2_bias.contiguous();
   std::vector<const float*> first(active * channels), second(out_channels * active);
   std::vector<float> bias(active);
   for (int64_t j = 0; j < active; ++j) {
-    bias[j] = conv1_bias.data_ptr<float>()[on[j]];
+    bias[j] = b1.data_ptr<float>()[on[j]];
     for (int64_t c = 0; c < channels; ++c) first[j * channels + c] = w1.data_ptr<float>() + (on[j] * channels + c) * 9;
   }
   const bool wide = side % 16 == 0;  // a row of 16 or 32: vectors of 16, one AVX-512 register
