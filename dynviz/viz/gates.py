@@ -105,8 +105,10 @@ def class_usage_heatmap(usage: ClassUsage, unit: str, measure: str | None = None
         )
     )
     figure.update_xaxes(title=f"{unit} (input side first)")
-    figure.update_yaxes(title="true class (images)", autorange="reversed")
-    height = max(320, min(900, 60 + 18 * len(usage.classes)))
+    figure.update_yaxes(title="true class (images)", autorange="reversed", dtick=1)  # every class named
+    # Many units turn their names upright below the map; the rows keep 18 px each above them.
+    names_below = 7 * max(map(len, usage.units)) if len(usage.units) > 12 else 40
+    height = max(320, min(900, 80 + 18 * len(usage.classes) + names_below))
     question = f"Share of each {unit} that ran" if measure is None else f"Mean {measure} of each {unit}"
     return titled(figure, f"Does each class take its own path? {question}", height=height)
 
