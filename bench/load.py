@@ -1,12 +1,13 @@
 """Load test: a class of browser sessions using the app at once, on this machine, loopback only.
 
-    python bench/load.py [--sessions 8] [--seconds 180] [--out bench/load.txt]
+    python bench/load.py [--sessions 8] [--seconds 180] [--read 0] [--out bench/load.txt]
 
 Starts the app (``streamlit run app.py`` on a free 127.0.0.1 port) and Debian's Chromium
 (Playwright, one browser context per session, so each is its own Streamlit session). A first
 visit starts the app's warm-up; the sessions join once it is done, as a class joins a server its
 teacher opened before the lesson. Each session uploads its own generated photo, then walks every
-page in turn until the time is up.
+page in turn until the time is up, reading each page for ``--read`` seconds before the next click (0: a
+robot clicking as fast as the pages answer; a class reads a page for several seconds).
 A page visit is timed from the click on its link until its marker chart is on screen and the
 app has stopped running; visits are split into first visits (the session had not seen that
 page with its input) and later ones. Prints:
@@ -14,6 +15,8 @@ page with its input) and later ones. Prints:
 - errors: pages that showed an exception, and visits that timed out (both must be 0);
 - p50 / p95 page time, first and later visits; the upload's time to its first answer;
 - the server's peak resident memory, sampled every 0.2 s;
+- the CPU time a visit costs the server and the browser, and what that implies: the browsers run on this
+  machine too, so with every session busy a visit cannot take less than sessions × CPU a visit / cores;
 - cold start: from launching the server to the first page's input picker; the warm-up's time;
 - a 12-megapixel upload answered by ``lite_cascade`` with the model warm;
 - the memo race: two sessions analysing the same photo at different settings each get their
@@ -99,7 +102,7 @@ async def failed(page) -> str | None:
     return None
 
 
-async def session(browser, url: str, index: int, deadline: float, folder: Path, tally: Tally) -> None:
+async def session(browser, url: str, index: int, deadline: float, folder: Path, tally: Tally, read_s: float) -> None:
     context = await browser.new_context(viewport={"width": 1400, "height": 1600})
     page = await context.new_page()
     page.set_default_timeout(VISIT_TIMEOUT_S * 1000)
@@ -134,6 +137,7 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
             seen.add(link)
             if problem := await failed(page):
                 tally.errors.append(f"session {index}, {link}: {problem}")
+            await asyncio.sleep(read_s)
     finally:
         await context.close()
 
@@ -278,7 +282,7 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(values):5.1f} s   p95 {p95:5.1f} s   ({len(values)} visits)"
 
 
-async def main_async(sessions: int, seconds: float) -> str:
+async def main_async(sessions: int, seconds: float, read_s: float) -> str:
     from playwright.async_api import async_playwright
 
     tally = Tally()
@@ -294,15 +298,17 @@ async def main_async(sessions: int, seconds: float) -> str:
             usage.start_counting()
             deadline = time.monotonic() + seconds
             await asyncio.gather(
-                *(session(browser, app.url, i, deadline, Path(folder), tally) for i in range(sessions))
+                *(session(browser, app.url, i, deadline, Path(folder), tally, read_s) for i in range(sessions))
             )
             usage.sample()
             server_cpu, browsers_cpu = usage.cpu_seconds(browsers=False), usage.cpu_seconds(browsers=True)
             await browser.close()
         usage.stopped.set()
     visits = max(1, len(tally.first) + len(tally.later))
+    per_visit = (server_cpu + browsers_cpu) / visits
+    pace = f"reading each page {read_s:g} s before the next click" if read_s else "clicking as soon as a page answers"
     lines = [
-        f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages",
+        f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages, {pace}",
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
         f"first visit of a page: {percentiles(tally.first)}",
         f"later visits:          {percentiles(tally.later)}",
@@ -312,6 +318,8 @@ async def main_async(sessions: int, seconds: float) -> str:
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
         f"CPU time during the sessions: server {server_cpu:.0f} s ({1000 * server_cpu / visits:.0f} ms a visit), "
         f"browsers {browsers_cpu:.0f} s (of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
+        f"a visit costs {per_visit:.2f} CPU-s here, {browsers_cpu / visits:.2f} of them in its browser: with all "
+        f"{sessions} sessions busy, no visit can take less than {sessions * per_visit / os.cpu_count():.1f} s",
         f"cold start to an interactive page: {cold:.1f} s",
         f"start-up warm-up (every model, the examples, the galleries): {warm_up:.0f} s; the sessions joined after it",
         f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",
@@ -324,9 +332,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=180)
+    parser.add_argument("--read", type=float, default=0, help="seconds each session reads a page (default 0)")
     parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args()
-    report = asyncio.run(main_async(args.sessions, args.seconds))
+    report = asyncio.run(main_async(args.sessions, args.seconds, args.read))
     print(report)
     if args.out:
         args.out.write_text(report + "\n")

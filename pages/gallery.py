@@ -67,8 +67,13 @@ with right:
         st.caption("Each row is a true class: how many of its images each exit answered. Easy classes lean left.")
 
 st.subheader("Images by the exit they took")
-tabs = st.tabs([f"Exit {k + 1} ({len(groups.get(k, []))})" for k in range(exits)])
+# Only the open tab draws its thumbnails: all of them at once were ~170 images to lay out at every visit.
+tabs = st.tabs(
+    [f"Exit {k + 1} ({len(groups.get(k, []))})" for k in range(exits)], on_change="rerun", key="gallery_exit"
+)
 for k, tab in enumerate(tabs):
+    if not tab.open:
+        continue
     with tab:
         group = groups.get(k, [])
         if not group:

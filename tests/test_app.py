@@ -100,6 +100,10 @@ def test_the_gallery_groups_the_bundled_sample_by_exit_and_sends_an_image_to_ana
     assert sum(figures["Where did the images leave?"]["data"][0]["y"]) == 500
     heatmap = figures["Which exit does each class take?"]["data"][0]
     assert [sum(row) for row in heatmap["z"]] == [50] * 10
+    assert [bool(tab.children) for tab in app.tabs[:2]] == [True, False]  # only the open exit draws its images
+    app.session_state["gallery_exit"] = app.tabs[1].label
+    app.run()
+    assert [bool(tab.children) for tab in app.tabs[:2]] == [False, True]
     picked = app.selectbox(key="gallery_pick").value
     app.button(key="gallery_send").click().run()
     assert not app.exception
