@@ -13,7 +13,8 @@ app has stopped running; visits are split into first visits (the session had not
 page with its input) and later ones. Prints:
 
 - errors: pages that showed an exception, and visits that timed out (both must be 0);
-- p50 / p95 page time, first and later visits; the upload's time to its first answer;
+- p50 / p95 page time, first and later visits; the upload's time to its first answer; the time from
+  moving the Early-exit page's first threshold to the page showing where the input stops now;
 - the server's peak resident memory, sampled every 0.2 s;
 - the CPU time a visit costs the server and the browser, and what that implies: the browsers run on this
   machine too, so with every session busy a visit cannot take less than sessions × CPU a visit / cores;
@@ -31,6 +32,7 @@ import argparse
 import asyncio
 import io
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -85,6 +87,7 @@ class Tally:
     by_page: dict[str, list[float]] = field(default_factory=dict)
     """First visits by page."""
     uploads: list[float] = field(default_factory=list)
+    widget_changes: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -93,6 +96,20 @@ async def settled(page, marker: str) -> None:
     main = page.get_by_test_id("stMain")
     await main.get_by_text(marker).first.wait_for(state="visible", timeout=VISIT_TIMEOUT_S * 1000)
     await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
+
+
+async def moved_threshold(page) -> float:
+    """Seconds from moving the Early-exit page's first threshold to one end until the page says where the input
+    stops now: to 0 (Home: every input stops at the first stage) if it went on, else to "never" (End)."""
+    main = page.get_by_test_id("stMain")
+    at_first = main.get_by_test_id("stMetric").filter(has_text=re.compile(r"Stopped at stage\s*1 of"))
+    first = not await at_first.count()
+    start = time.monotonic()
+    await main.get_by_test_id("stSlider").first.get_by_role("slider").press("Home" if first else "End")
+    await at_first.wait_for(state="visible" if first else "hidden", timeout=VISIT_TIMEOUT_S * 1000)
+    took = time.monotonic() - start
+    await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
+    return took
 
 
 async def failed(page) -> str | None:
@@ -135,6 +152,11 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
             if link not in seen:
                 tally.by_page.setdefault(link, []).append(took)
             seen.add(link)
+            if link == "Early exit":
+                try:
+                    tally.widget_changes.append(await moved_threshold(page))
+                except Exception as error:  # noqa: BLE001 - as for a visit
+                    tally.errors.append(f"session {index}, moving a threshold: {type(error).__name__}")
             if problem := await failed(page):
                 tally.errors.append(f"session {index}, {link}: {problem}")
             await asyncio.sleep(read_s)
@@ -313,6 +335,7 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"first visit of a page: {percentiles(tally.first)}",
         f"later visits:          {percentiles(tally.later)}",
         f"upload to its answer:  {percentiles(tally.uploads)}",
+        f"a threshold moved to its effect: {percentiles(tally.widget_changes)}",
         "first visits by page:",
         *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
