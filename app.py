@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from dynviz.runtime import timed_rerun
 from dynviz.trace import (
     DeformableAttentionRecord,
     ExpertRecord,
@@ -37,6 +38,7 @@ pages += [
     st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:", url_path="trade-off-explorer"),
 ]
 navigation = st.navigation(pages)
-warm_up()
-input_sidebar()
-navigation.run()
+with timed_rerun(navigation.title):
+    warm_up()
+    input_sidebar()
+    navigation.run()

@@ -17,7 +17,7 @@ page with its input) and later ones. Prints:
   moving the Early-exit page's first threshold to the page showing where the input stops now;
 - the server's peak resident memory, sampled every 0.2 s;
 - the CPU time a visit costs the server and the browser, and what that implies: the browsers run on this
-  machine too, so with every session busy a visit cannot take less than sessions × CPU a visit / cores;
+  machine too, so with every session busy a visit takes sessions × CPU a visit / cores on average;
 - cold start: from launching the server to the first page's input picker; the warm-up's time;
 - a 12-megapixel upload answered by ``lite_cascade`` with the model warm;
 - the memo race: two sessions analysing the same photo at different settings each get their
@@ -318,11 +318,13 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
             big = await big_upload(browser, app.url, Path(folder))
             usage.sample()
             usage.start_counting()
+            reruns_before = len(app.reruns())
             deadline = time.monotonic() + seconds
             await asyncio.gather(
                 *(session(browser, app.url, i, deadline, Path(folder), tally, read_s) for i in range(sessions))
             )
             usage.sample()
+            reruns = app.reruns()[reruns_before:]
             server_cpu, browsers_cpu = usage.cpu_seconds(browsers=False), usage.cpu_seconds(browsers=True)
             await browser.close()
         usage.stopped.set()
@@ -336,13 +338,17 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"later visits:          {percentiles(tally.later)}",
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles(tally.widget_changes)}",
+        f"the server's part (a script run, clicks and threshold moves): {percentiles([s for _, s in reruns])}",
+        "  slowest: "
+        + ", ".join(f"{page} {seconds:.1f} s" for page, seconds in sorted(reruns, key=lambda r: -r[1])[:6]),
         "first visits by page:",
         *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
         f"CPU time during the sessions: server {server_cpu:.0f} s ({1000 * server_cpu / visits:.0f} ms a visit), "
         f"browsers {browsers_cpu:.0f} s (of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
         f"a visit costs {per_visit:.2f} CPU-s here, {browsers_cpu / visits:.2f} of them in its browser: with all "
-        f"{sessions} sessions busy, no visit can take less than {sessions * per_visit / os.cpu_count():.1f} s",
+        f"{sessions} sessions busy, a visit takes {sessions * per_visit / os.cpu_count():.1f} s on average "
+        f"({sessions} × {per_visit:.2f} / {os.cpu_count()} cores)",
         f"cold start to an interactive page: {cold:.1f} s",
         f"start-up warm-up (every model, the examples, the galleries): {warm_up:.0f} s; the sessions joined after it",
         f"12-MP upload answered by lite_cascade, warm: {big:.1f} s",

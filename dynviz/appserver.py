@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -41,9 +42,18 @@ class RunningApp:
     """From launching the server to its health check answering."""
     log: Path
     """Everything the server has printed (a file: a pipe nobody reads would block the server once full)."""
+    rerun_log: Path
+    """Each script run's page and wall time (``runtime.timed_rerun``)."""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def reruns(self) -> list[tuple[str, float]]:
+        """(page, seconds) of every script run so far, in the order they ended."""
+        if not self.rerun_log.exists():
+            return []
+        pairs = (line.split("\t") for line in self.rerun_log.read_text().splitlines())
+        return [(page, float(seconds)) for page, seconds in pairs]
 
     def wait_for_output(self, text: str, timeout_s: float) -> float:
         """Seconds until the server has printed ``text``; TimeoutError after ``timeout_s``."""
@@ -60,7 +70,7 @@ def running_app(timeout_s: float = 90) -> Iterator[RunningApp]:
     """``streamlit run app.py`` on a free loopback port until the block ends."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "server.log"
+        log, rerun_log = Path(folder) / "server.log", Path(folder) / "reruns.tsv"
         start = time.monotonic()
         with log.open("wb") as sink:
             server = subprocess.Popen(
@@ -69,6 +79,7 @@ def running_app(timeout_s: float = 90) -> Iterator[RunningApp]:
                 cwd=ROOT,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
+                env=os.environ | {"DYNVIZ_RERUN_LOG": str(rerun_log)},
             )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -81,7 +92,7 @@ def running_app(timeout_s: float = 90) -> Iterator[RunningApp]:
                         output = log.read_text(errors="replace")[-2000:]
                         raise RuntimeError(f"streamlit did not start: {output}") from None
                     time.sleep(0.2)
-            yield RunningApp(url, server, time.monotonic() - start, log)
+            yield RunningApp(url, server, time.monotonic() - start, log, rerun_log)
         finally:
             server.terminate()
             server.wait(timeout=20)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -105,6 +106,19 @@ def inference(background: bool = False) -> Iterator[None]:
         if torch.get_num_threads() != INFERENCE_THREADS:
             torch.set_num_threads(INFERENCE_THREADS)
         yield
+
+
+@contextmanager
+def timed_rerun(page: str) -> Iterator[None]:
+    """With ``DYNVIZ_RERUN_LOG`` set to a file, append each script run's page and wall time to it: the server's
+    side of a visit, without the browser's drawing (bench/load.py reports it)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if log := os.environ.get("DYNVIZ_RERUN_LOG"):
+            with open(log, "a") as lines:  # one short write in append mode: whole lines from every thread
+                lines.write(f"{page}\t{time.perf_counter() - start:.4f}\n")
 
 
 _locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()

@@ -28,13 +28,13 @@ def missing(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def served():
     with running_app() as app:
-        yield app.url
+        yield app
 
 
 def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_deformable_compare_and_video_pages(
-    app_url, tmp_path
+    served, tmp_path
 ):
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found (apt-get install chromium)")
@@ -52,7 +52,7 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.set_default_timeout(120_000)
-        page.goto(app_url)
+        page.goto(served.url)
         sidebar = page.get_by_test_id("stSidebar")
         expect(sidebar.get_by_text("Source")).to_be_visible(timeout=120_000)  # the first script run has finished
         page.get_by_role("link", name="Early exit").click()
@@ -106,3 +106,5 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
             timeout=120_000,
         )
         browser.close()
+    walked = {"Early exit", "Easy vs hard", "Layer skipping", "Channel selection", "Spatial", "Deformable", "Video"}
+    assert walked <= {page for page, _ in served.reruns()}  # each script run's server time, for bench/load.py
