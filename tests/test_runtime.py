@@ -167,3 +167,18 @@ def test_background_work_waits_while_a_visitor_waits_for_the_slot():
     background.join()
     visitor.join()
     assert order == ["visitor", "background"]
+
+
+def test_a_script_run_logs_its_page_and_time_even_when_the_page_stops_early(tmp_path, monkeypatch):
+    log = tmp_path / "reruns.tsv"
+    monkeypatch.setenv("DYNVIZ_RERUN_LOG", str(log))
+    with runtime.timed_rerun("Early exit"):
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError), runtime.timed_rerun("Compare"):  # as st.stop() leaves a page
+        raise RuntimeError("stopped")
+    pages, seconds = zip(*(line.split("\t") for line in log.read_text().splitlines()))
+    assert pages == ("Early exit", "Compare") and float(seconds[0]) >= 0.01
+    monkeypatch.delenv("DYNVIZ_RERUN_LOG")
+    with runtime.timed_rerun("Home"):
+        pass
+    assert len(log.read_text().splitlines()) == 2  # nothing logged without the variable
