@@ -187,6 +187,26 @@ def _parsed_card(path: Path, modified: int) -> ModelCard:
     return build(ModelCard, json.loads(path.read_text()))
 
 
+def validation_curve(card: ModelCard) -> tuple[tuple[float, ...], ...]:
+    """Each exit's accuracy on the held-out training images after each training epoch, from the weights'
+    metadata (``validation_history``, written by the CIFAR recipe); () where the weights hold none."""
+    if card.weights is None:
+        return ()
+    path = PRETRAINED / card.weights
+    try:
+        return _validation_curve(path, path.stat().st_mtime_ns)
+    except (OSError, ValueError):
+        return ()
+
+
+@functools.lru_cache(maxsize=64)
+def _validation_curve(path: Path, modified: int) -> tuple[tuple[float, ...], ...]:
+    with path.open("rb") as weights:  # a safetensors file opens with its JSON header's length: no torch needed
+        header = json.loads(weights.read(int.from_bytes(weights.read(8), "little")))
+    history = header.get("__metadata__", {}).get("validation_history")
+    return tuple(tuple(exits) for exits in json.loads(history)) if history else ()
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """One row of the model table (home page, ``python -m dynviz models``), from the card."""

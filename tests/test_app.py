@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 from conftest import encode, pattern, tiny
+from safetensors import safe_open
 from streamlit.testing.v1 import AppTest
 
-from dynviz.cards import load_card
+from dynviz.cards import PRETRAINED, load_card
 from dynviz.clips import EXAMPLE_CLIPS
 from dynviz.zoo import IMAGE, VIDEO, list_models
 
@@ -121,6 +122,11 @@ def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes
     assert {"resnet20_cifar", "resnet56_cifar"} <= set(
         next(s for s in chart["data"] if s["name"] == "static networks")["text"]
     )
+    learning = charts(app)["How did each model learn? (validation accuracy after each epoch)"]["data"]
+    with safe_open(PRETRAINED / "resnet32_cifar.safetensors", "pt") as weights:
+        history = json.loads(weights.metadata()["validation_history"])
+    resnet32 = next(line for line in learning if line["name"] == "resnet32_cifar")
+    assert resnet32["y"] == pytest.approx([100 * exits[-1] for exits in history]) and len(history) == 40
     cheapest = min(load_card("msdnet_cifar").evaluation.points, key=lambda p: p.mean_flops)
     app.select_slider(key="tradeoff_point:msdnet_cifar").set_value(cheapest.name).run()
     assert not app.exception

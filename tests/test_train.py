@@ -313,3 +313,21 @@ def test_a_temperature_is_fitted_to_logits_and_labels_made_in_inference_mode():
         predicted = torch.where(torch.arange(200) % 3 == 0, (labels + 1) % 5, labels)  # a third wrong
         logits = 8.0 * torch.nn.functional.one_hot(predicted, 5).float()  # and sure of every answer
     assert fit_temperature(logits, labels) > 1.0  # softened
+
+
+def test_the_validation_curve_a_recipe_writes_is_the_one_the_card_shows(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from dynviz import cards
+    from dynviz.cards import ModelCard, load_card, validation_curve
+    from dynviz.train.cifar import validation_metadata
+
+    about = load_card("resnet20_cifar").about
+    monkeypatch.setattr(cards, "PRETRAINED", tmp_path)
+    history = [[0.41, 0.5], [0.62, 0.71], [0.7, 0.8123456]]
+    save_file({"w": torch.zeros(2)}, tmp_path / "trained.safetensors", metadata=validation_metadata(history))
+    save_file({"w": torch.zeros(2)}, tmp_path / "calibrated.safetensors")  # weights without a training curve
+    trained = ModelCard("trained", about, 1.0, "default", "trained.safetensors")
+    assert validation_curve(trained) == ((0.41, 0.5), (0.62, 0.71), (0.7, 0.8123))
+    assert validation_curve(ModelCard("calibrated", about, 1.0, "default", "calibrated.safetensors")) == ()
+    assert validation_curve(ModelCard("none", about, 1.0, "default")) == ()

@@ -100,3 +100,21 @@ def tradeoff_chart(
     # Below the plot: a legend of every model's curves takes several rows, which above it would cover the title.
     figure.update_layout(legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, xanchor="left"))
     return figure
+
+
+def training_curves(curves: dict[str, tuple[tuple[float, ...], ...]]) -> go.Figure:
+    """Validation accuracy after each training epoch, one line per model (name → each epoch's accuracy per
+    exit; the last exit's is drawn): a line still rising at its last epoch says more epochs would pay."""
+    figure = go.Figure()
+    for i, (name, history) in enumerate(curves.items()):
+        figure.add_scatter(
+            x=list(range(1, len(history) + 1)),
+            y=[100 * exits[-1] for exits in history],
+            mode="lines",
+            name=name,
+            line=dict(color=EXIT_COLORS[i % len(EXIT_COLORS)]),
+            hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.1f}}%<extra></extra>",
+        )
+    figure.update_xaxes(title="epoch")
+    figure.update_yaxes(title="validation top-1 (%)")
+    return titled(figure, "How did each model learn? (validation accuracy after each epoch)", height=380)
