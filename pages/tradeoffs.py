@@ -14,7 +14,8 @@ st.title("Trade-offs: accuracy against computation")
 st.caption(
     "Every point was measured by the eval command on the test images named in the model's card. A dynamic "
     "model is a curve: each operating point (exit thresholds, or a gate threshold θ) trades accuracy for FLOPs. "
-    "Static networks are single points; crosses are an early-exit model's single exits used for every image."
+    "Static networks are single points; crosses are an early-exit model's single exits used for every image. The "
+    "chart opens where the networks differ; double-click it to see every point."
 )
 dynamic = dynamic_models()
 cards = [card for name in dynamic if (card := load_card(name)) and card.evaluation]

@@ -122,6 +122,9 @@ def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes
     assert {"resnet20_cifar", "resnet56_cifar"} <= set(
         next(s for s in chart["data"] if s["name"] == "static networks")["text"]
     )
+    low, high = chart["layout"]["yaxis"]["range"]  # opens on where the networks differ, the statics inside
+    assert all(low <= y <= high for y in next(s for s in chart["data"] if s["name"] == "static networks")["y"])
+    assert low > min(y for series in chart["data"] for y in series["y"])  # a gated curve's cheapest points below
     learning = charts(app)["How did each model learn? (validation accuracy after each epoch)"]["data"]
     with safe_open(PRETRAINED / "resnet32_cifar.safetensors", "pt") as weights:
         history = json.loads(weights.metadata()["validation_history"])

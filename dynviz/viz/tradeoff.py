@@ -8,6 +8,9 @@ from dynviz.cards import ANYTIME, ModelCard, PointResult
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.style import EXIT_COLORS, STATIC, THRESHOLD, titled
 
+FOCUS_BELOW = 10
+"""Points of accuracy shown below the least accurate static network or default operating point."""
+
 
 def _hover(model: str, point: PointResult) -> str:
     return f"{model} · {point.name}: {100 * point.top1:.1f}% at {format_flops(point.mean_flops)} FLOPs"
@@ -96,6 +99,12 @@ def tradeoff_chart(
     unit = cards[0].evaluation.unit.removesuffix("s") if cards else "image"
     figure.update_xaxes(title=f"mean {FLOPS_UNIT} per {unit}, M")
     figure.update_yaxes(title="top-1 accuracy, %")
+    # Open on where the networks differ: a gated curve's cheapest points (10–40% on CIFAR-10) would squeeze the
+    # static networks and the default points into a few pixels. Plotly's autoscale (double-click) shows all.
+    defaults = [p for card in cards if (p := card.point(card.default_point))]
+    if shown := [100 * p.top1 for p in (*statics.values(), *defaults)]:
+        top = max(y for trace in figure.data for y in trace.y)
+        figure.update_yaxes(range=[max(0.0, min(shown) - FOCUS_BELOW), min(100.0, top + 2)])
     titled(figure, "How much accuracy for how much computation?", height=520)
     # Below the plot: a legend of every model's curves takes several rows, which above it would cover the title.
     figure.update_layout(legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, xanchor="left"))
@@ -104,7 +113,7 @@ def tradeoff_chart(
 
 def training_curves(curves: dict[str, tuple[tuple[float, ...], ...]]) -> go.Figure:
     """Validation accuracy after each training epoch, one line per model (name → each epoch's accuracy per
-    exit; the last exit's is drawn): a line still rising at its last epoch says more epochs would pay."""
+    exit; the last exit's is drawn)."""
     figure = go.Figure()
     for i, (name, history) in enumerate(curves.items()):
         figure.add_scatter(
