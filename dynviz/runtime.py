@@ -19,6 +19,7 @@ number of uploads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -238,12 +239,26 @@ class Server:
         if trace is not None:
             return trace
         memo = self.memos.get((name, image.digest), SharedMemo)
+        if background:
+            # The slot first, then the memo only if it is free: background work that held a memo while it waited
+            # behind the visitors would hold up a visitor asking for the same input (a picked photo's prefetch).
+            with inference(background=True):
+                if memo.lock.acquire(blocking=False):
+                    try:
+                        return self._answer(key, model, image, settings, memo, contextlib.nullcontext())
+                    finally:
+                        memo.lock.release()
+        # A visitor, or background work whose memo another is computing on: the memo, then the slot (a visitor's
+        # turn for the latter, since visitors may wait on this memo meanwhile).
         with memo.lock:
-            trace = self.traces.get(key)  # another session may have answered it while this one waited
-            if trace is None:
-                with inference(background):
-                    trace = model.analyze(image, settings, memo)
-                self.traces.put(key, trace)
+            return self._answer(key, model, image, settings, memo, inference())
+
+    def _answer(self, key: Hashable, model: Any, image: Any, settings, memo: SharedMemo, slot) -> Any:
+        trace = self.traces.get(key)  # another session may have answered it while this one waited
+        if trace is None:
+            with slot:
+                trace = model.analyze(image, settings, memo)
+            self.traces.put(key, trace)
         return trace
 
 

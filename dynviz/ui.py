@@ -50,7 +50,7 @@ from dynviz.viz.compare import data_url, decision_picture
 from dynviz.viz.gates import class_usage_heatmap
 from dynviz.viz.image import preview, thumbnail
 from dynviz.viz.video import annotated_clip
-from dynviz.warmup import start_warm_up
+from dynviz.warmup import start_prefetch, start_warm_up
 from dynviz.zoo import IMAGE, VIDEO, declared_records, list_models
 
 INPUT_KEY = "dynviz_input"
@@ -128,6 +128,24 @@ def pick(chosen: InputImage | InputVideo | None) -> None:
     else:
         st.session_state[VIDEO_KEY] = None
         st.session_state[INPUT_KEY] = chosen
+    prefetched(st.session_state[INPUT_KEY])
+
+
+def background_work_wanted() -> bool:
+    """``DYNVIZ_WARM_UP=0`` (the test suite's apps, which each need a model or two) turns off what the app
+    computes unasked: the start-up warm-up and the prefetch of picked inputs."""
+    return os.environ.get("DYNVIZ_WARM_UP", "1") != "0"
+
+
+def prefetched(image: InputImage) -> None:
+    """Start, once per server process and image, running a newly picked image through every model."""
+    if background_work_wanted():
+        _prefetch(image.digest, image)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _prefetch(digest: str, _image: InputImage) -> threading.Thread:
+    return start_prefetch(SERVER, _image)
 
 
 def frame_picker(video: InputVideo) -> None:
@@ -307,9 +325,9 @@ def model(name: str):
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread | None:
-    """Once per server process: the background warm-up (:mod:`dynviz.warmup`), unless ``DYNVIZ_WARM_UP=0``
-    (the test suite's apps, which each need a model or two, not all of them)."""
-    if os.environ.get("DYNVIZ_WARM_UP", "1") == "0":
+    """Once per server process: the background warm-up (:mod:`dynviz.warmup`), where
+    :func:`background_work_wanted`."""
+    if not background_work_wanted():
         return None
     return start_warm_up(SERVER, example_photos, example_clips)
 

@@ -3,7 +3,8 @@ every model loaded, the example photos through every model (the Compare page's d
 page's first answer), the bundled galleries of the exit models (the Easy-vs-hard page), and the example
 clips through every video model (the Video page). All of it goes through the serving layer as background
 work: it takes the inference slot only while no visitor waits for it. Beside it, the C++ operators of the
-executed paths are built (:mod:`dynviz.native`)."""
+executed paths are built (:mod:`dynviz.native`). Later, each photo a visitor picks goes through every image
+model the same way (:func:`prefetch`), while the visitor reads the page in front of them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from dynviz import native
 from dynviz.gallery import default_gallery, run_gallery
-from dynviz.inputs import load_image
+from dynviz.inputs import InputImage, load_image
 from dynviz.runtime import Server
 from dynviz.trace import ExitRecord
 from dynviz.video import load_video
@@ -31,12 +32,9 @@ Files = Callable[[], Iterable[tuple[bytes, str]]]
 def warm_up(server: Server, photos: Files, clips: Files = list) -> None:
     start = time.perf_counter()
     native.start()  # beside the warm-up: the executed paths use the operators once they are loaded
-    names = list_models(accepting=IMAGE)
-    models = {name: server.model(name) for name in names}
-    images = [load_image(data, name) for data, name in photos()]
-    for image in images:
-        for name, model in models.items():
-            server.analyze(name, model, image, None, background=True)
+    models = {name: server.model(name) for name in list_models(accepting=IMAGE)}
+    for data, name in photos():
+        prefetch(server, load_image(data, name))
     for name, model in models.items():
         if ExitRecord in declared_records(name):
             default = model.operating_points()[model.default_point].settings
@@ -49,6 +47,20 @@ def warm_up(server: Server, photos: Files, clips: Files = list) -> None:
             server.analyze(name, model, video, None, background=True)
     count = len(models) + len(video_models)
     print(f"{WARMED_UP} {count} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def prefetch(server: Server, image: InputImage) -> None:
+    """``image`` through every image model at its default settings, as background work (a visitor waiting
+    for the inference slot goes first): the pages opened next find their first answers computed."""
+    for name in list_models(accepting=IMAGE):
+        server.analyze(name, server.model(name), image, None, background=True)
+
+
+def start_prefetch(server: Server, image: InputImage) -> threading.Thread:
+    """:func:`prefetch` in a thread of its own, for an input a visitor has just picked."""
+    thread = threading.Thread(target=prefetch, args=(server, image), name="dynviz-prefetch", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_warm_up(server: Server, photos: Files, clips: Files = list) -> threading.Thread:

@@ -383,3 +383,16 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     assert metric(app, "FLOPs (multiply–adds)") != one  # two experts per token cost more
     app.toggle(key="moe_vit_cifar:token:attribute").set_value(True).run()
     assert any(title.startswith("Which pixels sent token (4, 4)") for title in charts(app))
+
+
+def test_a_newly_picked_photo_starts_its_prefetch_once_where_background_work_is_wanted(app, monkeypatch):
+    from dynviz import ui
+
+    started = []
+    monkeypatch.setattr(ui, "background_work_wanted", lambda: True)
+    monkeypatch.setattr(ui, "start_warm_up", lambda *args: None)
+    monkeypatch.setattr(ui, "start_prefetch", lambda server, image: started.append(image.name))
+    second = app.selectbox(key="example").options[1]
+    app.selectbox(key="example").select_index(1).run()
+    app.run()
+    assert not app.exception and len(started) == 1 and started[0] in second

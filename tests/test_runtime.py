@@ -182,3 +182,40 @@ def test_a_script_run_logs_its_page_and_time_even_when_the_page_stops_early(tmp_
     with runtime.timed_rerun("Home"):
         pass
     assert len(log.read_text().splitlines()) == 2  # nothing logged without the variable
+
+
+def test_a_picked_photo_is_answered_by_every_image_model_in_the_background(monkeypatch):
+    from conftest import tiny
+
+    from dynviz import warmup
+
+    names = ["msdnet_cifar", "skip_resnet_cifar"]
+    monkeypatch.setattr(warmup, "list_models", lambda accepting: names)
+    server = Server(build=tiny)
+    image = load_image(encode(pattern(64, 48, seed=3), "PNG"), "picked.png")
+    assert not any(server.answered(name, server.model(name), image) for name in names)
+    warmup.start_prefetch(server, image).join(timeout=120)
+    assert all(server.answered(name, server.model(name), image) for name in names)
+
+
+def test_a_visitor_asking_for_what_background_work_waits_to_compute_is_not_held_behind_it(tiny_msdnet):
+    server, finished = Server(), []
+    image = load_image(encode(pattern(seed=5), "PNG"), "5.png")
+
+    def ask(who: str, background: bool) -> None:
+        server.analyze("msdnet_cifar", tiny_msdnet, image, None, background=background)
+        finished.append(who)
+
+    with runtime._slots.hold():  # another visitor's inference is running; the prefetch of this photo queues first
+        prefetch = threading.Thread(target=ask, args=("prefetch", True))
+        prefetch.start()
+        time.sleep(0.05)
+        visitor = threading.Thread(target=ask, args=("visitor", False))
+        visitor.start()
+        deadline = time.monotonic() + 10
+        while not runtime._slots.visitors_waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waits_for_the_slot = runtime._slots.visitors_waiting == 1  # not for a memo the prefetch holds
+    prefetch.join()
+    visitor.join()
+    assert waits_for_the_slot and finished == ["visitor", "prefetch"]
