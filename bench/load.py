@@ -339,8 +339,7 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles(tally.widget_changes)}",
         f"the server's part (a script run, clicks and threshold moves): {percentiles([s for _, s in reruns])}",
-        "  slowest: "
-        + ", ".join(f"{page} {seconds:.1f} s" for page, seconds in sorted(reruns, key=lambda r: -r[1])[:6]),
+        "  slowest: " + ", ".join(f"{page} {took:.1f} s" for page, took in sorted(reruns, key=lambda r: -r[1])[:6]),
         "first visits by page:",
         *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
