@@ -280,6 +280,9 @@ def expert_load(records: list[ExpertRecord]) -> go.Figure:
             for e in range(records[0].experts)
         ]
     )
-    figure.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, xanchor="left"))
     figure.update_yaxes(title="share of the image's tokens", tickformat=".0%", range=[0, 1])
-    return titled(figure, "How was the load spread over the experts?")
+    titled(figure, "How was the load spread over the experts?")
+    # Below the bars: above them, four experts' names run into the title in a half-width column.
+    return figure.update_layout(
+        barmode="stack", legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, xanchor="left", traceorder="normal")
+    )
