@@ -62,7 +62,9 @@ if routings:
 else:
     loads = [max(r.load) for r in experts]
     with header:
-        ui.answer_header(trace, f"{sum(loads) / len(loads):.0%}", "of the tokens to the busiest expert", "Largest load")
+        ui.answer_header(
+            trace, f"{sum(loads) / len(loads):.0%}", f"of tokens, mean of {len(loads)} layers", "Busiest expert's load"
+        )
     layer = st.select_slider(
         "Mixture layer", range(len(experts)), format_func=lambda i: experts[i].name, key=f"{name}:expert_layer"
     )

@@ -26,9 +26,7 @@ from torch import nn
 from dynviz.cost import output_sides
 from dynviz.explain import ExplainTarget, output_of
 from dynviz.inputs import InputImage
-from dynviz.models.base import (
-    decided,
-)
+from dynviz.models.base import decided
 from dynviz.models.cifar import CIFAR_SIZE, DecidingNetwork, about_cifar, cifar_view
 from dynviz.models.resnet_cifar import ResNetCifar, block_layers
 from dynviz.trace import Box, RoutingRecord, rounded
