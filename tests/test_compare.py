@@ -1,5 +1,8 @@
 """The Compare page's pieces on traces of tiny untrained networks: families, decisions, savings, pictures."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 from conftest import encode, pattern
@@ -12,6 +15,8 @@ from dynviz.models.skip import SkipNetwork, SkipResNetCifar
 from dynviz.runtime import inference
 from dynviz.trace import BlockRecord, ExitRecord, FocusRecord, FrameRecord, NodeRecord
 from dynviz.viz.compare import HEIGHT, STRIP, decision_picture, savings_chart
+from dynviz.viz.style import exit_color
+from dynviz.zoo import create_model, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,6 @@ def test_a_clip_s_row_says_which_frames_were_looked_at_and_draws_a_cell_per_fram
 
     from dynviz.clips import slideshow, write_clip
     from dynviz.video import load_video
-    from dynviz.zoo import create_model, tiny_config
 
     frames, cuts = slideshow([pattern(160, 120, seed=1), pattern(160, 120, seed=9)], (96, 72), random.Random(0), 8)
     write_clip(frames, tmp_path / "clip.mp4")
@@ -84,3 +88,22 @@ def test_a_clip_s_row_says_which_frames_were_looked_at_and_draws_a_cell_per_fram
     assert picture.shape[1] == round(96 * HEIGHT / 72)
     strip = picture[HEIGHT + 3]  # the top of the strip: coloured only where a cell is full
     assert len({tuple(p) for p in strip}) >= 2  # full cells where frames were looked at, half cells elsewhere
+
+
+@pytest.mark.parametrize("name", ["moe_vit_cifar", "condconv_resnet_cifar", "dcn_resnet_cifar"])
+def test_the_dynamic_parameter_pictures_show_experts_kernels_and_sampling_points(traces, name):
+    image, _ = traces
+    torch.manual_seed(0)
+    model = create_model(name, pretrained=False, **tiny_config(name))
+    with inference():
+        trace = model.analyze(image)
+    picture = np.asarray(decision_picture(image.image, trace)).astype(int)
+    plain = np.asarray(decision_picture(image.image, dataclasses.replace(trace, records=()))).astype(int)
+    changed = np.abs(picture[:HEIGHT] - plain[:HEIGHT]).sum(-1) > 0
+    strip = {tuple(p) for p in picture[HEIGHT + STRIP].tolist()}
+    if name == "condconv_resnet_cifar":  # one cell per expert kernel, in its colour; the photo untouched
+        assert not changed.any()
+        experts = len(trace.records[0].weights)
+        assert {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in map(exit_color, range(experts))} <= strip
+    else:  # tokens tinted by their expert, or the last deformable layer's samples drawn on the photo
+        assert changed.any()

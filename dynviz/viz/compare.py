@@ -6,7 +6,7 @@ import base64
 import io
 
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw
+from PIL import Image, ImageColor, ImageDraw
 
 from dynviz.compare import Comparison
 from dynviz.trace import (
@@ -14,11 +14,17 @@ from dynviz.trace import (
     PROCESSED,
     BlockRecord,
     ChannelRecord,
+    DeformableAttentionRecord,
     ExitRecord,
+    ExpertRecord,
     FocusRecord,
     FrameRecord,
     MaskRecord,
+    RoutingRecord,
+    SamplingRecord,
+    TokenGridRecord,
     Trace,
+    pairs,
 )
 from dynviz.viz.style import SKIPPED, STATIC, exit_color, titled
 
@@ -28,28 +34,36 @@ COMPUTED = exit_color(0)
 
 
 def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
-    """The photo with the decision drawn on it (focus boxes; pixel masks, skipped positions greyed), above a
-    strip of the units the network could run: exits, blocks, gated layers or a clip's frames, coloured when
-    they ran. ``image`` is the input (for a clip, one of its frames) or a smaller copy of it."""
+    """The photo with the decision drawn on it (focus boxes; pixel masks, skipped positions greyed; where the
+    last deformable layer sampled; tokens tinted by their expert; the last token grid), above a strip of the
+    units the network could run: exits, blocks, gated layers, experts or a clip's frames, coloured when they
+    ran (experts and kernels: filled by their share). ``image`` is the input (for a clip, one of its frames) or a smaller copy of it."""
     scale = HEIGHT / trace.input_size[1]  # geometry is in the input's pixels; ``image`` may be a smaller copy
     width = max(1, round(trace.input_size[0] * scale))
     picture = image.convert("RGB").resize((width, HEIGHT), Image.Resampling.LANCZOS)
     draw = ImageDraw.Draw(picture, "RGBA")
     if masks := trace.records_of(MaskRecord):
         first = masks[0]  # the finest grid: the first block's
-        left, top, right, bottom = (v * scale for v in first.box)
-        side = first.resolution
-        cell_w, cell_h = (right - left) / side, (bottom - top) / side
-        for i, computed in enumerate(first.computed):
+        for cell, computed in zip(grid_cells(first.box, first.resolution, scale), first.computed):
             if not computed:
-                x, y = left + (i % side) * cell_w, top + (i // side) * cell_h
-                draw.rectangle((x, y, x + cell_w, y + cell_h), fill=(199, 199, 199, 200))
+                draw.rectangle(cell, fill=(199, 199, 199, 200))
     for record in trace.records_of(FocusRecord):
         box = tuple(v * scale for v in record.box)
         draw.rectangle(box, outline=exit_color(record.step), width=2)
     for record in trace.records_of(FrameRecord):  # a clip: the box the first frame looked at was seen through
         if record.order == 1 and record.box is not None:
             draw.rectangle(tuple(v * scale for v in record.box), outline=COMPUTED, width=2)
+    if experts := trace.records_of(ExpertRecord):  # the first mixture layer's tokens, tinted by their expert
+        first = experts[0]
+        for (x0, y0, x1, y1), expert in zip(grid_cells(first.box, first.resolution, scale), first.choices):
+            draw.rectangle((x0, y0, x1, y1), fill=(*ImageColor.getrgb(exit_color(expert)), 110))
+    if stages := trace.records_of(TokenGridRecord):  # the token grid of the last stage that ran
+        last = stages[-1]
+        for x0, y0, x1, y1 in grid_cells(last.box, last.grid, scale):
+            draw.rectangle((x0, y0, x1, y1), outline=(255, 255, 255, 160))
+    for x, y, weight in sampled_points(trace):
+        x, y = x * scale, y * scale
+        draw.ellipse((x - 1, y - 1, x + 1, y + 1), fill=(*ImageColor.getrgb(COMPUTED), round(60 + 195 * weight)))
     cells = strip_cells(trace)
     canvas = Image.new("RGB", (width, HEIGHT + STRIP + 2), "white")
     canvas.paste(picture, (0, 0))
@@ -64,6 +78,28 @@ def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
     return canvas
 
 
+def grid_cells(box: tuple[float, ...], side: int, scale: float) -> list[tuple[float, float, float, float]]:
+    """The cells of a ``side`` × ``side`` grid over ``box`` (input pixels), row by row, scaled to the picture."""
+    left, top, right, bottom = (v * scale for v in box)
+    width, height = (right - left) / side, (bottom - top) / side
+    return [
+        (left + col * width, top + row * height, left + (col + 1) * width, top + (row + 1) * height)
+        for row in range(side)
+        for col in range(side)
+    ]
+
+
+def sampled_points(trace: Trace) -> list[tuple[float, float, float]]:
+    """(x, y, weight) in input pixels where the last deformable layer read its input: every position's
+    samples weighted by their modulation (DCN), or every group's sampled keys (deformable attention)."""
+    if sampling := trace.records_of(SamplingRecord):
+        last = sampling[-1]
+        return [(x, y, m) for (x, y), m in zip(pairs(last.points), last.modulation)]
+    if attention := trace.records_of(DeformableAttentionRecord):
+        return [(x, y, 1.0) for x, y in pairs(attention[-1].points)]
+    return []
+
+
 def strip_cells(trace: Trace) -> list[tuple[str, float]]:
     """(colour, share that ran) per unit, in the order the network meets them."""
     if frames := trace.records_of(FrameRecord):  # a clip's frames: looked at, glanced at (half) or skipped
@@ -76,6 +112,11 @@ def strip_cells(trace: Trace) -> list[tuple[str, float]]:
         return [(COMPUTED, r.density) for r in masks]
     if exits := trace.records_of(ExitRecord):
         return [(exit_color(r.index), float(r.computed)) for r in exits]
+    if experts := trace.records_of(ExpertRecord):  # every layer's experts, filled by the share of tokens each ran
+        return [(exit_color(e), share) for r in experts for e, share in enumerate(r.load)]
+    if routings := trace.records_of(RoutingRecord):  # each expert kernel's routing weight, mean over the layers
+        experts = len(routings[0].weights)
+        return [(exit_color(e), sum(r.weights[e] for r in routings) / len(routings)) for e in range(experts)]
     return [(STATIC, 1.0)]
 
 
