@@ -90,8 +90,10 @@ def test_a_clip_s_row_says_which_frames_were_looked_at_and_draws_a_cell_per_fram
     assert len({tuple(p) for p in strip}) >= 2  # full cells where frames were looked at, half cells elsewhere
 
 
-@pytest.mark.parametrize("name", ["moe_vit_cifar", "condconv_resnet_cifar", "dcn_resnet_cifar"])
-def test_the_dynamic_parameter_pictures_show_experts_kernels_and_sampling_points(traces, name):
+@pytest.mark.parametrize(
+    "name", ["moe_vit_cifar", "condconv_resnet_cifar", "dcn_resnet_cifar", "dat_cifar", "dvt_cifar"]
+)
+def test_the_pictures_show_experts_kernels_sampling_points_and_token_grids(traces, name):
     image, _ = traces
     torch.manual_seed(0)
     model = create_model(name, pretrained=False, **tiny_config(name))
@@ -105,5 +107,5 @@ def test_the_dynamic_parameter_pictures_show_experts_kernels_and_sampling_points
         assert not changed.any()
         experts = len(trace.records[0].weights)
         assert {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in map(exit_color, range(experts))} <= strip
-    else:  # tokens tinted by their expert, or the last deformable layer's samples drawn on the photo
+    else:  # tokens tinted by their expert, the last deformable layer's samples or the last token grid, on the photo
         assert changed.any()
