@@ -9,8 +9,10 @@ from dynviz.viz.compare import rows_table, savings_chart
 st.title("Compare: one photo through every model")
 st.caption(
     "Every bundled model on the same input, at its default settings: what it answered, the share of its "
-    "static twin's FLOPs it saved, and what it decided (in the picture: focus boxes and skipped positions on "
-    "the photo; below it, one cell per exit, block or gated layer, coloured where it ran). CIFAR-10 models "
+    "static twin's FLOPs it saved, and what it decided (in the picture: focus boxes, skipped positions, the "
+    "points the last deformable layer sampled and the tokens tinted by their expert, on the photo; below it, one "
+    "cell per exit, block, gated layer or frame, coloured where it ran, and per expert or expert kernel, filled "
+    "by its share). CIFAR-10 models "
     "see the photo's central square at 32×32 pixels and answer in CIFAR-10's ten classes."
 )
 
