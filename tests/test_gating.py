@@ -59,9 +59,9 @@ def image():
 @pytest.mark.parametrize("threshold", THRESHOLDS)
 def test_skipped_blocks_are_not_computed(skipping, image, threshold):
     settings = {"threshold": threshold}
-    with torch.inference_mode():
+    with torch.inference_mode():  # as the app runs every model
         counted = count_macs(lambda: skipping.analyze(image, settings))
-    trace = skipping.analyze(image, settings)
+        trace = skipping.analyze(image, settings)
     blocks = trace.records_of(BlockRecord)
     assert trace.cost.flops == counted == skipping.fixed_flops + sum(b.flops for b in blocks if b.executed)
     assert all(b.executed == (b.probability is None or b.probability >= threshold) for b in blocks)
