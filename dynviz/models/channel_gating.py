@@ -48,9 +48,7 @@ from dynviz.cards import About
 from dynviz.cost import stopwatch
 from dynviz.fused import folded, inference_path
 from dynviz.inputs import InputImage
-from dynviz.models.base import (
-    Memo,
-)
+from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.efficientnet_lite import (
     MBConv,

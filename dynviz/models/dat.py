@@ -28,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.models.base import (
-    decided,
-)
+from dynviz.models.base import decided
 from dynviz.models.cifar import DecidingNetwork, about_cifar, grid_to_input
 from dynviz.models.vit import (
     DEPTH,

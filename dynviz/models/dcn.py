@@ -37,9 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynviz.models.base import (
-    decided,
-)
+from dynviz.models.base import decided
 from dynviz.models.cifar import DecidingNetwork, about_cifar, grid_to_input
 from dynviz.models.resnet_cifar import ResNetCifar, block_layers
 from dynviz.trace import Box, SamplingRecord, rounded

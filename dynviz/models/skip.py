@@ -33,9 +33,7 @@ from dynviz.cost import stopwatch
 from dynviz.explain import ExplainTarget
 from dynviz.fused import FusedNetwork, inference_path
 from dynviz.inputs import InputImage
-from dynviz.models.base import (
-    Memo,
-)
+from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.gates import (
     CIFAR_DATA,
