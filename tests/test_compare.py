@@ -15,7 +15,7 @@ from dynviz.models.skip import SkipNetwork, SkipResNetCifar
 from dynviz.runtime import inference
 from dynviz.trace import BlockRecord, ExitRecord, FocusRecord, FrameRecord, NodeRecord
 from dynviz.viz.compare import HEIGHT, STRIP, decision_picture, savings_chart
-from dynviz.viz.style import exit_color
+from dynviz.viz.parameters import expert_colors
 from dynviz.zoo import create_model, tiny_config
 
 
@@ -106,6 +106,6 @@ def test_the_pictures_show_experts_kernels_sampling_points_and_token_grids(trace
     if name == "condconv_resnet_cifar":  # one cell per expert kernel, in its colour; the photo untouched
         assert not changed.any()
         experts = len(trace.records[0].weights)
-        assert {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in map(exit_color, range(experts))} <= strip
+        assert {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in expert_colors(experts)} <= strip
     else:  # tokens tinted by their expert, the last deformable layer's samples or the last token grid, on the photo
         assert changed.any()

@@ -26,6 +26,7 @@ from dynviz.trace import (
     Trace,
     pairs,
 )
+from dynviz.viz.parameters import expert_colors
 from dynviz.viz.style import SKIPPED, STATIC, exit_color, titled
 
 HEIGHT = 72
@@ -37,7 +38,8 @@ def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
     """The photo with the decision drawn on it (focus boxes; pixel masks, skipped positions greyed; where the
     last deformable layer sampled; tokens tinted by their expert; the last token grid), above a strip of the
     units the network could run: exits, blocks, gated layers, experts or a clip's frames, coloured when they
-    ran (experts and kernels: filled by their share). ``image`` is the input (for a clip, one of its frames) or a smaller copy of it."""
+    ran (experts and kernels: filled by their share). ``image`` is the input (for a clip, one of its frames)
+    or a smaller copy of it."""
     scale = HEIGHT / trace.input_size[1]  # geometry is in the input's pixels; ``image`` may be a smaller copy
     width = max(1, round(trace.input_size[0] * scale))
     picture = image.convert("RGB").resize((width, HEIGHT), Image.Resampling.LANCZOS)
@@ -55,12 +57,13 @@ def decision_picture(image: Image.Image, trace: Trace) -> Image.Image:
             draw.rectangle(tuple(v * scale for v in record.box), outline=COMPUTED, width=2)
     if experts := trace.records_of(ExpertRecord):  # the first mixture layer's tokens, tinted by their expert
         first = experts[0]
-        for (x0, y0, x1, y1), expert in zip(grid_cells(first.box, first.resolution, scale), first.choices):
-            draw.rectangle((x0, y0, x1, y1), fill=(*ImageColor.getrgb(exit_color(expert)), 110))
+        colors = expert_colors(first.experts)  # the Dynamic parameters page's colour for each expert
+        for cell, expert in zip(grid_cells(first.box, first.resolution, scale), first.choices):
+            draw.rectangle(cell, fill=(*ImageColor.getrgb(colors[expert]), 110))
     if stages := trace.records_of(TokenGridRecord):  # the token grid of the last stage that ran
         last = stages[-1]
-        for x0, y0, x1, y1 in grid_cells(last.box, last.grid, scale):
-            draw.rectangle((x0, y0, x1, y1), outline=(255, 255, 255, 160))
+        for cell in grid_cells(last.box, last.grid, scale):
+            draw.rectangle(cell, outline=(255, 255, 255, 160))
     for x, y, weight in sampled_points(trace):
         x, y = x * scale, y * scale
         draw.ellipse((x - 1, y - 1, x + 1, y + 1), fill=(*ImageColor.getrgb(COMPUTED), round(60 + 195 * weight)))
@@ -113,10 +116,10 @@ def strip_cells(trace: Trace) -> list[tuple[str, float]]:
     if exits := trace.records_of(ExitRecord):
         return [(exit_color(r.index), float(r.computed)) for r in exits]
     if experts := trace.records_of(ExpertRecord):  # every layer's experts, filled by the share of tokens each ran
-        return [(exit_color(e), share) for r in experts for e, share in enumerate(r.load)]
+        return [(color, share) for r in experts for color, share in zip(expert_colors(r.experts), r.load)]
     if routings := trace.records_of(RoutingRecord):  # each expert kernel's routing weight, mean over the layers
-        experts = len(routings[0].weights)
-        return [(exit_color(e), sum(r.weights[e] for r in routings) / len(routings)) for e in range(experts)]
+        colors = expert_colors(len(routings[0].weights))
+        return [(color, sum(r.weights[e] for r in routings) / len(routings)) for e, color in enumerate(colors)]
     return [(STATIC, 1.0)]
 
 
