@@ -37,7 +37,7 @@ def comparison(image: InputImage | InputVideo, key: str) -> None:
         column_config={
             "decision": st.column_config.ImageColumn("decision", width="small"),
             "confidence": st.column_config.NumberColumn("confidence", format="%.0f%%"),
-            "FLOPs saved": st.column_config.NumberColumn("FLOPs saved", format="%.0f%%"),
+            "FLOPs saved": st.column_config.NumberColumn("FLOPs saved", format="%.1f%%"),
             "spent (M)": st.column_config.NumberColumn(format="%.1f"),
             "static twin (M)": st.column_config.NumberColumn(format="%.1f"),
             "latency (ms)": st.column_config.NumberColumn(format="%.1f"),

@@ -112,8 +112,8 @@ def test_raising_the_threshold_switches_off_more_channels(channels, image):
 @pytest.mark.parametrize("threshold", THRESHOLDS)
 def test_the_executed_path_answers_as_the_masked_dense_path(skipping, channels, image, threshold):
     for model in (skipping, channels):
-        trace = model.analyze(image, {"threshold": threshold})
-        with torch.no_grad():
+        with torch.inference_mode():  # as the app runs every model
+            trace = model.analyze(image, {"threshold": threshold})
             dense = model.net(model.network_input(image).tensor, threshold).logits[0].softmax(-1)
         top = trace.prediction.top
         assert [c.index for c in top] == dense.topk(len(top)).indices.tolist()

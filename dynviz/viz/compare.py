@@ -140,7 +140,7 @@ def savings_chart(savings: dict[str, float], title: str = "How much did each fam
             y=families,
             orientation="h",
             marker_color=[STATIC if f == "static network" else COMPUTED for f in families],
-            text=[f"{v:.0f}%" for v in values],
+            text=[f"{v:.1f}%" for v in values],
             # Outside a bar that grows right; inside one that grows left, where outside is the families' names.
             textposition=["outside" if v >= 0 else "inside" for v in values],
             cliponaxis=False,
