@@ -15,7 +15,7 @@ from dynviz.trace import (
 )
 from dynviz.viz.image import photo
 from dynviz.viz.spatial import grid_overlay
-from dynviz.viz.style import EXIT_COLORS, SKIPPED, titled
+from dynviz.viz.style import EXIT_COLORS, SKIPPED, legend_below, titled
 
 WEIGHT_SCALE = "Viridis"
 
@@ -258,7 +258,7 @@ def expert_tokens(image: Image.Image, record: ExpertRecord) -> go.Figure:
         figure.add_scatter(
             x=[None], y=[None], mode="markers", name=f"expert {e + 1}", marker=dict(color=colors[e], size=10)
         )
-    return figure
+    return legend_below(figure, gap=0.02)
 
 
 def _rgb(color: str) -> tuple[int, int, int]:
@@ -282,7 +282,4 @@ def expert_load(records: list[ExpertRecord]) -> go.Figure:
     )
     figure.update_yaxes(title="share of the image's tokens", tickformat=".0%", range=[0, 1])
     titled(figure, "How was the load spread over the experts?")
-    # Below the bars: above them, four experts' names run into the title in a half-width column.
-    return figure.update_layout(
-        barmode="stack", legend=dict(orientation="h", y=-0.12, yanchor="top", x=0, xanchor="left", traceorder="normal")
-    )
+    return legend_below(figure.update_layout(barmode="stack", legend_traceorder="normal"))

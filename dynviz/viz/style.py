@@ -24,3 +24,9 @@ def titled(figure: go.Figure, title: str, height: int = 320) -> go.Figure:
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
     )
     return figure
+
+
+def legend_below(figure: go.Figure, gap: float = 0.12) -> go.Figure:
+    """The legend under the plot, for a legend of several entries: above it, where :func:`titled` puts it, a legend
+    that wraps onto a second row in a narrow column covers the title."""
+    return figure.update_layout(legend=dict(orientation="h", y=-gap, yanchor="top", x=0, xanchor="left"))

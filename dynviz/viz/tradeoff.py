@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from dynviz.cards import ANYTIME, ModelCard, PointResult
 from dynviz.units import FLOPS_UNIT, format_flops
-from dynviz.viz.style import EXIT_COLORS, STATIC, THRESHOLD, titled
+from dynviz.viz.style import EXIT_COLORS, STATIC, THRESHOLD, legend_below, titled
 
 FOCUS_BELOW = 10
 """Points of accuracy shown below the least accurate static network or default operating point."""
@@ -106,9 +106,7 @@ def tradeoff_chart(
         top = max(y for trace in figure.data for y in trace.y)
         figure.update_yaxes(range=[max(0.0, min(shown) - FOCUS_BELOW), min(100.0, top + 2)])
     titled(figure, "How much accuracy for how much computation?", height=520)
-    # Below the plot: a legend of every model's curves takes several rows, which above it would cover the title.
-    figure.update_layout(legend=dict(orientation="h", y=-0.18, yanchor="top", x=0, xanchor="left"))
-    return figure
+    return legend_below(figure, gap=0.18)  # a legend of every model's curves takes several rows
 
 
 def training_curves(curves: dict[str, tuple[tuple[float, ...], ...]]) -> go.Figure:
