@@ -5,10 +5,12 @@ from dynviz.cards import load_card, validation_curve
 from dynviz.gallery import exit_changes
 from dynviz.trace import ExitRecord
 from dynviz.units import FLOPS_UNIT, format_flops
+from dynviz.viz.style import model_colors
 from dynviz.viz.tradeoff import tradeoff_chart, training_curves
 from dynviz.zoo import dynamic_models, list_models
 
 SHOWN_CHANGES = 48
+OPENING_MODEL = "msdnet_cifar"
 
 st.title("Trade-offs: accuracy against computation")
 st.caption(
@@ -23,7 +25,11 @@ if not cards:
     st.warning("No dynamic model has an evaluated card yet.")
     st.stop()
 
-name = st.selectbox("Model", [c.name for c in cards], key="tradeoff_model")
+names = [c.name for c in cards]
+# Open on the early-exit network of the data set with the most models: a cheap exit for easy images, beside the
+# static ResNets, the gated models and the other early-exit networks.
+opening = names.index(OPENING_MODEL) if OPENING_MODEL in names else 0
+name = st.selectbox("Model", names, index=opening, key="tradeoff_model")
 card = next(c for c in cards if c.name == name)
 ordered = sorted(card.evaluation.points, key=lambda p: p.mean_flops)
 default = card.point(card.default_point)
@@ -49,12 +55,13 @@ statics = [
 beside = {
     f"{b.name} on every frame": b for c in same_data if c.evaluation.unit == "clips" for b in c.evaluation.baselines
 }
-st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name), beside), key="tradeoff")
+colors = model_colors([c.name for c in [*same_data, *statics]])
+st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name), beside, colors), key="tradeoff")
 evaluation = card.evaluation
 st.caption(f"Measured on {evaluation.data} ({evaluation.split} split, {evaluation.images} {evaluation.unit}).")
 if curves := {c.name: curve for c in [*same_data, *statics] if (curve := validation_curve(c))}:
     with st.expander("How the models on this data trained: validation accuracy after each epoch"):
-        st.plotly_chart(training_curves(curves), key="training_curves")
+        st.plotly_chart(training_curves(curves, colors), key="training_curves")
         st.caption(
             "On the images held out of the training split (never the test split), after each epoch of each model's "
             "recipe (the last exit of an early-exit model; a fine-tuned model's curve starts from its twin). Each "

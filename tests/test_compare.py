@@ -56,6 +56,15 @@ def test_rows_come_largest_saving_first_and_families_average_their_models(traces
     assert sorted(figure.data[0].x) == sorted(100 * v for v in savings.values())
 
 
+def test_every_family_s_saving_is_written_beside_its_bar_and_within_the_axis():
+    figure = savings_chart({"early exit": 0.609, "static network": 0.0, "dynamic parameters": -0.026})
+    bars = figure.data[0]
+    assert list(bars.text) == ["", "0.0%", "60.9%"]  # the bars run from the largest cost to the largest saving
+    assert [a.text for a in figure.layout.annotations] == ["-2.6%"]  # right of zero: left are the names
+    low, high = figure.layout.xaxis.range
+    assert low < -2.6 and high > 60.9 * 1.15  # room for the longest bar's figure
+
+
 def test_the_decision_picture_keeps_the_photo_s_aspect_and_draws_one_cell_per_unit(traces):
     image, (exits, skipping) = traces
     picture = decision_picture(image.image, skipping)

@@ -210,3 +210,21 @@ def test_an_mbconv_channel_that_never_leaves_its_mean_is_not_salient_and_costs_n
         assert torch.allclose(masked_block(block, x, off, fill), masked_block(block, x, on, fill), atol=1e-5)
         off[:, 6] = 0.0  # a channel that varies: holding its mean changes the block's output
         assert not torch.allclose(masked_block(block, x, off, fill), masked_block(block, x, on, fill), atol=1e-5)
+
+
+def test_the_per_class_chart_names_ten_classes_in_order_and_sorts_hundreds_by_their_path_s_cost():
+    from dynviz.cards import ClassUsage
+    from dynviz.viz.gates import MAX_NAMED_CLASSES, class_usage_heatmap
+
+    def usage(classes: int) -> ClassUsage:
+        rates = tuple((1.0, (c * 7 % classes) / classes) for c in range(classes))
+        return ClassUsage(
+            "default", ("block 1", "block 2"), tuple(f"c{c}" for c in range(classes)), (1,) * classes, rates
+        )
+
+    few = class_usage_heatmap(usage(10), "block")
+    assert list(few.data[0].y) == [f"c{c} (1)" for c in range(10)] and few.layout.yaxis.showticklabels is not False
+    many = class_usage_heatmap(usage(MAX_NAMED_CLASSES + 60), "block")
+    shares = [row[1] for row in many.data[0].z]
+    assert shares == sorted(shares) and many.layout.yaxis.showticklabels is False
+    assert sorted(many.data[0].y) == sorted(f"c{c} (1)" for c in range(MAX_NAMED_CLASSES + 60))  # hover names them

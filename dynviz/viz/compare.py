@@ -140,13 +140,20 @@ def savings_chart(savings: dict[str, float], title: str = "How much did each fam
             y=families,
             orientation="h",
             marker_color=[STATIC if f == "static network" else COMPUTED for f in families],
-            text=[f"{v:.1f}%" for v in values],
-            # Outside a bar that grows right; inside one that grows left, where outside is the families' names.
-            textposition=["outside" if v >= 0 else "inside" for v in values],
+            text=[f"{v:.1f}%" if v >= 0 else "" for v in values],
+            textposition="outside",
             cliponaxis=False,
         )
     )
-    figure.update_xaxes(title="FLOPs saved against the static twin (%)", zeroline=True)
+    # A bar that grows left has the families' names beyond its end: its figure goes right of the zero line.
+    for family, value in zip(families, values):
+        if value < 0:
+            figure.add_annotation(x=0, y=family, text=f"{value:.1f}%", xanchor="left", xshift=4, showarrow=False)
+    low, high = min(0.0, *values), max(0.0, *values)
+    span = (high - low) or 1.0
+    figure.update_xaxes(  # room on the right for the longest bar's figure, in a half-width column too
+        title="FLOPs saved against the static twin (%)", zeroline=True, range=[low - 0.04 * span, high + 0.22 * span]
+    )
     return titled(figure, title, height=80 + 34 * len(families))
 
 

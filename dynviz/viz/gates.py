@@ -88,15 +88,24 @@ def _block_hover(record: BlockRecord) -> str:
     return f"{record.name}, stage {record.stage + 1}, {record.resolution}×{record.resolution}: {gate}, {state}"
 
 
+MAX_NAMED_CLASSES = 40
+"""Beyond this many classes (an ImageNet test set: hundreds of classes, an image or two each), rows are not named
+but sorted, the cheapest path first, and a row's class shows on hover."""
+
+
 def class_usage_heatmap(usage: ClassUsage, unit: str, measure: str | None = None) -> go.Figure:
     """Per class, the share of each unit that ran at the card's default point (ConvNet-AIG's Fig. 5); with
     ``measure``, the mean of that measure per unit instead (a routing weight, a share of tokens)."""
     hover = f"%{{z:.0%}} of the {unit} ran" if measure is None else f"{measure} %{{z:.2f}}"
+    rows = list(zip(usage.rates, usage.classes, usage.images))
+    named = len(rows) <= MAX_NAMED_CLASSES
+    if not named:
+        rows.sort(key=lambda row: sum(row[0]))
     figure = go.Figure(
         go.Heatmap(
-            z=[list(row) for row in usage.rates],
+            z=[list(rates) for rates, _, _ in rows],
             x=list(usage.units),
-            y=[f"{c} ({n})" for c, n in zip(usage.classes, usage.images)],
+            y=[f"{c} ({n})" for _, c, n in rows],
             zmin=0,
             zmax=1,
             colorscale="Greens",
@@ -105,10 +114,17 @@ def class_usage_heatmap(usage: ClassUsage, unit: str, measure: str | None = None
         )
     )
     figure.update_xaxes(title=f"{unit} (input side first)")
-    figure.update_yaxes(title="true class (images)", autorange="reversed", dtick=1)  # every class named
+    if named:
+        figure.update_yaxes(title="true class (images)", autorange="reversed", dtick=1)
+    else:
+        figure.update_yaxes(
+            title=f"{len(rows)} true classes, fewest {unit}s first (hover: the class)",
+            autorange="reversed",
+            showticklabels=False,
+        )
     # Many units turn their names upright below the map; the rows keep 18 px each above them.
     names_below = 7 * max(map(len, usage.units)) if len(usage.units) > 12 else 40
-    height = max(320, min(900, 80 + 18 * len(usage.classes) + names_below))
+    height = max(320, min(900 if named else 520, 80 + 18 * len(rows) + names_below))
     question = f"Share of each {unit} that ran" if measure is None else f"Mean {measure} of each {unit}"
     return titled(figure, f"Does each class take its own path? {question}", height=height)
 

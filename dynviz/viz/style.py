@@ -11,8 +11,17 @@ STATIC = "#7f7f7f"
 THRESHOLD = "#111111"
 
 
+MODEL_COLORS = EXIT_COLORS + ("#bcbd22", "#862a16", "#0d2a63", "#fb00d1", "#6c7c32", "#b68100", "#00a08b", "#a777f1")
+"""A colour per model on a chart of many (the trade-offs: a dozen CIFAR-10 models), none of them grey (static)."""
+
+
 def exit_color(index: int) -> str:
     return EXIT_COLORS[index % len(EXIT_COLORS)]
+
+
+def model_colors(names: list[str]) -> dict[str, str]:
+    """Each model's colour, by its place in ``names``: the same model in the same colour on every chart of a page."""
+    return {name: MODEL_COLORS[i % len(MODEL_COLORS)] for i, name in enumerate(names)}
 
 
 def titled(figure: go.Figure, title: str, height: int = 320) -> go.Figure:

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from dynviz.cards import ANYTIME, ModelCard, PointResult
 from dynviz.units import FLOPS_UNIT, format_flops
-from dynviz.viz.style import EXIT_COLORS, STATIC, THRESHOLD, legend_below, titled
+from dynviz.viz.style import STATIC, THRESHOLD, legend_below, model_colors, titled
 
 FOCUS_BELOW = 10
 """Points of accuracy shown below the least accurate static network or default operating point."""
@@ -21,14 +21,17 @@ def tradeoff_chart(
     static_cards: list[ModelCard],
     highlight: tuple[str, str] | None = None,
     static_points: dict[str, PointResult] | None = None,
+    colors: dict[str, str] | None = None,
 ) -> go.Figure:
     """Each dynamic model's curve (its budgeted operating points) and its anytime exits, and each static
     network from its own card (a single point, or a dotted curve for one measured at several settings) or
     from ``static_points`` (name → its point, e.g. the baselines a video model's card measured beside it);
-    ``highlight`` = (model, point) is ringed. Every card should be measured on the same inputs."""
+    ``highlight`` = (model, point) is ringed; ``colors``: each model's (:func:`model_colors`). Every card should be
+    measured on the same inputs."""
+    colors = colors or model_colors([card.name for card in cards])
     figure = go.Figure()
-    for i, card in enumerate(cards):
-        color = EXIT_COLORS[i % len(EXIT_COLORS)]
+    for card in cards:
+        color = colors[card.name]
         points = card.evaluation.points
         curves: dict[str, list[PointResult]] = {}
         for point in points:  # one curve per group (GFNet's policies); anytime points apart
@@ -109,17 +112,20 @@ def tradeoff_chart(
     return legend_below(figure, gap=0.18)  # a legend of every model's curves takes several rows
 
 
-def training_curves(curves: dict[str, tuple[tuple[float, ...], ...]]) -> go.Figure:
+def training_curves(
+    curves: dict[str, tuple[tuple[float, ...], ...]], colors: dict[str, str] | None = None
+) -> go.Figure:
     """Validation accuracy after each training epoch, one line per model (name → each epoch's accuracy per
-    exit; the last exit's is drawn)."""
+    exit; the last exit's is drawn), in ``colors`` (:func:`model_colors`)."""
+    colors = colors or model_colors(list(curves))
     figure = go.Figure()
-    for i, (name, history) in enumerate(curves.items()):
+    for name, history in curves.items():
         figure.add_scatter(
             x=list(range(1, len(history) + 1)),
             y=[100 * exits[-1] for exits in history],
             mode="lines",
             name=name,
-            line=dict(color=EXIT_COLORS[i % len(EXIT_COLORS)]),
+            line=dict(color=colors[name]),
             hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.1f}}%<extra></extra>",
         )
     figure.update_xaxes(title="epoch")
