@@ -37,8 +37,11 @@ st.markdown(
   block computed, with the theoretical and the realised speed-up), GFNet's glance and focus (the crops it
   chose, with a training-free and a learned policy side by side) and RANet's resolutions (a thumbnail first,
   the full image only when needed).
-- **Deformable** (once a deformable model is bundled): where each deformable layer sampled the photo for a
-  position you pick, the points it reads through stacked layers, and every position's mean offset.
+- **Deformable**: where each deformable layer sampled the photo for a position you pick (DCN), the points it
+  reads through stacked layers and every position's mean offset; for deformable attention (DAT), where a
+  query's keys were sampled and how much it attends to each.
+- **Dynamic parameters**: which expert kernels each CondConv layer mixed for this photo, next to a second
+  image's; for the mixture of experts, the expert each token went to and the load per expert, layer by layer.
 - **Video**: a clip (bundled or uploaded) through the temporal models: which frames were glanced at, looked at
   closely or skipped, the label of every frame, the FLOPs against Lite0 on every frame, and the clip played
   back with the decisions drawn on it.
