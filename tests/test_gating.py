@@ -42,13 +42,14 @@ def varied_gates(net: torch.nn.Module, seed: int) -> torch.nn.Module:
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def skipping(request):
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1))  # CIFAR input, tiny backbone
+    # CIFAR input, tiny backbone; frozen as the zoo serves its models (create_model)
+    return SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1)).requires_grad_(False)
 
 
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def channels(request):
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2))
+    return ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2)).requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
