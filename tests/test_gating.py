@@ -3,7 +3,7 @@ executed path equals the masked dense one, decisions follow the knob, and the ca
 
 import pytest
 import torch
-from conftest import encode, pattern, tiny_lite
+from conftest import encode, pattern, served, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
@@ -42,14 +42,13 @@ def varied_gates(net: torch.nn.Module, seed: int) -> torch.nn.Module:
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def skipping(request):
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    # CIFAR input, tiny backbone; frozen as the zoo serves its models (create_model)
-    return SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1)).requires_grad_(False)
+    return served(SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1)))  # CIFAR input, tiny backbone
 
 
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def channels(request):
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2)).requires_grad_(False)
+    return served(ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2)))
 
 
 @pytest.fixture(scope="module")

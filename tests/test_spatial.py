@@ -4,7 +4,7 @@ the knobs; RANet answers from the resolution its exits allow."""
 
 import pytest
 import torch
-from conftest import encode, pattern, tiny_lite
+from conftest import encode, pattern, served, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.fused import inference_path
@@ -50,7 +50,7 @@ def varied(net: DynConvNetwork, seed: int) -> DynConvNetwork:
 def masking(request):
     torch.manual_seed(0)  # the same tiny network on every run: the tests compare its decisions across θ
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return DynConvResNetCifar(varied(DynConvNetwork(backbone), 1))  # CIFAR input, tiny backbone
+    return served(DynConvResNetCifar(varied(DynConvNetwork(backbone), 1)))  # CIFAR input, tiny backbone
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +108,14 @@ def test_mask_traces_round_trip_and_sit_on_the_input(masking, image):
 
 def test_the_sparsity_criterion_is_each_block_s_share_of_its_flops(masking, image):
     """In training the masks are hard (as at inference) and the loss sees the FLOPs share they spend."""
-    masking.net.train()
+    masking.net.train().requires_grad_(True)  # as in training: the model is served frozen
     for module in masking.net.modules():  # batch statistics of one image would change the features
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()
     try:
         output = masking.net(masking.network_input(image).tensor)
     finally:
-        masking.net.eval()
+        served(masking.net)
     trace = masking.analyze(image, {"threshold": 0.5})
     shares = [float(s.detach()) for s in output.gates]
     expected = [m.flops / m.flops_full for m in trace.records_of(MaskRecord)]
@@ -129,7 +129,7 @@ def focusing():
     net = tiny_lite(classes=1000)
     learned = LearnedPolicy(net.classifier.in_features)
     torch.nn.init.normal_(learned.score.weight, std=1.0)
-    return GlanceAndFocus(learned, net).eval()
+    return served(GlanceAndFocus(learned, net))
 
 
 @pytest.fixture(scope="module")
