@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import encode, pattern
+from conftest import encode, pattern, served
 
 from dynviz.cards import ANYTIME, BUDGET, STATIC, OperatingPoint
 from dynviz.cost import count_macs
@@ -112,8 +112,8 @@ def test_the_trace_round_trips_through_json_with_its_grid(tiny_msdnet, cifar_pho
 
 def test_ranet_answers_from_the_resolution_its_exit_saw(cifar_photo):
     torch.manual_seed(0)
-    net = RANet(RANetConfig.tiny()).eval()
-    ranet = RANetClassifier(net, torch.ones(EXITS), {"p": (0.5,) * (EXITS - 1)}, "p")
+    net = RANet(RANetConfig.tiny())
+    ranet = served(RANetClassifier(net, torch.ones(EXITS), {"p": (0.5,) * (EXITS - 1)}, "p"))
     assert [p.resolution for p in ranet.exit_parts] == [8, 16, 32]
     for k in range(EXITS):
         trace = ranet.analyze(cifar_photo, forced(k))
