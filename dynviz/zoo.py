@@ -111,9 +111,12 @@ def create_model(name: str, pretrained: bool = True, **config: Any) -> Any:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_registry))}")
     if pretrained and config:
         raise ValueError(f"{name}: the bundled weights come in one configuration; use pretrained=False for {config}")
-    model = _registry[name].build(pretrained, **config)
-    # Ready to serve: evaluation mode, and frozen, so that an analysis outside the serving layer builds no
-    # autograd graph (explanations differentiate with respect to the input, not the weights).
+    return ready_to_serve(_registry[name].build(pretrained, **config))
+
+
+def ready_to_serve(model: Any) -> Any:
+    """``model`` in evaluation mode and frozen, so that an analysis outside the serving layer builds no autograd
+    graph (explanations differentiate with respect to the input, not the weights)."""
     return model.eval().requires_grad_(False)
 
 

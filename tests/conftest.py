@@ -43,11 +43,6 @@ def tiny_lite(classes: int = 10) -> EfficientNetLite:
     return EfficientNetLite(specs, stem=8, head=32, num_classes=classes).eval()
 
 
-def served(model):
-    """A model built in a test, frozen and in evaluation mode as the zoo serves every model (create_model)."""
-    return model.eval().requires_grad_(False)
-
-
 def tiny(name: str):
     """The zoo's model ``name`` in its tiny configuration, untrained."""
     return create_model(name, pretrained=False, **tiny_config(name))

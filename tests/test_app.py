@@ -179,12 +179,13 @@ def test_trade_offs_show_the_gated_models_beside_msdnet_and_the_resnets(app):
     app.switch_page("pages/tradeoffs.py").run()
     app.selectbox(key="tradeoff_model").set_value("skip_resnet_cifar").run()
     assert not app.exception
-    names = {trace.get("name") for trace in charts(app)["How much accuracy for how much computation?"]["data"]}
+    figures = charts(app)
+    curves = figures["How much accuracy for how much computation?"]["data"]
+    names = {trace.get("name") for trace in curves}
     assert {"skip_resnet_cifar (dynamic)", "channel_gate_resnet_cifar (dynamic)", "msdnet_cifar (dynamic)"} <= names
-    curves = charts(app)["How much accuracy for how much computation?"]["data"]
     colors = {t["name"].removesuffix(" (dynamic)"): t["marker"]["color"] for t in curves if "(dynamic)" in t["name"]}
     assert len(colors) > 8 and len(set(colors.values())) == len(colors)  # more models than exit colours, none shared
-    learning = charts(app)["How did each model learn? (validation accuracy after each epoch)"]["data"]
+    learning = figures["How did each model learn? (validation accuracy after each epoch)"]["data"]
     assert all(colors[t["name"]] == t["line"]["color"] for t in learning if t["name"] in colors)  # one colour each
     assert metric(app, "Top-1 at this point") == f"{load_card('skip_resnet_cifar').point('θ = 0.5').top1:.1%}"
 

@@ -3,7 +3,7 @@ executed path equals the masked dense one, decisions follow the knob, and the ca
 
 import pytest
 import torch
-from conftest import encode, pattern, served, tiny_lite
+from conftest import encode, pattern, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
@@ -23,6 +23,7 @@ from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
 from dynviz.trace import BlockRecord, ChannelRecord, Trace
 from dynviz.train.losses import execution_rate_loss
+from dynviz.zoo import ready_to_serve
 
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
 
@@ -42,13 +43,13 @@ def varied_gates(net: torch.nn.Module, seed: int) -> torch.nn.Module:
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def skipping(request):
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return served(SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1)))  # CIFAR input, tiny backbone
+    return ready_to_serve(SkipResNetCifar(varied_gates(SkipNetwork(backbone), 1)))  # CIFAR input, tiny backbone
 
 
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def channels(request):
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return served(ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2)))
+    return ready_to_serve(ChannelGateResNetCifar(varied_gates(ChannelGatedNetwork(backbone), 2)))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import encode, pattern, served
+from conftest import encode, pattern
 
 from dynviz.cards import ANYTIME, BUDGET, STATIC, OperatingPoint
 from dynviz.cost import count_macs
@@ -18,7 +18,7 @@ from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.models.ranet import RANet, RANetClassifier, RANetConfig
 from dynviz.models.resnet_cifar import StaticResNetCifar
 from dynviz.trace import ExitRecord, NodeRecord, Trace
-from dynviz.zoo import create_model, tiny_config
+from dynviz.zoo import create_model, ready_to_serve, tiny_config
 
 EXITS = MSDNetConfig.tiny().exits
 assert RANetConfig.tiny().exits == EXITS
@@ -113,7 +113,7 @@ def test_the_trace_round_trips_through_json_with_its_grid(tiny_msdnet, cifar_pho
 def test_ranet_answers_from_the_resolution_its_exit_saw(cifar_photo):
     torch.manual_seed(0)
     net = RANet(RANetConfig.tiny())
-    ranet = served(RANetClassifier(net, torch.ones(EXITS), {"p": (0.5,) * (EXITS - 1)}, "p"))
+    ranet = ready_to_serve(RANetClassifier(net, torch.ones(EXITS), {"p": (0.5,) * (EXITS - 1)}, "p"))
     assert [p.resolution for p in ranet.exit_parts] == [8, 16, 32]
     for k in range(EXITS):
         trace = ranet.analyze(cifar_photo, forced(k))

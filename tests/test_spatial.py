@@ -4,7 +4,7 @@ the knobs; RANet answers from the resolution its exits allow."""
 
 import pytest
 import torch
-from conftest import encode, pattern, served, tiny_lite
+from conftest import encode, pattern, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.fused import inference_path
@@ -27,6 +27,7 @@ from dynviz.models.gfnet import (
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord, Trace
 from dynviz.train.gfnet import GlanceThenFocus
+from dynviz.zoo import ready_to_serve
 
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
 
@@ -50,7 +51,7 @@ def varied(net: DynConvNetwork, seed: int) -> DynConvNetwork:
 def masking(request):
     torch.manual_seed(0)  # the same tiny network on every run: the tests compare its decisions across θ
     backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return served(DynConvResNetCifar(varied(DynConvNetwork(backbone), 1)))  # CIFAR input, tiny backbone
+    return ready_to_serve(DynConvResNetCifar(varied(DynConvNetwork(backbone), 1)))  # CIFAR input, tiny backbone
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_the_sparsity_criterion_is_each_block_s_share_of_its_flops(masking, imag
     try:
         output = masking.net(masking.network_input(image).tensor)
     finally:
-        served(masking.net)
+        ready_to_serve(masking.net)
     trace = masking.analyze(image, {"threshold": 0.5})
     shares = [float(s.detach()) for s in output.gates]
     expected = [m.flops / m.flops_full for m in trace.records_of(MaskRecord)]
@@ -129,7 +130,7 @@ def focusing():
     net = tiny_lite(classes=1000)
     learned = LearnedPolicy(net.classifier.in_features)
     torch.nn.init.normal_(learned.score.weight, std=1.0)
-    return served(GlanceAndFocus(learned, net))
+    return ready_to_serve(GlanceAndFocus(learned, net))
 
 
 @pytest.fixture(scope="module")
