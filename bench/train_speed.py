@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dynviz.models import channel_gating, dynconv, skip  # noqa: E402
 from dynviz.models.cifar import normalize  # noqa: E402
+from dynviz.models.dvt import DVT, DVTConfig, PlainCascadeConfig  # noqa: E402
 from dynviz.models.msdnet import MSDNet  # noqa: E402
 from dynviz.models.ranet import RANet  # noqa: E402
 from dynviz.models.resnet_cifar import ResNetCifar  # noqa: E402
+from dynviz.models.vit import VisionTransformer  # noqa: E402
 from dynviz.runtime import every_core  # noqa: E402
 from dynviz.train.cifar import PADDING, prepare, schedule  # noqa: E402
 from dynviz.train.gated import TARGET_RATES, decision_penalty  # noqa: E402
@@ -44,7 +46,11 @@ NETWORKS = {
     "skip_resnet_cifar": lambda: skip.SkipNetwork(ResNetCifar(32), noise=False),
     "channel_gate_resnet_cifar": lambda: channel_gating.ChannelGatedNetwork(ResNetCifar(32), noise=False),
     "dynconv_resnet_cifar": lambda: dynconv.DynConvNetwork(ResNetCifar(32)),
+    "vit_cifar": VisionTransformer,
+    "dvt_cifar": lambda: DVT(DVTConfig()),
+    "dvt_plain_cifar": lambda: DVT(PlainCascadeConfig()),
 }
+MULTI_EXIT = ("msdnet_cifar", "ranet_cifar", "dvt_cifar", "dvt_plain_cifar")
 
 
 def looped_prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -60,7 +66,7 @@ def looped_prepare(batch: torch.Tensor, generator: torch.Generator | None) -> to
 def images_per_second(name: str, shared: Schedule, device: str, steps: int, baseline: bool) -> tuple[float, float]:
     """(images/s over the timed steps, seconds of the two warm-up steps)."""
     net = NETWORKS[name]()
-    loss = self_distilled_exit_losses if name in ("msdnet_cifar", "ranet_cifar") else exit_losses
+    loss = self_distilled_exit_losses if name in MULTI_EXIT else exit_losses
     regularizer = decision_penalty(net, TARGET_RATES[name]) if name in TARGET_RATES else None
     step = TrainingStep(net, loss, looped_prepare if baseline else prepare, shared, steps + 2, device, regularizer)
     batch = shared.batch_size

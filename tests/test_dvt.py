@@ -13,7 +13,8 @@ from dynviz.models.dvt import (
     CascadeState,
     DVTConfig,
     PlainCascadeConfig,
-    resize_relations,
+    resize_tokens,
+    upsampling,
 )
 from dynviz.runtime import inference
 from dynviz.trace import TokenGridRecord
@@ -56,10 +57,12 @@ def test_reuse_changes_the_later_stage_s_input_and_its_absence_does_not(config):
     assert (not torch.allclose(first, second)) == config.reuse
 
 
-def test_relationships_resized_to_their_own_grid_are_unchanged():
-    logits = torch.randn(2, 3, 1 + 16, 1 + 16)
-    torch.testing.assert_close(resize_relations(logits, 4), logits)
-    assert resize_relations(logits, 6).shape == (2, 3, 37, 37)
+def test_upsampling_is_the_bilinear_resize_of_the_patches_and_keeps_the_class_token():
+    tokens = torch.randn(2, 1 + 16, 5)
+    resized = upsampling(4, 6) @ tokens
+    torch.testing.assert_close(resized[:, 0], tokens[:, 0])
+    torch.testing.assert_close(resized[:, 1:], resize_tokens(tokens[:, 1:], 6))
+    torch.testing.assert_close(upsampling(4, 4), torch.eye(17))
 
 
 def test_each_computed_stage_records_its_grid_and_what_it_was_handed(photo):

@@ -14,8 +14,8 @@ calibrated confidence reaches its threshold, so easy images are answered from
   input of every MLP of the new stage, MLP([x, f(z)]);
 - relationship reuse: the previous stage's attention logits A, all layers and
   heads stacked as channels, mapped by r_l (a linear layer per new layer) and
-  upsampled to the new grid of queries and keys, are added to the new logits,
-  softmax(Q Kᵀ / √d + r_l(A)).
+  upsampled to the new grid of queries and keys (U r_l(A) Uᵀ, U the bilinear
+  resize as a matrix), are added to the new logits, softmax(Q Kᵀ / √d + U r_l(A) Uᵀ).
 
 ``reuse=False`` gives the plain cascade (each stage alone), the ablation that
 shows what reuse buys. The twin is the densest transformer alone (``vit_cifar``).
@@ -89,17 +89,13 @@ def resize_tokens(tokens: torch.Tensor, side: int) -> torch.Tensor:
     return resized.flatten(2).transpose(1, 2)
 
 
-def resize_relations(logits: torch.Tensor, side: int) -> torch.Tensor:
-    """Attention logits [N, H, 1 + g², 1 + g²] (class token first) → [N, H, 1 + side², 1 + side²]: queries and
-    keys each resized on their grid; the class token's row and column follow their patches."""
-    n, heads, tokens, _ = logits.shape
-    flat = logits.reshape(n * heads, tokens, tokens)
-    to_class = resize_tokens(flat[:, 1:, :1], side)  # patch queries → class key
-    from_class = resize_tokens(flat[:, :1, 1:].transpose(1, 2), side)  # class query → patch keys
-    patches = resize_tokens(resize_tokens(flat[:, 1:, 1:], side).transpose(1, 2), side).transpose(1, 2)
-    top = torch.cat((flat[:, :1, :1], from_class.transpose(1, 2)), 2)
-    bottom = torch.cat((to_class, patches), 2)
-    return torch.cat((top, bottom), 1).view(n, heads, 1 + side * side, 1 + side * side)
+def upsampling(grid: int, side: int) -> torch.Tensor:
+    """The bilinear resize of a ``grid`` × ``grid`` token view to ``side`` × ``side`` as a matrix U
+    [1 + side², 1 + grid²], the class token first and kept as it is. Resizing is linear, so tokens are resized
+    as U z and attention logits, over queries and keys at once, as U A Uᵀ: two small products where
+    interpolating every layer's maps row by row and column by column cost more than the attention itself."""
+    patches = resize_tokens(torch.eye(grid * grid).unsqueeze(0), side)[0]
+    return torch.block_diag(torch.ones(1, 1), patches)
 
 
 @dataclass(frozen=True)
@@ -120,16 +116,18 @@ class StageView:
 
 
 class Stage(nn.Module):
-    """One transformer of the cascade over a ``grid`` × ``grid`` token view of the image; with ``reuse``, it
-    reads the previous stage's features and relationships."""
+    """One transformer of the cascade over a ``grid`` × ``grid`` token view of the image; given the ``previous``
+    stage's grid, it reuses that stage's features and relationships."""
 
-    def __init__(self, config: DVTConfig, grid: int, reuse: bool):
+    def __init__(self, config: DVTConfig, grid: int, previous: int | None):
         super().__init__()
         width, hidden = config.width, config.width * config.mlp_ratio
         self.grid, self.side = grid, grid * config.patch
+        self.heads = config.heads
         self.embed = nn.Conv2d(3, width, config.patch, config.patch)
         self.class_token = nn.Parameter(torch.zeros(1, 1, width))
         self.position = nn.Parameter(torch.randn(1, 1 + grid * grid, width) * 0.02)
+        reuse = previous is not None
         context = config.context if reuse else 0
         self.layers = nn.ModuleList(
             Layer(width, Attention(width, config.heads), Mlp(width, hidden, context)) for _ in range(config.depth)
@@ -137,12 +135,12 @@ class Stage(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.features = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, context)) if reuse else None
         """f: the previous stage's tokens → the context every MLP reads."""
-        self.relations = (
-            nn.ModuleList(nn.Linear(config.depth * config.heads, config.heads) for _ in range(config.depth))
-            if reuse
-            else None
-        )
-        """r_l: the previous stage's attention logits (layers × heads) → this layer's heads."""
+        relations = config.depth * config.heads
+        self.relations = nn.Linear(relations, relations) if reuse else None
+        """r: the previous stage's attention logits (layers × heads) → this stage's; its outputs in blocks of
+        ``heads``, one block per layer, are the r_l."""
+        if reuse:
+            self.register_buffer("upsample", upsampling(previous, grid), persistent=False)
 
     def tokens(self, image: torch.Tensor) -> torch.Tensor:
         if image.shape[-1] != self.side:
@@ -151,12 +149,12 @@ class Stage(nn.Module):
         return torch.cat((self.class_token.expand(len(image), -1, -1), patches), 1) + self.position
 
     def reused_features(self, state: CascadeState) -> torch.Tensor:
-        context = self.features(state.tokens)
-        return torch.cat((context[:, :1], resize_tokens(context[:, 1:], self.grid)), 1)
+        return self.upsample @ self.features(state.tokens)
 
     def reused_relations(self, state: CascadeState) -> list[torch.Tensor]:
         stacked = torch.cat(state.logits, 1).permute(0, 2, 3, 1)  # [N, T, T, layers · heads]
-        return [resize_relations(r(stacked).permute(0, 3, 1, 2), self.grid) for r in self.relations]
+        mapped = self.relations(stacked).permute(0, 3, 1, 2)
+        return list((self.upsample @ mapped @ self.upsample.T).split(self.heads, 1))
 
     def forward(self, state: CascadeState) -> CascadeState:
         reuse = self.features is not None and state.tokens is not None
@@ -179,7 +177,8 @@ class DVT(nn.Module):
     def __init__(self, config: DVTConfig):
         super().__init__()
         self.config = config
-        self.blocks = nn.ModuleList(Stage(config, g, config.reuse and k > 0) for k, g in enumerate(config.grids))
+        previous = (None, *config.grids[:-1]) if config.reuse else (None,) * config.exits
+        self.blocks = nn.ModuleList(Stage(config, g, p) for g, p in zip(config.grids, previous))
         self.classifiers = nn.ModuleList(nn.Linear(config.width, config.classes) for _ in config.grids)
 
     @staticmethod
