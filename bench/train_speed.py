@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dynviz.models import channel_gating, dynconv, skip  # noqa: E402
 from dynviz.models.cifar import normalize  # noqa: E402
+from dynviz.models.condconv import condconv_resnet  # noqa: E402
+from dynviz.models.dat import DeformableVisionTransformer  # noqa: E402
+from dynviz.models.dcn import deformable_resnet  # noqa: E402
 from dynviz.models.dvt import DVT, DVTConfig, PlainCascadeConfig  # noqa: E402
+from dynviz.models.moe import MoEVisionTransformer, balance_regularizer  # noqa: E402
 from dynviz.models.msdnet import MSDNet  # noqa: E402
 from dynviz.models.ranet import RANet  # noqa: E402
 from dynviz.models.resnet_cifar import ResNetCifar  # noqa: E402
@@ -46,10 +50,15 @@ NETWORKS = {
     "skip_resnet_cifar": lambda: skip.SkipNetwork(ResNetCifar(32), noise=False),
     "channel_gate_resnet_cifar": lambda: channel_gating.ChannelGatedNetwork(ResNetCifar(32), noise=False),
     "dynconv_resnet_cifar": lambda: dynconv.DynConvNetwork(ResNetCifar(32)),
+    "dcn_resnet_cifar": deformable_resnet,
+    "condconv_resnet_cifar": condconv_resnet,
     "vit_cifar": VisionTransformer,
+    "dat_cifar": DeformableVisionTransformer,
+    "moe_vit_cifar": MoEVisionTransformer,
     "dvt_cifar": lambda: DVT(DVTConfig()),
     "dvt_plain_cifar": lambda: DVT(PlainCascadeConfig()),
 }
+REGULARIZERS = {"moe_vit_cifar": balance_regularizer}
 MULTI_EXIT = ("msdnet_cifar", "ranet_cifar", "dvt_cifar", "dvt_plain_cifar")
 
 
@@ -67,7 +76,7 @@ def images_per_second(name: str, shared: Schedule, device: str, steps: int, base
     """(images/s over the timed steps, seconds of the two warm-up steps)."""
     net = NETWORKS[name]()
     loss = self_distilled_exit_losses if name in MULTI_EXIT else exit_losses
-    regularizer = decision_penalty(net, TARGET_RATES[name]) if name in TARGET_RATES else None
+    regularizer = decision_penalty(net, TARGET_RATES[name]) if name in TARGET_RATES else REGULARIZERS.get(name)
     step = TrainingStep(net, loss, looped_prepare if baseline else prepare, shared, steps + 2, device, regularizer)
     batch = shared.batch_size
     images = torch.randint(0, 256, ((steps + 2) * batch, 3, 32, 32), dtype=torch.uint8, device=device)

@@ -39,6 +39,10 @@ DEPTH = 20
 class CondConv2d(nn.Module):
     """K expert kernels mixed per input by ``routing`` (pooled input → one sigmoid per expert)."""
 
+    channels_last = False
+    """The batch regrouped by image is a copy out of channels-last: the training loop keeps these networks in
+    the standard layout (:func:`dynviz.train.loop.training_layout`)."""
+
     def __init__(self, channels_in: int, channels_out: int, stride: int = 1, experts: int = EXPERTS, kernel: int = 3):
         super().__init__()
         self.stride, self.padding = stride, kernel // 2

@@ -106,6 +106,10 @@ class DeformableConv2d(nn.Conv2d):
     """A k×k convolution (its ``weight`` as in ``nn.Conv2d``) whose taps move and weigh themselves: ``offset``
     predicts 2K offsets and K modulation logits per output position from the same input."""
 
+    channels_last = False
+    """Sampling at points copies out of channels-last: the training loop keeps these networks in the standard
+    layout (:func:`dynviz.train.loop.training_layout`)."""
+
     def __init__(self, channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, padding: int = 1):
         super().__init__(channels_in, channels_out, kernel, stride, padding, bias=False)
         self.offset = nn.Conv2d(channels_in, 3 * kernel * kernel, kernel, stride, padding)

@@ -172,6 +172,17 @@ def compiled(net: nn.Module, compile: bool) -> Callable[..., object]:
     return torch.compile(net)
 
 
+def training_layout(net: nn.Module) -> torch.memory_format:
+    """Channels-last, the faster layout for this project's CIFAR convolutions on the CPU (ResNet-56 and MSDNet
+    train about a quarter faster in it), except for a network with a layer that declares ``channels_last =
+    False``: one that regroups a batch by image (CondConv's per-image kernels as one grouped convolution) or
+    samples it at points (DCN), which copies out of channels-last and back at every call and trains about a
+    fifth slower in it (bench/train_speed.py)."""
+    if any(getattr(m, "channels_last", True) is False for m in net.modules()):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 @dataclass
 class TrainingStep:
     """One optimisation step of the shared loop: augment, forward under autocast, loss, backward, update.
@@ -188,9 +199,10 @@ class TrainingStep:
     pretrained: nn.Module | None = None
 
     def __post_init__(self) -> None:
-        self.net.to(self.device, memory_format=torch.channels_last)
+        self.layout = training_layout(self.net)
+        self.net.to(self.device, memory_format=self.layout)
         if self.teacher is not None:
-            self.teacher.to(self.device, memory_format=torch.channels_last).eval()
+            self.teacher.to(self.device, memory_format=self.layout).eval()
         self.pull = None
         if self.pretrained is not None and self.schedule.pretrained_pull > 0:
             self.pull = WeightPull(self.pretrained, self.schedule.pretrained_pull)
@@ -210,7 +222,7 @@ class TrainingStep:
         self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, object]:
         """One step on a uint8 batch already on the device; returns (loss, the network's output)."""
-        inputs = self.prepare(images, generator).contiguous(memory_format=torch.channels_last)
+        inputs = self.prepare(images, generator).contiguous(memory_format=self.layout)
         targets = labels
         with autocast(self.device):
             output = self.forward(inputs)
