@@ -223,6 +223,17 @@ def test_the_offset_predictors_of_deformable_convolution_learn_at_a_tenth_of_the
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
 
 
+def test_networks_that_regroup_the_batch_by_image_train_in_the_standard_layout_and_the_others_channels_last():
+    from dynviz.models.condconv import condconv_resnet
+    from dynviz.models.dcn import deformable_resnet
+    from dynviz.models.resnet_cifar import ResNetCifar
+
+    for per_image in (condconv_resnet(depth=8, experts=2), deformable_resnet(depth=14, deformable_blocks=1)):
+        assert loop.training_layout(per_image) == torch.contiguous_format
+    assert loop.training_layout(ResNetCifar(8)) == torch.channels_last
+    assert loop.training_layout(MSDNet(MSDNetConfig.tiny())) == torch.channels_last
+
+
 def test_the_weight_pull_holds_a_pretrained_part_near_its_start_and_slows_it(tmp_path):
     """L2-SP: zero at the start, (α/2)·‖w − w⁰‖² after a step; the pretrained part learns at its share of the
     rate and is not decayed, the rest as before."""
