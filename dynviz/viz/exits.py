@@ -178,18 +178,23 @@ def computation_grid(trace: Trace) -> go.Figure:
     return titled(figure, "What did the network compute? (scales × depth)", height=300)
 
 
+TOKEN_MAP_HEIGHT = 340
+
+
 def token_map(image: Image.Image, record: TokenGridRecord, hint: bool = False) -> go.Figure:
     """A cascade stage's grid of tokens over the photo, each token shaded by where the stage's class token
     attended (or, with ``hint``, by what the previous stage's reused attention told it)."""
     values = np.array(record.handed_over if hint else record.class_attention).reshape(record.grid, record.grid)
     what = "reused attention bias" if hint else "class-token attention"
     title = (
-        f"Stage {record.stage + 1}: what did the previous stage hand over?"
+        f"Stage {record.stage + 1}: what did<br>the previous stage hand over?"
         if hint
-        else f"Stage {record.stage + 1}: {record.grid}×{record.grid} tokens; where did its class token look?"
+        else f"Stage {record.stage + 1}: {record.grid}×{record.grid} tokens;<br>where did its class token look?"
     )
     figure = photo(image, title)
     x0, y0, x1, y1 = record.box
+    # Only the square the network saw: the stages stand side by side in narrow columns.
+    figure.update_xaxes(range=[x0, x1]).update_yaxes(range=[y1, y0]).update_layout(height=TOKEN_MAP_HEIGHT)
     for i in range(record.grid + 1):  # the token grid
         x, y = x0 + (x1 - x0) * i / record.grid, y0 + (y1 - y0) * i / record.grid
         figure.add_shape(type="line", x0=x, x1=x, y0=y0, y1=y1, line=dict(color="white", width=1))
