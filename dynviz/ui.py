@@ -311,6 +311,12 @@ def model_card(model_name: str) -> None:
 EXIT_MODEL_KEY = "exit_model"
 
 
+def model_choice(models: list[str], opening: str, key: str) -> str:
+    """The page's model picker, opening on ``opening`` where it is bundled (the model the page teaches with
+    first; the zoo lists models by name, and a new one must not take its place)."""
+    return st.selectbox("Model", models, index=models.index(opening) if opening in models else 0, key=key)
+
+
 def send_to_analysis(image: InputImage, model_name: str) -> None:
     """Make ``image`` the analysed input and open it on the early-exit page with ``model_name``."""
     st.session_state[INPUT_KEY] = image

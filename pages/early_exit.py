@@ -19,7 +19,7 @@ from dynviz.zoo import list_models
 st.title("Early exit: stop as soon as it is sure")
 image = ui.required_input()
 
-name = st.selectbox("Model", list_models(emitting=ExitRecord, unless=FocusRecord), key=ui.EXIT_MODEL_KEY)
+name = ui.model_choice(list_models(emitting=ExitRecord, unless=FocusRecord), "lite_cascade", ui.EXIT_MODEL_KEY)
 controls, chart = st.columns([1, 3])
 with controls:
     st.markdown("**Exit thresholds**")

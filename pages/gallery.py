@@ -16,9 +16,7 @@ st.caption(
     "hard ones go on to the last, or are answered wrongly."
 )
 models = list_models(emitting=ExitRecord)
-name = st.selectbox(
-    "Model", models, index=models.index("msdnet_cifar") if "msdnet_cifar" in models else 0, key="gallery_model"
-)
+name = ui.model_choice(models, "msdnet_cifar", "gallery_model")
 source = st.radio(
     "Images",
     ["Bundled sample", "A test split on this server"],

@@ -88,9 +88,7 @@ if view == "Regions":
 
 if view == "Resolution":
     models = list_models(emitting=ExitRecord, unless=FocusRecord)
-    name = st.selectbox(
-        "Model", models, index=models.index("ranet_cifar") if "ranet_cifar" in models else 0, key="resolution_model"
-    )
+    name = ui.model_choice(models, "ranet_cifar", "resolution_model")
     controls, chart = st.columns([1, 3])
     with controls:
         settings = ui.knob_sliders(name)

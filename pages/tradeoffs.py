@@ -28,8 +28,7 @@ if not cards:
 names = [c.name for c in cards]
 # Open on the early-exit network of the data set with the most models: a cheap exit for easy images, beside the
 # static ResNets, the gated models and the other early-exit networks.
-opening = names.index(OPENING_MODEL) if OPENING_MODEL in names else 0
-name = st.selectbox("Model", names, index=opening, key="tradeoff_model")
+name = ui.model_choice(names, OPENING_MODEL, "tradeoff_model")
 card = next(c for c in cards if c.name == name)
 ordered = sorted(card.evaluation.points, key=lambda p: p.mean_flops)
 default = card.point(card.default_point)

@@ -336,8 +336,8 @@ def test_dvt_on_the_early_exit_page_draws_each_stage_s_tokens_and_what_it_reused
     assert not any(title.startswith("Stage 2") for title in titles)  # never run
     app.slider(key="dvt_cifar:tau_1").set_value(1.0).run()
     titles = set(charts(app))
-    assert "Stage 2: what did the previous stage hand over?" in titles
-    assert metric(app, "Stopped at stage") == "2 of 2"
+    assert "Stage 2: what did<br>the previous stage hand over?" in titles
+    assert not metric(app, "Stopped at stage").startswith("1 of")  # the bundled cascade has 3 stages, the tiny 2
 
 
 def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_field(parameter_models, app):
