@@ -1,6 +1,7 @@
 """The training pipeline without training: data layouts, augmentation, losses, budgeted calibration,
 and one tiny epoch to check checkpoints and resume."""
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -122,14 +123,34 @@ def test_dynconv_s_criterion_pulls_the_network_to_its_target_and_opens_the_block
     assert sparsity_criterion(shares, costs, 0.4, 0.1) < at_start  # the bounds open gradually
 
 
-def test_budgeted_thresholds_follow_the_geometric_exit_shares():
+def exits_that_know_when_they_are_right(inputs: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three exits, each more often right than the one before, and surer when right."""
     torch.manual_seed(0)
-    confidences = torch.rand(4, 10_000)
-    for base, expected in ((0.5, 8 / 15), (1.0, 0.25)):
-        exits = exit_index(confidences, budgeted_thresholds(confidences, base))
-        assert abs(float((exits == 0).float().mean()) - expected) < 0.01
-    small, large = (exit_index(confidences, budgeted_thresholds(confidences, b)).float().mean() for b in (0.2, 2.0))
-    assert small < large  # a smaller base spends less
+    correct = torch.rand(3, inputs) < torch.tensor([[0.6], [0.75], [0.85]])
+    confidences = (torch.rand(3, inputs) * 0.6 + 0.4 * correct).clamp(max=0.99)
+    return confidences, correct
+
+
+def test_budgeted_thresholds_are_the_most_accurate_within_each_budget():
+    """At least as accurate as the best of an exhaustive coarse grid within the same FLOPs, and never over."""
+    confidences, correct = exits_that_know_when_they_are_right()
+    cumulative = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)  # shares of the static network
+    columns = torch.arange(confidences.shape[1])
+
+    def outcome(thresholds: tuple[float, ...]) -> tuple[float, float]:
+        exits = exit_index(confidences, thresholds)
+        return float(correct[exits, columns].float().mean()), float(cumulative[exits].mean())
+
+    budgets = (0.3, 0.5, 0.7)
+    chosen = budgeted_thresholds(confidences, correct, cumulative, budgets)
+    coarse = [outcome(t) for t in itertools.product([i / 10 for i in range(10)] + [1.0], repeat=2)]
+    assert list(chosen) == list(budgets)  # each budget buys more accuracy than the one below
+    for budget, thresholds in chosen.items():
+        accuracy, flops = outcome(thresholds)
+        assert flops <= budget
+        assert accuracy >= max(a for a, f in coarse if f <= budget)
+    assert outcome(chosen[0.3])[0] < outcome(chosen[0.7])[0]
+    assert budgeted_thresholds(confidences, correct, cumulative, (0.1,)) == {}  # below the first exit's cost
 
 
 def test_forced_exit_sends_every_input_to_that_exit():

@@ -25,8 +25,9 @@ temperature-calibrated confidence passes τ_k, so an input costs
 
     FLOPs(x) = Σ_{j ≤ k*(x)} (block_j + classifier_j).
 
-The τ_k come from the paper's budgeted-batch rule (a geometric schedule of exit
-shares, fitted on validation images; :mod:`dynviz.train.multi_exit`).
+The τ_k are the paper's budgeted batch classification: per FLOPs budget, the
+thresholds most accurate within it on validation images (searched, where the paper
+fixes a geometric schedule of exit shares; :mod:`dynviz.train.multi_exit`).
 """
 
 from __future__ import annotations
