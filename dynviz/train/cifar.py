@@ -121,10 +121,12 @@ def train_on_cifar(
     options: TrainOptions,
     regularizer: Regularizer | None = None,
     fine_tune: Schedule | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[list[list[float]], TensorSet]:
     """The shared CIFAR recipe: the train split less validation, the shared schedule (or the ``fine_tune``
-    one, for a network initialised from a trained one), checkpoints under ``name``. Returns each exit's
-    validation accuracy after each epoch, and the validation set for calibration."""
+    one, for a network initialised from a trained one), checkpoints under ``name``; with a ``teacher``, the
+    loss reads its logits instead of the labels. Returns each exit's validation accuracy after each epoch,
+    and the validation set for calibration."""
     train_set, validation = load_train_split(options)
     history = fit(
         net,
@@ -137,5 +139,6 @@ def train_on_cifar(
         options.device,
         options.resume,
         regularizer,
+        teacher,
     )
     return history, validation

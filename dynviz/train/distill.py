@@ -58,7 +58,7 @@ from dynviz.train.gated import (
     save_gated,
 )
 from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit, require_data
-from dynviz.train.losses import distillation
+from dynviz.train.losses import teacher_matching
 
 EPOCHS = 2
 """Every photo once an epoch: about 10,000 photos, 20 minutes an epoch on a 2-core CPU."""
@@ -181,9 +181,6 @@ def distill(
     labelled, images = data or training_images(options)
     train = TensorSet(images, torch.full((len(images),), -1))
 
-    def match_teacher(logits: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
-        return distillation(logits[0], teacher, temperature=1.0)
-
     schedule = Schedule(
         epochs=options.epochs or EPOCHS,
         batch_size=64,
@@ -194,7 +191,7 @@ def distill(
     )
     *_, (accuracy,) = fit(
         FrozenNorms(net),
-        match_teacher,
+        teacher_matching,
         train,
         labelled,
         prepare,

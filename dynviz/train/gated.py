@@ -1,6 +1,6 @@
 """Recipes for the gated CIFAR models, on
 
-    L = CE(z, y) + λ · L_rate(g; t)
+    L = KL(softmax(z_twin) ‖ softmax(z)) + λ · L_rate(g; t)
 
 (:func:`dynviz.train.losses.execution_rate_loss`) with each model's target rate
 t. The gates make hard decisions in training, so the network learns to work
@@ -8,7 +8,10 @@ with blocks, channels or positions really switched off.
 
 Every gated CIFAR model starts from the trained resnet32_cifar, its static
 twin, and is fine-tuned for :data:`FINE_TUNE_EPOCHS` at a lower learning rate
-with λ = :data:`RATE_WEIGHT`.
+with λ = :data:`RATE_WEIGHT`, matching the twin's output on each augmented
+view (distillation as function matching, as the Lite0 models learn from Lite0)
+rather than the labels: the twin's answers are what the gated network should
+keep while it learns to compute less.
 Trained from scratch in the shared schedule's 10 epochs instead, the gated
 networks ended 5–6 points under the twin, even with every gate on: learning the
 decisions and the filters at once costs a short schedule its accuracy.
@@ -35,7 +38,7 @@ from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
 from dynviz.train.cifar import schedule as shared_schedule
 from dynviz.train.loop import Regularizer, TrainOptions
-from dynviz.train.losses import execution_rate_loss, exit_losses, sparsity_criterion
+from dynviz.train.losses import execution_rate_loss, sparsity_criterion, teacher_matching
 from dynviz.zoo import load_weights
 
 RATE_WEIGHT = 5.0
@@ -86,7 +89,8 @@ def fine_tune(net: nn.Module, options: TrainOptions, model: type) -> ModelCard:
     schedule = dataclasses.replace(
         shared_schedule(options), epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR
     )
-    history, _ = train_on_cifar(model.name, net, exit_losses, options, decision_penalty(net, target), schedule)
+    penalty = decision_penalty(net, target)
+    history, _ = train_on_cifar(model.name, net, teacher_matching, options, penalty, schedule, teacher=twin())
     return save_gated(net, model, validation_metadata(history) | {"target_rate": str(target)})
 
 

@@ -61,6 +61,12 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     return temperature**2 * F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
 
 
+def teacher_matching(logits: Sequence[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
+    """Distillation as function matching (Beyer et al., CVPR 2022): the student's only exit matches the teacher's
+    distribution on the very same augmented view, at temperature 1."""
+    return distillation(logits[0], teacher, temperature=1.0)
+
+
 def self_distilled_exit_losses(
     logits: Sequence[torch.Tensor], labels: torch.Tensor, alpha: float = 0.5
 ) -> torch.Tensor:
