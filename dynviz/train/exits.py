@@ -3,14 +3,16 @@
 Temperature scaling (Guo et al., ICML 2017) fits one scalar T_k per exit by
 minimising the negative log-likelihood of softmax(z_k / T_k) on held-out data.
 
-Thresholds τ are then chosen on the same data to minimise the mean cost
+Thresholds τ are then chosen on the same data, where the mean cost is
 
-    E[FLOPs] = Σ_k p(exit = k) · cumulative FLOPs to exit k
+    E[FLOPs] = Σ_k p(exit = k) · cumulative FLOPs to exit k,
 
-subject to a bound on the *harm rate*: the share of inputs the last exit
-classifies correctly but the early-exiting model gets wrong. On a few hundred
-images a bound on raw accuracy rewards noise (an early stage can look "better"
-than the last one by luck); harm counts only what exiting early broke.
+in one of two ways. With a few hundred images (the photo cascades), the least
+E[FLOPs] under a bound on the *harm rate*: the share of inputs the last exit
+classifies correctly but the early-exiting model gets wrong. There a bound on
+raw accuracy rewards noise (an early stage can look "better" than the last one
+by luck); harm counts only what exiting early broke. With thousands (the CIFAR
+multi-exit networks), the highest accuracy within each FLOPs budget.
 """
 
 from __future__ import annotations
