@@ -150,15 +150,24 @@ def harm_point(cap: float) -> str:
     return f"harm ≤ {100 * cap:.1f}%"
 
 
+def calibrated_confidences(
+    exit_logits: list[torch.Tensor], labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One temperature per exit, fitted on labelled held-out logits; then, per exit and input ([exits, inputs]),
+    the calibrated top-1 confidence and whether that answer is right: what thresholds are searched on."""
+    temperatures = torch.tensor([fit_temperature(z, labels) for z in exit_logits])
+    probabilities = [(z / t).softmax(-1) for z, t in zip(exit_logits, temperatures)]
+    confidences = torch.stack([p.max(-1).values for p in probabilities])
+    correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
+    return temperatures, confidences, correct
+
+
 def calibrate_exits(
     exit_logits: list[torch.Tensor], labels: torch.Tensor, exit_flops: list[float], caps: tuple[float, ...] = HARM_CAPS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One temperature per exit, then one row of thresholds per harm cap (:func:`search_thresholds`), from every
     exit's logits on labelled held-out images and what each exit costs beyond the one before."""
-    temperatures = torch.tensor([fit_temperature(z, labels) for z in exit_logits])
-    probabilities = [(z / t).softmax(-1) for z, t in zip(exit_logits, temperatures)]
-    confidences = torch.stack([p.max(-1).values for p in probabilities])
-    correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
+    temperatures, confidences, correct = calibrated_confidences(exit_logits, labels)
     cumulative = torch.tensor(list(itertools.accumulate(exit_flops)), dtype=torch.float64)
     thresholds = torch.tensor([search_thresholds(confidences, correct, cumulative, cap) for cap in caps])
     return temperatures, thresholds

@@ -31,8 +31,8 @@ from dynviz.train.cifar import (
 )
 from dynviz.train.exits import (
     budgeted_thresholds,
+    calibrated_confidences,
     exit_index,
-    fit_temperature,
 )
 from dynviz.train.loop import TrainOptions, predict
 from dynviz.train.losses import self_distilled_exit_losses
@@ -52,17 +52,13 @@ def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard
     net = classifier.network(config)
     history, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
     logits = predict(net, validation, prepare)
-    labels = validation.labels
-    temperatures = torch.tensor([fit_temperature(z, labels) for z in logits])
-    probabilities = [(z / t).softmax(-1) for z, t in zip(logits, temperatures)]
-    confidences = torch.stack([p.max(-1).values for p in probabilities])
-    correct = torch.stack([p.argmax(-1) == labels for p in probabilities])
-    points = {anytime_point(k): forced_exit(config.exits, k) for k in range(config.exits)}
-    model = classifier(net, temperatures, points, anytime_point(config.exits - 1))
+    temperatures, confidences, correct = calibrated_confidences(logits, validation.labels)
+    anytime = {anytime_point(k): forced_exit(config.exits, k) for k in range(config.exits)}
+    model = classifier(net, temperatures, anytime, anytime_point(config.exits - 1))  # for its exits' FLOPs
     cumulative = torch.tensor(list(itertools.accumulate(p.flops for p in model.exit_parts)), dtype=torch.float64)
     budgeted = budgeted_thresholds(confidences, correct, cumulative / model.flops_full, BUDGETS)
-    points |= {budget_name(budget): thresholds for budget, thresholds in budgeted.items()}
-    columns = torch.arange(len(labels))
+    points = anytime | {budget_name(budget): thresholds for budget, thresholds in budgeted.items()}
+    columns = torch.arange(confidences.shape[1])
 
     def on_validation(thresholds: tuple[float, ...]) -> tuple[float, float]:
         exits = exit_index(confidences, thresholds)
