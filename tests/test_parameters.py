@@ -95,12 +95,12 @@ def test_deformable_attention_samples_the_reference_grid_when_its_offsets_are_ze
         layer.offset[-1].weight.zero_()
     with inference():
         record = model.analyze(wide).records_of(DeformableAttentionRecord)[0]
-    assert record.keys == 16 and record.references * record.groups == record.points
-    # A reference point sits at the centre of each 2×2 block of tokens: token index 0.5, 2.5, … of 9-px cells.
-    assert record.references[:4] == (12 + 1.0 * 9, 1.0 * 9, 12 + 3.0 * 9, 1.0 * 9)
+    assert record.keys == 64 and record.references * record.groups == record.points
+    # A reference point sits at the centre of each token: token index 0, 1, … of 9-px cells.
+    assert record.references[:4] == (12 + 0.5 * 9, 0.5 * 9, 12 + 1.5 * 9, 0.5 * 9)
     assert reference_points(8, 2)[0, 1].tolist() == [2.5, 0.5]
     weights = record.weights(head=1, query=10)
-    assert len(weights) == 16 and 0 < sum(weights) <= 1  # the class token's key takes the rest
+    assert len(weights) == 64 and 0 < sum(weights) <= 1  # the class token's key takes the rest
 
 
 def test_condconv_mixes_one_kernel_per_image_and_a_batch_answers_as_its_images_alone():

@@ -4,7 +4,7 @@ Survey §3.3.2 (dynamic parameters: adjusting the sampling points, here of atten
 
 Plain self-attention lets every query read every token. Deformable attention
 lets the queries choose where keys and values come from. A uniform grid of
-reference points p (here every other token: a 4×4 grid over the 8×8 tokens) is
+reference points p (here one per token: the 8×8 grid of the tokens' centres) is
 shifted by offsets an offset network θ_offset predicts from the queries, one set
 per group of heads:
 
@@ -13,11 +13,14 @@ per group of heads:
 
 where φ is bilinear sampling of the token map and s bounds the offsets
 (:data:`OFFSET_RANGE` reference cells). θ_offset is DAT's: a depthwise k×k
-convolution of stride r (which places one output on each reference point), GELU
-and a 1×1 convolution to (Δx, Δy). The class token's key and value join the
-sampled ones, so the class token stays readable. Every query attends to
-(H/r)·(W/r) + 1 keys instead of H·W + 1, so the layer is cheaper than the plain
-one; DAT puts it in the last stages, here the last half of the layers.
+convolution of stride r (which places one output on each reference point),
+LayerNorm over the channels, GELU and a 1×1 convolution to (Δx, Δy). That last
+convolution starts at zero, so a new layer starts as plain attention over the
+tokens themselves, and θ_offset learns at a tenth of the network's rate, as DCN
+and Deformable DETR train their offset predictors: a large early step moves every
+key of a group at once. The class token's key and value join the sampled ones, so
+the class token stays readable. Every query attends to (H/r)·(W/r) + 1 keys; DAT
+puts the layer in the last stages, here the last half of the layers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 
 from dynviz.models.base import decided
 from dynviz.models.cifar import DecidingNetwork, about_cifar, grid_to_input
+from dynviz.models.dcn import OFFSET_LR_SCALE
 from dynviz.models.vit import (
     DEPTH,
     HEADS,
@@ -44,8 +48,9 @@ from dynviz.zoo import register_model
 
 GROUPS = 2
 """Groups of heads sharing one set of sampling points."""
-REFERENCE_STRIDE = 2
-"""One reference point per r × r tokens."""
+REFERENCE_STRIDE = 1
+"""One reference point per r × r tokens: r = 1 samples as many keys as plain attention reads, so the layer
+differs from it only in where they come from."""
 OFFSET_KERNEL = 5
 OFFSET_RANGE = 2.0
 """s: the largest offset, in reference cells (r tokens each)."""
@@ -57,6 +62,13 @@ def reference_points(side: int, stride: int) -> torch.Tensor:
     centres = torch.arange(side // stride, dtype=torch.float32) * stride + (stride - 1) / 2
     y, x = torch.meshgrid(centres, centres, indexing="ij")
     return torch.stack((x, y), -1)
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a map [N, C, H, W] (DAT's offset network normalises there)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,12 @@ class DeformableAttention(nn.Module):
         group_dim = dim // groups
         self.offset = nn.Sequential(
             nn.Conv2d(group_dim, group_dim, OFFSET_KERNEL, stride, OFFSET_KERNEL // 2, groups=group_dim),
+            ChannelNorm(group_dim),
             nn.GELU(),
             nn.Conv2d(group_dim, 2, 1, bias=False),
         )
+        nn.init.zeros_(self.offset[-1].weight)
+        self.offset.lr_scale = OFFSET_LR_SCALE  # read by the training loop's parameter groups
 
     def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
         n, tokens, dim = x.shape
@@ -124,8 +139,8 @@ class DeformableVisionTransformer(VisionTransformer):
 ABOUT = about_cifar(
     "Deformable-attention vision transformer for CIFAR-10 (DAT)",
     "sample-wise dynamic parameters: deformable attention (survey §3.3.2)",
-    "The CIFAR vision transformer whose last three layers attend to 16 keys sampled where the queries point: "
-    "a grid of reference points moved by learned offsets, one set per group of heads, instead of all 64 tokens. "
+    "The CIFAR vision transformer whose last three layers attend to 64 keys sampled where the queries point: "
+    "a grid of reference points moved by learned offsets, one set per group of heads, instead of the 64 tokens. "
     "The Deformable page draws the reference points, where they moved and how much each head attends to them.",
     ("Xia et al., Vision transformer with deformable attention, CVPR 2022", VIT_PAPER),
 )
