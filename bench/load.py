@@ -80,15 +80,27 @@ def photo(seed: int, width: int = 640, height: int = 480) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Visit:
+    session: int
+    page: str
+    started_s: float
+    """When the click came, in seconds since the sessions started."""
+    took_s: float
+    first: bool
+    """The session had not seen this page with its input before."""
+
+
 @dataclass
 class Tally:
-    first: list[float] = field(default_factory=list)
-    later: list[float] = field(default_factory=list)
-    by_page: dict[str, list[float]] = field(default_factory=dict)
-    """First visits by page."""
+    start: float = field(default_factory=time.monotonic)
+    visits: list[Visit] = field(default_factory=list)
     uploads: list[float] = field(default_factory=list)
     widget_changes: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    def times(self, first: bool, page: str | None = None) -> list[float]:
+        return [v.took_s for v in self.visits if v.first == first and page in (None, v.page)]
 
 
 async def settled(page, marker: str) -> None:
@@ -147,10 +159,7 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
             except Exception as error:  # noqa: BLE001 - a timeout is a failure the report counts
                 tally.errors.append(f"session {index}, {link}: {type(error).__name__}")
                 continue
-            took = time.monotonic() - start
-            (tally.later if link in seen else tally.first).append(took)
-            if link not in seen:
-                tally.by_page.setdefault(link, []).append(took)
+            tally.visits.append(Visit(index, link, start - tally.start, time.monotonic() - start, link not in seen))
             seen.add(link)
             if link == "Early exit":
                 try:
@@ -298,9 +307,11 @@ def memo_race() -> str:
 
 
 def percentiles(values: list[float]) -> str:
+    """Median and 95th percentile, interpolated between the visits measured: never beyond the slowest (the
+    "exclusive" method extrapolates past it when there are fewer than 20 visits)."""
     if not values:
         return "no visits"
-    p95 = statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
+    p95 = statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
     return f"p50 {statistics.median(values):5.1f} s   p95 {p95:5.1f} s   ({len(values)} visits)"
 
 
@@ -319,7 +330,8 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
             usage.sample()
             usage.start_counting()
             reruns_before = len(app.reruns())
-            deadline = time.monotonic() + seconds
+            tally.start = time.monotonic()
+            deadline = tally.start + seconds
             await asyncio.gather(
                 *(session(browser, app.url, i, deadline, Path(folder), tally, read_s) for i in range(sessions))
             )
@@ -328,20 +340,23 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
             server_cpu, browsers_cpu = usage.cpu_seconds(browsers=False), usage.cpu_seconds(browsers=True)
             await browser.close()
         usage.stopped.set()
-    visits = max(1, len(tally.first) + len(tally.later))
+    visits = max(1, len(tally.visits))
+    slowest_first = sorted((v for v in tally.visits if v.first), key=lambda v: -v.took_s)[:8]
     per_visit = (server_cpu + browsers_cpu) / visits
     pace = f"reading each page {read_s:g} s before the next click" if read_s else "clicking as soon as a page answers"
     lines = [
         f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages, {pace}",
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
-        f"first visit of a page: {percentiles(tally.first)}",
-        f"later visits:          {percentiles(tally.later)}",
+        f"first visit of a page: {percentiles(tally.times(first=True))}",
+        "  slowest: "
+        + ", ".join(f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s)" for v in slowest_first),
+        f"later visits:          {percentiles(tally.times(first=False))}",
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles(tally.widget_changes)}",
         f"the server's part (a script run, clicks and threshold moves): {percentiles([s for _, s in reruns])}",
         "  slowest: " + ", ".join(f"{page} {took:.1f} s" for page, took in sorted(reruns, key=lambda r: -r[1])[:6]),
         "first visits by page:",
-        *(f"  {page:<19}{percentiles(times)}" for page, times in tally.by_page.items()),
+        *(f"  {page:<19}{percentiles(tally.times(True, page))}" for page in PAGES),
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
         f"CPU time during the sessions: server {server_cpu:.0f} s ({1000 * server_cpu / visits:.0f} ms a visit), "
         f"browsers {browsers_cpu:.0f} s (of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
