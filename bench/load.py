@@ -13,7 +13,8 @@ app has stopped running; visits are split into first visits (the session had not
 page with its input) and later ones. Prints:
 
 - errors: pages that showed an exception, and visits that timed out (both must be 0);
-- p50 / p95 page time, first and later visits; the upload's time to its first answer; the time from
+- p50 / p95 page time, first and later visits (and the slowest first visits, with their session and when
+  they started); the upload's time to its first answer; the time from
   moving the Early-exit page's first threshold to the page showing where the input stops now;
 - the server's peak resident memory, sampled every 0.2 s;
 - the CPU time a visit costs the server and the browser, and what that implies: the browsers run on this
