@@ -10,6 +10,7 @@ from dynviz.cost import BILINEAR_MACS, count_macs
 from dynviz.inputs import load_image
 from dynviz.models.dat import DeformableAttention, reference_points
 from dynviz.models.dcn import DeformableConv2d, deform_conv2d
+from dynviz.models.vit import Attention
 from dynviz.runtime import inference
 from dynviz.trace import (
     DeformableAttentionRecord,
@@ -88,11 +89,8 @@ def test_stacked_regular_layers_read_the_receptive_field_of_a_5_by_5_kernel(wide
     assert len({(round(x, 2), round(y, 2)) for x, y, _ in points}) == 25
 
 
-def test_deformable_attention_samples_the_reference_grid_when_its_offsets_are_zero(wide):
-    model = tiny("dat_cifar")
-    layer = next(m for m in model.net.modules() if isinstance(m, DeformableAttention))
-    with torch.no_grad():
-        layer.offset[-1].weight.zero_()
+def test_a_new_deformable_attention_layer_samples_the_reference_grid(wide):
+    model = tiny("dat_cifar")  # θ_offset's last layer starts at zero: no offsets yet
     with inference():
         record = model.analyze(wide).records_of(DeformableAttentionRecord)[0]
     assert record.keys == 64 and record.references * record.groups == record.points
@@ -101,6 +99,17 @@ def test_deformable_attention_samples_the_reference_grid_when_its_offsets_are_ze
     assert reference_points(8, 2)[0, 1].tolist() == [2.5, 0.5]
     weights = record.weights(head=1, query=10)
     assert len(weights) == 64 and 0 < sum(weights) <= 1  # the class token's key takes the rest
+
+
+def test_a_new_deformable_attention_layer_answers_as_plain_attention_with_the_same_weights():
+    torch.manual_seed(0)
+    deformable, plain = DeformableAttention(dim=32, heads=4), Attention(32, 4)
+    with torch.no_grad():
+        plain.qkv.weight.copy_(torch.cat((deformable.q.weight, deformable.kv.weight)))
+        plain.qkv.bias.copy_(torch.cat((deformable.q.bias, deformable.kv.bias)))
+        plain.proj.load_state_dict(deformable.proj.state_dict())
+    tokens = torch.randn(2, 1 + 4 * 4, 32)  # a class token and a 4×4 map
+    torch.testing.assert_close(deformable(tokens, side=4), plain(tokens, side=4))
 
 
 def test_condconv_mixes_one_kernel_per_image_and_a_batch_answers_as_its_images_alone():
