@@ -18,6 +18,7 @@ multi-exit networks), the highest accuracy within each FLOPs budget.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -162,12 +163,17 @@ def calibrated_confidences(
     return temperatures, confidences, correct
 
 
+def cumulative_flops(exit_flops: Iterable[float]) -> torch.Tensor:
+    """What reaching each exit costs, from what each exit costs beyond the one before."""
+    return torch.tensor(list(itertools.accumulate(exit_flops)), dtype=torch.float64)
+
+
 def calibrate_exits(
     exit_logits: list[torch.Tensor], labels: torch.Tensor, exit_flops: list[float], caps: tuple[float, ...] = HARM_CAPS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One temperature per exit, then one row of thresholds per harm cap (:func:`search_thresholds`), from every
     exit's logits on labelled held-out images and what each exit costs beyond the one before."""
     temperatures, confidences, correct = calibrated_confidences(exit_logits, labels)
-    cumulative = torch.tensor(list(itertools.accumulate(exit_flops)), dtype=torch.float64)
+    cumulative = cumulative_flops(exit_flops)
     thresholds = torch.tensor([search_thresholds(confidences, correct, cumulative, cap) for cap in caps])
     return temperatures, thresholds

@@ -15,7 +15,6 @@ exits, then budgeted calibration.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 
 import torch
@@ -32,6 +31,7 @@ from dynviz.train.cifar import (
 from dynviz.train.exits import (
     budgeted_thresholds,
     calibrated_confidences,
+    cumulative_flops,
     exit_index,
 )
 from dynviz.train.loop import TrainOptions, predict
@@ -55,7 +55,7 @@ def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard
     temperatures, confidences, correct = calibrated_confidences(logits, validation.labels)
     anytime = {anytime_point(k): forced_exit(config.exits, k) for k in range(config.exits)}
     model = classifier(net, temperatures, anytime, anytime_point(config.exits - 1))  # for its exits' FLOPs
-    cumulative = torch.tensor(list(itertools.accumulate(p.flops for p in model.exit_parts)), dtype=torch.float64)
+    cumulative = cumulative_flops(p.flops for p in model.exit_parts)
     budgeted = budgeted_thresholds(confidences, correct, cumulative / model.flops_full, BUDGETS)
     points = anytime | {budget_name(budget): thresholds for budget, thresholds in budgeted.items()}
     columns = torch.arange(confidences.shape[1])
