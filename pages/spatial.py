@@ -31,6 +31,9 @@ if view == "Pixel masks":
         ui.answer_header(trace, f"{computed / positions:.0%}", f"{computed} of {positions}", "Positions computed")
         for note in trace.notes:
             st.info(ui.text(note), icon=":material/info:")
+    # The page opens on the first block that computed anything here: a trained mask may switch a whole block off.
+    first_computing = next((i for i, mask in enumerate(masks) if any(mask.computed)), 0)
+    st.session_state.setdefault(f"{name}:layer", first_computing)
     layer = st.select_slider(
         "Block",
         range(len(masks)),

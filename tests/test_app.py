@@ -1,6 +1,7 @@
 """Every page, rendered by streamlit's AppTest on generated and bundled inputs."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -195,8 +196,10 @@ def test_spatial_page_draws_each_block_s_mask_and_its_speed_up(app):
     app.selectbox(key="mask_model").set_value("dynconv_resnet_cifar").run()
     assert not app.exception
     figures = charts(app)
-    overlay = next(f for title, f in figures.items() if title.startswith("Where did block 1 compute?"))
-    assert overlay["data"][1]["z"]["shape"] == "32, 32"  # the first block's output grid, over the photo
+    # It opens on the first block that computed positions (the bundled masks switch block 1 off entirely).
+    title, overlay = next((t, f) for t, f in figures.items() if t.startswith("Where did block"))
+    assert re.match(r"Where did block \d+ compute\? [1-9]\d* of 1024 positions", title)
+    assert overlay["data"][1]["z"]["shape"] == "32, 32"  # that block's output grid, over the photo
     assert (
         len(
             figures[
