@@ -9,7 +9,7 @@ from dynviz.trace import (
     RoutingRecord,
     SamplingRecord,
 )
-from dynviz.ui import input_sidebar, offered, warm_up
+from dynviz.ui import input_sidebar, offered, prefetch_after_the_page, warm_up
 
 st.set_page_config(page_title="dynviz", page_icon=":material/alt_route:", layout="wide")
 # Every url_path differs from its file's name on purpose: while a pages/ folder sits beside
@@ -38,7 +38,7 @@ pages += [
     st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:", url_path="trade-off-explorer"),
 ]
 navigation = st.navigation(pages)
-with timed_rerun(navigation.title):
+with timed_rerun(navigation.title), prefetch_after_the_page():
     warm_up()
     input_sidebar()
     navigation.run()

@@ -398,14 +398,20 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     assert any(title.startswith("Which pixels sent token (4, 4)") for title in charts(app))
 
 
-def test_a_newly_picked_photo_starts_its_prefetch_once_where_background_work_is_wanted(app, monkeypatch):
+def test_a_newly_picked_photo_starts_its_prefetch_once_after_its_page_where_background_work_is_wanted(app, monkeypatch):
     from dynviz import ui
 
-    started = []
+    events = []
+    analyze = ui.analyze
     monkeypatch.setattr(ui, "background_work_wanted", lambda: True)
     monkeypatch.setattr(ui, "start_warm_up", lambda *args: None)
-    monkeypatch.setattr(ui, "start_prefetch", lambda server, image: started.append(image.name))
+    monkeypatch.setattr(ui, "start_prefetch", lambda server, image: events.append(f"prefetch {image.name}"))
+    monkeypatch.setattr(ui, "analyze", lambda name, image, *rest: events.append("page") or analyze(name, image, *rest))
+    app.switch_page("pages/early_exit.py").run()
+    events.clear()
     second = app.selectbox(key="example").options[1]
     app.selectbox(key="example").select_index(1).run()
+    assert events[0] == "page" and events[-1].startswith("prefetch")  # after the page in front of the visitor
+    assert second.startswith(events[-1].removeprefix("prefetch "))
     app.run()
-    assert not app.exception and len(started) == 1 and started[0] in second
+    assert not app.exception and sum(e.startswith("prefetch") for e in events) == 1

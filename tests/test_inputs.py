@@ -1,5 +1,6 @@
 """Odd and broken files, generated here: each decodes to RGB or fails with one line naming the file."""
 
+import io
 import struct
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image
 
 from dynviz import inputs
 from dynviz.inputs import InputError, load_image
+from dynviz.viz.image import DISPLAY_SIDE, preview
 
 
 def png_16bit_grey() -> bytes:
@@ -64,6 +66,26 @@ def test_odd_but_valid_files_become_rgb_with_a_note(name):
 
 def test_exif_orientation_is_applied():
     assert load_image(rotated_jpeg(), "rotated.jpg").size == (40, 80)
+
+
+def test_large_jpegs_are_read_at_a_reduced_scale_with_the_same_picture(monkeypatch):
+    monkeypatch.setattr(inputs, "DECODED_SIDE", 64)  # as a 12-megapixel photo is against the real 1024
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(pattern(300, 200), "JPEG", quality=95, exif=exif)
+    image = load_image(data, "big.jpg")
+    assert image.size == (100, 150) and any("read at 1/2" in note for note in image.notes), image.notes
+    full = Image.open(io.BytesIO(data)).convert("RGB").reduce(2).transpose(Image.Transpose.ROTATE_270)
+    difference = np.abs(np.asarray(image.image, float) - np.asarray(full, float)).mean()
+    assert difference < 4, difference
+    assert load_image(encode(pattern(120, 120), "JPEG"), "small.jpg").size == (120, 120)
+
+
+def test_the_picture_sent_to_the_browser_is_shrunk_once_per_photo():
+    large, small = pattern(1600, 900), pattern(64, 48)
+    shown = preview(large)
+    assert max(shown.size) == DISPLAY_SIDE and preview(large) is shown
+    assert preview(small) is small
 
 
 def test_transparent_areas_are_composited_on_white():
