@@ -50,6 +50,8 @@ class InputImage:
     """sha256 of the original bytes: the cache key for results."""
     notes: tuple[str, ...] = ()
     """What was done to make it analysable (first frame of an animation, 16-bit rescaled …)."""
+    file_size: tuple[int, int] | None = None
+    """The file's own width and height where it was read at a smaller size (:data:`DECODED_SIDE`)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -65,7 +67,7 @@ def load_image(data: bytes, name: str) -> InputImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image, notes = _decode(data, name)
+            image, notes, file_size = _decode(data, name)
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -76,7 +78,8 @@ def load_image(data: bytes, name: str) -> InputImage:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(f"{name}: the image is corrupt or truncated ({first_line(error)}).") from None
-    return InputImage(name=name, image=image, digest=hashlib.sha256(data).hexdigest(), notes=tuple(notes))
+    digest = hashlib.sha256(data).hexdigest()
+    return InputImage(name, image, digest, tuple(notes), file_size if file_size != image.size else None)
 
 
 def load_image_file(path: str | os.PathLike[str]) -> InputImage:
@@ -96,7 +99,8 @@ def read_file(path: str | os.PathLike[str], limit: int) -> bytes:
         raise InputError(f"{path}: cannot be read ({error.strerror or error}).") from None
 
 
-def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str]]:
+def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str], tuple[int, int]]:
+    """The RGB image, notes on what was done to it, and the file's own size (upright)."""
     notes: list[str] = []
     image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     width, height = image.size
@@ -109,16 +113,14 @@ def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str]]:
         notes.append(f"named {suffix} but the content is {image.format}; read as {image.format}")
     if image.format == "JPEG" and (scale := decoding_scale(image.size)) > 1:
         image.draft(image.mode, (-(-width // scale), -(-height // scale)))
-        notes.append(
-            f"{width}×{height} pixels, read at 1/{scale} of the size ({image.size[0]}×{image.size[1]}): "
-            "the networks see a few hundred pixels across"
-        )
     if getattr(image, "n_frames", 1) > 1:
         notes.append(f"{image.n_frames} frames (animation or pages): the first is analysed")
         image.seek(0)
     image.load()
+    read_size = image.size
     image = ImageOps.exif_transpose(image)
-    return _to_rgb(image, notes), notes
+    upright = (width, height) if image.size == read_size else (height, width)
+    return _to_rgb(image, notes), notes, upright
 
 
 def decoding_scale(size: tuple[int, int]) -> int:

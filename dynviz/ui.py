@@ -203,6 +203,11 @@ def input_sidebar() -> None:
         current = current_input()
         if current is not None:
             st.image(shown(current), caption=f"Analysing: {current.name}")
+            if current.file_size:
+                st.caption(
+                    f"{current.file_size[0]}×{current.file_size[1]} pixels, read at {current.size[0]}×"
+                    f"{current.size[1]}: the networks see a few hundred pixels across"
+                )
             for note in current.notes:
                 st.caption(f"Note: {text(note)}")
 

@@ -79,6 +79,16 @@ def test_uploads_a_broken_and_a_generated_image_keep_the_good_one(app):
     assert {"Where did it stop?", "What did it cost?"} <= set(charts(app))
 
 
+def test_a_large_photo_is_read_smaller_and_the_sidebar_says_so(app, monkeypatch):
+    from dynviz import inputs
+
+    monkeypatch.setattr(inputs, "DECODED_SIDE", 64)  # as a 12-megapixel photo is against the real 1024
+    app.sidebar.radio(key="source").set_value("Upload").run()
+    app.file_uploader(key="uploads").set_value([("large.jpg", encode(pattern(300, 200), "JPEG"), "image/jpeg")]).run()
+    assert app.session_state["dynviz_input"].size == (150, 100)
+    assert any(c.value.startswith("300×200 pixels, read at 150×100") for c in app.sidebar.caption)
+
+
 def test_msdnet_on_the_early_exit_page_shows_its_grid_and_the_32_pixel_view(app):
     app.switch_page("pages/early_exit.py").run()
     app.selectbox(key="exit_model").select("msdnet_cifar").run()
