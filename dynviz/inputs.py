@@ -125,7 +125,7 @@ def _decode(data: bytes, name: str) -> tuple[Image.Image, list[str], tuple[int, 
 
 def decoding_scale(size: tuple[int, int]) -> int:
     """The largest of 1, 2, 4 and 8 that keeps the shorter side at :data:`DECODED_SIDE` or more."""
-    return next(scale for scale in (8, 4, 2, 1) if min(size) // scale >= DECODED_SIDE or scale == 1)
+    return next((scale for scale in (8, 4, 2) if min(size) // scale >= DECODED_SIDE), 1)
 
 
 def _suffix_matches(suffix: str, image_format: str | None) -> bool:
