@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,6 +270,57 @@ def model_table() -> list[dict[str, str]]:
         }
         for row in model_summaries()
     ]
+
+
+@dataclass(frozen=True)
+class AgainstTwin:
+    """A dynamic model's default operating point against its static twin, the network it would be without its
+    decisions (the one that spends the card's ``flops_full`` on every input), both on the same images."""
+
+    model: str
+    survey_family: str
+    """sample-wise, spatial-wise or temporal-wise (the survey's three families)."""
+    twin: str
+    point: PointResult
+    twin_point: PointResult
+
+    @property
+    def flops_share(self) -> float:
+        return self.point.mean_flops / self.twin_point.mean_flops
+
+    @property
+    def top1_change(self) -> float:
+        return self.point.top1 - self.twin_point.top1
+
+
+def twin_of(card: ModelCard) -> tuple[str, PointResult] | None:
+    """The static twin's name and its point on ``card``'s evaluation images: the network measured beside it that
+    spends ``flops_full`` (read from its own card where that one is measured on the same images, as it may have
+    been retrained since), else the model's own last exit for every input (an early-exit network's whole self)."""
+    evaluation = card.evaluation
+    for baseline in evaluation.baselines:
+        if math.isclose(baseline.mean_flops, card.flops_full, rel_tol=0.01):
+            own = load_card(baseline.name)
+            same_images = own and own.evaluation and own.evaluation.split == evaluation.split
+            if same_images and own.evaluation.data == evaluation.data:
+                return baseline.name, own.point(own.default_point)
+            return baseline.name, baseline
+    whole = (
+        p for p in evaluation.points if p.kind == ANYTIME and math.isclose(p.mean_flops, card.flops_full, rel_tol=0.01)
+    )
+    return next(((f"{card.name}, every exit", point) for point in whole), None)
+
+
+def against_twins() -> list[AgainstTwin]:
+    """Every evaluated dynamic model that has a static twin, against it."""
+    rows = []
+    for name in card_names():
+        card = load_card(name)
+        point = card.point(card.default_point)
+        if point is None or point.kind == STATIC or (twin := twin_of(card)) is None:
+            continue
+        rows.append(AgainstTwin(name, card.about.family.split()[0], twin[0], point, twin[1]))
+    return rows
 
 
 def sha256_of(path: Path) -> str:

@@ -1,6 +1,8 @@
 import streamlit as st
 
 from dynviz import ui
+from dynviz.cards import against_twins
+from dynviz.viz.tradeoff import twins_chart
 
 st.title("dynviz: what a dynamic network chose to compute")
 st.markdown(
@@ -18,6 +20,13 @@ Pick a photo in the sidebar (a bundled example, your own upload, or the camera),
 Every page shows the answer first, then what the network computed (in colour) and skipped (in grey),
 and what it cost in FLOPs (multiply–adds), always next to the static network's cost.
 """
+)
+st.subheader("What the bundled networks save")
+st.plotly_chart(twins_chart(against_twins()), key="twins")
+st.caption(
+    "Each dynamic model at its default setting against its static twin, the network it would be without its "
+    "decisions (an early-exit network's twin is itself with every exit run), both measured by the eval command on "
+    "the same test images. Hover over a point for both figures; the Trade-offs page has every setting's."
 )
 st.subheader("Pages")
 st.markdown(

@@ -9,7 +9,7 @@ from conftest import encode, pattern, tiny
 from safetensors import safe_open
 from streamlit.testing.v1 import AppTest
 
-from dynviz.cards import PRETRAINED, load_card
+from dynviz.cards import PRETRAINED, against_twins, load_card
 from dynviz.clips import EXAMPLE_CLIPS
 from dynviz.zoo import IMAGE, VIDEO, list_models
 
@@ -38,6 +38,14 @@ def test_home_lists_every_bundled_model_from_its_card(app):
     table = app.dataframe[0].value
     assert {"lite0", "lite1", "lite2", "lite_cascade"} <= set(table["model"])
     assert "dynamic" in app.markdown[0].value
+
+
+def test_home_sets_every_dynamic_model_against_its_twin(app):
+    figure = charts(app)["Does each dynamic network pay off against the static network it is built on?"]
+    shown = {name for family in figure["data"] for name in family["text"]}
+    assert shown == {row.model for row in against_twins()}
+    msdnet = next(family for family in figure["data"] if "msdnet_cifar" in family["text"])
+    assert msdnet["name"] == "sample-wise" and msdnet["x"][msdnet["text"].index("msdnet_cifar")] < 100
 
 
 def test_early_exit_page_shows_the_answer_the_stages_and_the_cost(app):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import encode, pattern
 
+from dynviz.cards import against_twins, load_card
 from dynviz.clips import write_clip
 from dynviz.inputs import load_image
 from dynviz.runtime import inference
@@ -20,6 +21,7 @@ from dynviz.zoo import (
     accepts,
     create_model,
     declared_records,
+    dynamic_models,
     list_models,
     tiny_config,
 )
@@ -63,3 +65,19 @@ def test_bundled_weights_come_in_one_configuration():
     with pytest.raises(ValueError, match="pretrained=False"):
         create_model("resnet20_cifar", depth=8)
     assert create_model("resnet20_cifar", pretrained=False, depth=8).name == "resnet8_cifar"
+
+
+def test_every_dynamic_model_is_set_against_its_static_twin_on_the_same_images():
+    rows = {row.model: row for row in against_twins()}
+    assert set(rows) == {name for name in dynamic_models() if load_card(name).evaluation}
+    for row in rows.values():
+        assert row.twin_point.mean_flops == pytest.approx(load_card(row.model).flops_full, rel=0.01)
+    # A twin's own card where it is measured on the same images (it may have been retrained since) ...
+    resnet20 = load_card("resnet20_cifar")
+    assert rows["condconv_resnet_cifar"].twin_point == resnet20.point(resnet20.default_point)
+    # ... the network measured beside it where not (Lite0 on every frame of the clips) ...
+    assert rows["frame_exit_lite"].twin_point == load_card("frame_exit_lite").evaluation.baselines[0]
+    # ... and an early-exit network against itself with every exit run.
+    assert rows["msdnet_cifar"].twin == "msdnet_cifar, every exit"
+    assert rows["msdnet_cifar"].flops_share < 0.5
+    assert {row.survey_family for row in rows.values()} == {"sample-wise", "spatial-wise", "temporal-wise"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dynviz.cards import ANYTIME, ModelCard, PointResult
+from dynviz.cards import ANYTIME, AgainstTwin, ModelCard, PointResult
 from dynviz.units import FLOPS_UNIT, format_flops
-from dynviz.viz.style import STATIC, THRESHOLD, legend_below, model_colors, titled
+from dynviz.viz.style import STATIC, THRESHOLD, exit_color, legend_below, model_colors, titled
 
 FOCUS_BELOW = 10
 """Points of accuracy shown below the least accurate static network or default operating point."""
@@ -131,3 +131,48 @@ def training_curves(
     figure.update_xaxes(title="epoch")
     figure.update_yaxes(title="validation top-1 (%)")
     return titled(figure, "How did each model learn? (validation accuracy after each epoch)", height=380)
+
+
+SURVEY_FAMILIES = ("sample-wise", "spatial-wise", "temporal-wise")
+
+
+def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
+    """Every dynamic model's default operating point against its static twin: the share of the twin's FLOPs it
+    spends and the accuracy it gains or loses, coloured by the survey's family."""
+    figure = go.Figure()
+    for index, family in enumerate(SURVEY_FAMILIES):
+        members = [row for row in rows if row.survey_family == family]
+        if not members:
+            continue
+        figure.add_scatter(
+            x=[100 * row.flops_share for row in members],
+            y=[100 * row.top1_change for row in members],
+            mode="markers+text",
+            text=[row.model for row in members],
+            textposition="top center",
+            textfont=dict(size=10),
+            marker=dict(size=10, color=exit_color(index)),
+            name=family,
+            hovertext=[
+                f"{row.model}: {100 * row.point.top1:.1f}% at {format_flops(row.point.mean_flops)}<br>"
+                f"{row.twin}: {100 * row.twin_point.top1:.1f}% at {format_flops(row.twin_point.mean_flops)}"
+                for row in members
+            ],
+            hoverinfo="text",
+        )
+    figure.add_vline(x=100, line=dict(color=STATIC, dash="dot"))
+    figure.add_hline(y=0, line=dict(color=STATIC, dash="dot"))
+    figure.add_annotation(
+        x=0,
+        y=1,
+        xref="paper",
+        yref="paper",
+        xanchor="left",
+        yanchor="top",
+        showarrow=False,
+        text="cheaper and more accurate than its twin",
+        font=dict(color=STATIC),
+    )
+    figure.update_xaxes(title=f"{FLOPS_UNIT} spent, % of its static twin's", rangemode="tozero")
+    figure.update_yaxes(title="top-1 against its static twin, points")
+    return titled(figure, "Does each dynamic network pay off against the static network it is built on?", 480)
