@@ -5,9 +5,10 @@
 Starts the app (``streamlit run app.py`` on a free 127.0.0.1 port) and Debian's Chromium
 (Playwright, one browser context per session, so each is its own Streamlit session). A first
 visit starts the app's warm-up; the sessions join once it is done, as a class joins a server its
-teacher opened before the lesson. Each session uploads its own generated photo, then walks every
-page in turn until the time is up, reading each page for ``--read`` seconds before the next click (0: a
-robot clicking as fast as the pages answer; a class reads a page for several seconds).
+teacher opened before the lesson. Each session reads the landing page, uploads its own generated photo,
+then walks every page in turn until the time is up, reading each page (the landing page included) for
+``--read`` seconds before the next click (0: a robot clicking as fast as the pages answer; a class reads a
+page for several seconds).
 A page visit is timed from the click on its link until its marker chart is on screen and the
 app has stopped running; visits are split into first visits (the session had not seen that
 page with its input) and later ones. Prints:
@@ -142,6 +143,7 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
         await page.goto(url)
         sidebar = page.get_by_test_id("stSidebar")
         await sidebar.get_by_text("Source").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
+        await asyncio.sleep(read_s)
         await sidebar.locator("label").filter(has_text="Upload").click()
         start = time.monotonic()
         await sidebar.locator("input[type=file]").set_input_files(upload)
@@ -355,16 +357,22 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
             await browser.close()
         usage.stopped.set()
     visits = max(1, len(tally.visits))
-    slowest_first = sorted((v for v in tally.visits if v.first), key=lambda v: -v.took_s)[:8]
+
+    def slowest(first: bool) -> str:
+        kept = sorted((v for v in tally.visits if v.first == first), key=lambda v: -v.took_s)[:8]
+        return "  slowest: " + ", ".join(
+            f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s)" for v in kept
+        )
+
     per_visit = (server_cpu + browsers_cpu) / visits
     pace = f"reading each page {read_s:g} s before the next click" if read_s else "clicking as soon as a page answers"
     lines = [
         f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages, {pace}",
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
         f"first visit of a page: {percentiles(tally.times(first=True))}",
-        "  slowest: "
-        + ", ".join(f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s)" for v in slowest_first),
+        slowest(first=True),
         f"later visits:          {percentiles(tally.times(first=False))}",
+        slowest(first=False),
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles(tally.widget_changes)}",
         f"the server's part (a script run, clicks and threshold moves): {percentiles([s for _, s in reruns])}",
