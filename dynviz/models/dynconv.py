@@ -54,6 +54,7 @@ from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.efficientnet_lite import MBConv
 from dynviz.models.gates import (
     CIFAR_DATA,
+    DECIDED_AT_HALF_THRESHOLDS,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
     LITE0_DATA,
@@ -436,6 +437,7 @@ ABOUT = About(
 class DynConvResNetCifar(ResNet32Backbone, PixelMasking):
     name = "dynconv_resnet_cifar"
     about = ABOUT
+    thresholds = DECIDED_AT_HALF_THRESHOLDS
 
 
 LITE_ABOUT = About(

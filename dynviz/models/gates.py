@@ -12,9 +12,11 @@ estimator (Jang et al., ICLR 2017), as ConvNet-AIG does:
     ∂g_u/∂a_u := ∂σ((a_u + log ε − log(1 − ε)) / T)/∂a_u,
 
 so the forward pass sees the network with units really switched off, and the
-gradient still reaches the gate. Fine-tuning a trained network for a few
-epochs goes without the noise (g_u = 1[a_u > 0], the same gradient): the noise
-would keep the logits near 0, where it and not the input decides. A
+gradient still reaches the gate. Without the noise (g_u = 1[a_u > 0], the same
+gradient; ``noise=False``) only the sign of a_u matters in training: the logits
+stay near 0 and a θ other than ½ switches units on or off in bulk. With it, a
+unit that must be on (or off) for an input has to say so with a large |a_u|,
+and θ becomes a knob along a curve. A
 target-rate loss (:func:`dynviz.train.losses.execution_rate_loss`) pulls each
 gate's mean rate towards the target. At inference the unit runs when p_u ≥ θ,
 the threshold knob: 0.5 follows the most likely decision, a higher θ skips more.
@@ -57,9 +59,9 @@ GATE_WIDTH = 16
 DEFAULT_THRESHOLD = 0.5
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 """The operating points each gated model is evaluated at."""
-FINE_TUNED_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
-"""The operating points of the CIFAR models, fine-tuned with decisions made at ½: their gate logits stay close to
-0, so θ far from ½ switches units on or off in bulk that the network never learnt to do without."""
+DECIDED_AT_HALF_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
+"""The operating points of a model trained with its decisions made at ½ (no noise): its logits stay close to 0,
+so θ far from ½ switches units on or off in bulk that the network never learnt to do without."""
 
 
 def threshold_point(threshold: float) -> str:
@@ -276,7 +278,6 @@ class ResNet32Backbone(Cifar10Classifier):
 
     baselines = ("resnet20_cifar", "resnet32_cifar")
     probe_size = CIFAR_SIZE
-    thresholds = FINE_TUNED_THRESHOLDS
 
     @staticmethod
     def backbone(depth: int = 32) -> nn.Module:
