@@ -381,8 +381,9 @@ ABOUT = About(
     summary=(
         "In every residual block a small gate (pooling, then a 16-unit MLP) reads the block's input and switches "
         "each of the channels between the block's two convolutions on or off. Channels that are off are not "
-        "computed by the first convolution nor read by the second. Trained with hard decisions (straight-through "
-        f"gradients) and a target of {TARGET_RATE:.0%} active channels per gate, fine-tuned from resnet32_cifar."
+        "computed by the first convolution nor read by the second. Trained with hard decisions sampled with "
+        f"Gumbel noise (straight-through gradients) and a target of {TARGET_RATE:.0%} active channels per gate, "
+        "fine-tuned from resnet32_cifar."
     ),
     papers=(
         "Herrmann et al., Channel selection using Gumbel softmax, ECCV 2020",

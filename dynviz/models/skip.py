@@ -189,7 +189,7 @@ ABOUT = About(
     summary=(
         "Every residual block that keeps its input's shape has a small gate (pooling, then a 16-unit MLP) that "
         "reads the block's input and decides whether to run it. A skipped block is not computed. Trained with "
-        "hard decisions (straight-through gradients) and a target execution rate of "
+        "hard decisions sampled with Gumbel noise (straight-through gradients) and a target execution rate of "
         f"{TARGET_RATE:.0%} per gate, fine-tuned from resnet32_cifar."
     ),
     papers=(
