@@ -298,16 +298,20 @@ def twin_of(card: ModelCard) -> tuple[str, PointResult] | None:
     spends ``flops_full`` (read from its own card where that one is measured on the same images, as it may have
     been retrained since), else the model's own last exit for every input (an early-exit network's whole self)."""
     evaluation = card.evaluation
-    for baseline in evaluation.baselines:
-        if math.isclose(baseline.mean_flops, card.flops_full, rel_tol=0.01):
-            own = load_card(baseline.name)
-            same_images = own and own.evaluation and own.evaluation.split == evaluation.split
-            if same_images and own.evaluation.data == evaluation.data:
-                return baseline.name, own.point(own.default_point)
-            return baseline.name, baseline
-    whole = (
-        p for p in evaluation.points if p.kind == ANYTIME and math.isclose(p.mean_flops, card.flops_full, rel_tol=0.01)
-    )
+
+    def spends_full(point: PointResult) -> bool:
+        return math.isclose(point.mean_flops, card.flops_full, rel_tol=0.01)
+
+    for baseline in filter(spends_full, evaluation.baselines):
+        own = load_card(baseline.name)
+        if (
+            own
+            and own.evaluation
+            and (own.evaluation.data, own.evaluation.split) == (evaluation.data, evaluation.split)
+        ):
+            return baseline.name, own.point(own.default_point)
+        return baseline.name, baseline
+    whole = (point for point in evaluation.points if point.kind == ANYTIME and spends_full(point))
     return next(((f"{card.name}, every exit", point) for point in whole), None)
 
 
