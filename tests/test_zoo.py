@@ -2,6 +2,7 @@
 is registered, a trace round-trips through JSON, and its settings are its knobs. Once in the tiny configuration
 each model registers (untrained, fast), once with the bundled weights (slow)."""
 
+import dataclasses
 import functools
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from dynviz.inputs import load_image
 from dynviz.runtime import inference
 from dynviz.trace import RECORD_TYPES, Trace
 from dynviz.video import load_video
+from dynviz.viz.tradeoff import twins_chart
 from dynviz.zoo import (
     VIDEO,
     accepts,
@@ -81,3 +83,17 @@ def test_every_dynamic_model_is_set_against_its_static_twin_on_the_same_images()
     assert rows["msdnet_cifar"].twin == "msdnet_cifar, every exit"
     assert rows["msdnet_cifar"].flops_share < 0.5
     assert {row.survey_family for row in rows.values()} == {"sample-wise", "spatial-wise", "temporal-wise"}
+
+
+def test_the_labels_of_two_models_at_the_same_place_on_homes_chart_do_not_overlap():
+    rows = {row.model: row for row in against_twins()}
+    twin = rows["msdnet_cifar"].twin_point
+    near = [
+        dataclasses.replace(rows["msdnet_cifar"], model=name, point=dataclasses.replace(twin, mean_flops=flops))
+        for name, flops in (("first", 0.45 * twin.mean_flops), ("second", 0.46 * twin.mean_flops))
+    ]
+    far = dataclasses.replace(near[0], model="far", point=dataclasses.replace(twin, mean_flops=0.9 * twin.mean_flops))
+    figure = twins_chart([*near, far])
+    positions = dict(zip(figure.data[0].text, figure.data[0].textposition))
+    assert {positions["first"], positions["second"]} == {"top center", "bottom center"}
+    assert positions["far"] == "top center"

@@ -136,9 +136,27 @@ def training_curves(
 SURVEY_FAMILIES = ("sample-wise", "spatial-wise", "temporal-wise")
 
 
+def _crowded_labels(rows: list[AgainstTwin], near_share: float = 0.06, near_change: float = 0.006) -> set[str]:
+    """The models whose label goes under their point: every other one of points that lie close together
+    (labels sit above their points, and those of two near points would print over each other)."""
+    below, placed = set(), []
+    for row in sorted(rows, key=lambda r: r.flops_share):
+        near = [
+            other
+            for other in placed
+            if abs(other.flops_share - row.flops_share) < near_share
+            and abs(other.top1_change - row.top1_change) < near_change
+        ]
+        if near and near[-1].model not in below:
+            below.add(row.model)
+        placed.append(row)
+    return below
+
+
 def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
     """Every dynamic model's default operating point against its static twin: the share of the twin's FLOPs it
     spends and the accuracy it gains or loses, coloured by the survey's family."""
+    label_below = _crowded_labels(rows)
     figure = go.Figure()
     for index, family in enumerate(SURVEY_FAMILIES):
         members = [row for row in rows if row.survey_family == family]
@@ -149,7 +167,7 @@ def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
             y=[100 * row.top1_change for row in members],
             mode="markers+text",
             text=[row.model for row in members],
-            textposition="top center",
+            textposition=["bottom center" if row.model in label_below else "top center" for row in members],
             textfont=dict(size=10),
             marker=dict(size=10, color=exit_color(index)),
             name=family,
