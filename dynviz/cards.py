@@ -302,13 +302,10 @@ def twin_of(card: ModelCard) -> tuple[str, PointResult] | None:
     def spends_full(point: PointResult) -> bool:
         return math.isclose(point.mean_flops, card.flops_full, rel_tol=0.01)
 
-    for baseline in filter(spends_full, evaluation.baselines):
+    if baseline := next(filter(spends_full, evaluation.baselines), None):
         own = load_card(baseline.name)
-        if (
-            own
-            and own.evaluation
-            and (own.evaluation.data, own.evaluation.split) == (evaluation.data, evaluation.split)
-        ):
+        images = (evaluation.data, evaluation.split)
+        if own and own.evaluation and (own.evaluation.data, own.evaluation.split) == images:
             return baseline.name, own.point(own.default_point)
         return baseline.name, baseline
     whole = (point for point in evaluation.points if point.kind == ANYTIME and spends_full(point))

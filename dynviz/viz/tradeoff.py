@@ -141,13 +141,16 @@ def _crowded_labels(rows: list[AgainstTwin], near_share: float = 0.06, near_chan
     (labels sit above their points, and those of two near points would print over each other)."""
     below, placed = set(), []
     for row in sorted(rows, key=lambda r: r.flops_share):
-        near = [
-            other
-            for other in placed
-            if abs(other.flops_share - row.flops_share) < near_share
-            and abs(other.top1_change - row.top1_change) < near_change
-        ]
-        if near and near[-1].model not in below:
+        neighbour = next(
+            (
+                other
+                for other in reversed(placed)
+                if abs(other.flops_share - row.flops_share) < near_share
+                and abs(other.top1_change - row.top1_change) < near_change
+            ),
+            None,
+        )
+        if neighbour and neighbour.model not in below:
             below.add(row.model)
         placed.append(row)
     return below
