@@ -59,7 +59,8 @@ if view == "Regions":
         settings = ui.knob_sliders(name, leave_out=(policy_knob.name,))
     controls[1].caption(
         "Both policies run on the same photo with the same knobs: the class-activation peak needs no training; "
-        "the learned policy was trained to choose patches that help the fused prediction."
+        "the learned policy was trained to choose the patches that help the classifier most, remembering those it "
+        "has seen."
     )
     for policy, column in enumerate(st.columns(len(policy_knob.choices))):
         trace = ui.analyze(name, image, settings | {policy_knob.name: policy})
@@ -84,9 +85,10 @@ if view == "Regions":
                 )
     st.caption(
         "Boxes: the glance's whole view and each focus patch, in the order they were looked at. The bars: the "
-        "fused prediction's confidence after each step, against τ (grey hatched: steps never run). The heatmaps: "
-        "the map each policy read from the glance's last feature map before choosing its patch (for the "
-        "class-activation policy, the class activation map of the class predicted so far)."
+        "confidence after each step, from a classifier on the features of everything seen so far, against its τ "
+        "(grey hatched: steps never run). The heatmaps: each policy's score of every candidate patch, drawn on a "
+        "cell around the patch's centre (for the class-activation policy, how much of the class activation map of "
+        "the class predicted so far the patch holds); a patch already seen is never chosen again."
     )
 
 if view == "Resolution":

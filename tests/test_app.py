@@ -239,12 +239,13 @@ def test_spatial_page_shows_both_glance_and_focus_policies_and_the_resolution_ta
     app.switch_page("pages/spatial.py")
     app.session_state["spatial_view"] = "Regions"
     app.run()
-    app.slider(key="gfnet_lite0:threshold").set_value(1.0).run()
+    app.slider(key="gfnet_lite0:tau_1").set_value(1.0).run()
+    app.slider(key="gfnet_lite0:tau_2").set_value(1.0).run()
     assert not app.exception
     figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     looked = [f for f in figures if f["layout"]["title"]["text"].startswith("Where did it look?")]
     assert len(looked) == 2 and all(len(f["layout"]["shapes"]) == 3 for f in looked)  # glance + 2 patches each
-    policies = {f["layout"]["title"]["text"] for f in figures if "policy saw" in f["layout"]["title"]["text"]}
+    policies = {f["layout"]["title"]["text"] for f in figures if "patch's score" in f["layout"]["title"]["text"]}
     assert any("class-activation peak" in t for t in policies) and any("learned" in t for t in policies)
     assert not any(title.startswith("How sparse was each block?") for title in charts(app))  # one view at a time
     app.session_state["spatial_view"] = "Resolution"

@@ -168,7 +168,7 @@ def test_analyze_adds_the_spatial_decision_summary(tmp_path):
 
     masks = row("dynconv_resnet_cifar", "threshold=0.3")
     assert 0 < masks["mask_density"] <= 1 and len(masks["layer_densities"].split()) == 15
-    focus = row("gfnet_lite0", "threshold=1.0", "focus_steps=2", "policy=0")
+    focus = row("gfnet_lite0", "tau_1=1.0", "tau_2=1.0", "policy=0")
     assert focus["focus_steps"] == 2 and focus["crop_boxes"].count("|") == 1 and focus["exit"] == 2
     assert row("ranet_cifar")["exit_resolution"] in (8, 16, 32)
 

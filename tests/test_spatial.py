@@ -1,6 +1,6 @@
 """Spatial decisions on tiny, untrained networks: DynConv's sparse path equals its masked dense path and
-computes nothing where the mask is off; glance and focus crops are in input-image coordinates and follow
-the knobs; RANet answers from the resolution its exits allow."""
+computes nothing where the mask is off; glance and focus patches are distinct candidates in input-image
+coordinates, as many as the thresholds allow; RANet answers from the resolution its exits allow."""
 
 import pytest
 import torch
@@ -18,15 +18,20 @@ from dynviz.models.dynconv import (
 )
 from dynviz.models.efficientnet_lite import center_crop_box
 from dynviz.models.gfnet import (
+    CANDIDATES_PER_SIDE,
     PATCH_FRACTION,
     ClassActivationPolicy,
+    FusedClassifiers,
     GlanceAndFocus,
-    LearnedPolicy,
-    covered_cells,
+    GlanceFocusPoint,
+    RecurrentPolicy,
+    candidate_centres,
+    candidate_grid_box,
+    patch_box,
 )
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord, Trace
-from dynviz.train.gfnet import GlanceThenFocus
+from dynviz.train.gfnet import Features, FocusSteps, candidate_offsets, train_steps
 from dynviz.zoo import ready_to_serve
 
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
@@ -108,14 +113,17 @@ def test_mask_traces_round_trip_and_sit_on_the_input(masking, image):
 
 
 def test_the_sparsity_criterion_is_each_block_s_share_of_its_flops(masking, image):
-    """In training the masks are hard (as at inference) and the loss sees the FLOPs share they spend."""
+    """In training the masks are hard (without Gumbel noise, those of inference) and the loss sees the FLOPs share
+    they spend."""
     masking.net.train().requires_grad_(True)  # as in training: the model is served frozen
+    masking.net.noise = False
     for module in masking.net.modules():  # batch statistics of one image would change the features
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()
     try:
         output = masking.net(masking.network_input(image).tensor)
     finally:
+        masking.net.noise = True
         ready_to_serve(masking.net)
     trace = masking.analyze(image, {"threshold": 0.5})
     shares = [float(s.detach()) for s in output.gates]
@@ -124,13 +132,20 @@ def test_the_sparsity_criterion_is_each_block_s_share_of_its_flops(masking, imag
     assert all(s.requires_grad for s in output.gates)
 
 
+CANDIDATES = CANDIDATES_PER_SIDE**2
+NEVER_STOP = {"tau_1": 1.0, "tau_2": 1.0}
+
+
 @pytest.fixture(scope="module")
 def focusing():
     torch.manual_seed(0)
     net = tiny_lite(classes=1000)
-    learned = LearnedPolicy(net.classifier.in_features)
+    learned = RecurrentPolicy(channels=32)
     torch.nn.init.normal_(learned.score.weight, std=1.0)
-    return ready_to_serve(GlanceAndFocus(learned, net))
+    fused = FusedClassifiers.averaging(net.classifier, net.classifier)
+    points = {"learned, τ = 0.5": GlanceFocusPoint(1, (0.5, 0.5))}
+    model = GlanceAndFocus(net, fused, learned, torch.ones(2, 3), points, "learned, τ = 0.5")
+    return ready_to_serve(model.requires_grad_(False))
 
 
 @pytest.fixture(scope="module")
@@ -139,62 +154,91 @@ def wide_photo():
 
 
 @pytest.mark.parametrize("policy", [0, 1])
-def test_crop_boxes_are_in_input_image_coordinates(focusing, wide_photo, policy):
-    trace = focusing.analyze(wide_photo, {"threshold": 1.0, "focus_steps": 3, "policy": policy})
+def test_patches_are_distinct_candidates_in_input_image_coordinates(focusing, wide_photo, policy):
+    trace = focusing.analyze(wide_photo, NEVER_STOP | {"policy": policy})
     view = center_crop_box(*wide_photo.size)
     focus = trace.records_of(FocusRecord)
     steps = trace.records_of(ExitRecord)
-    assert len(focus) == 3 and all(s.computed for s in steps)
+    assert len(focus) == 2 and all(s.computed for s in steps)
     assert steps[0].view_box == view
+    candidates = [patch_box(c, view) for c in candidate_centres()]
     for record, step in zip(focus, steps[1:]):
-        x0, y0, x1, y1 = record.box
-        assert view[0] - 1e-6 <= x0 < x1 <= view[2] + 1e-6 and view[1] - 1e-6 <= y0 < y1 <= view[3] + 1e-6
-        assert x1 - x0 == pytest.approx(PATCH_FRACTION * (view[2] - view[0]))
-        assert step.view_box == record.box
-        assert record.grid_box == view
+        assert record.box in candidates and step.view_box == record.box
+        assert record.box[2] - record.box[0] == pytest.approx(PATCH_FRACTION * (view[2] - view[0]))
+        assert record.grid == CANDIDATES_PER_SIDE and len(record.scores) == CANDIDATES
+        assert record.grid_box == candidate_grid_box(view)
+    assert focus[0].box != focus[1].box  # never the same patch twice
     assert Trace.from_json(trace.to_json()) == trace
 
 
-def test_knobs_decide_how_many_steps_run(focusing, wide_photo):
+def test_a_threshold_per_step_decides_how_many_steps_run(focusing, wide_photo):
     memo = {}
-    never = focusing.analyze(wide_photo, {"threshold": 1.0, "focus_steps": 2}, memo)
-    at_once = focusing.analyze(wide_photo, {"threshold": 0.0, "focus_steps": 2}, memo)
-    glance_only = focusing.analyze(wide_photo, {"threshold": 1.0, "focus_steps": 0}, memo)
-    assert never.answered_at.index == 2 and len(never.records_of(FocusRecord)) == 2
-    assert at_once.answered_at.index == 0 and not at_once.records_of(FocusRecord)
-    assert glance_only.answered_at.index == 0
-    assert at_once.cost.flops == glance_only.cost.flops == focusing.glance_flops < never.cost.flops
-    assert never.summary()["focus_steps"] == 2 and never.summary()["crop_boxes"].count("|") == 1
+    every_step = focusing.analyze(wide_photo, NEVER_STOP, memo)
+    glance_only = focusing.analyze(wide_photo, {"tau_1": 0.0, "tau_2": 1.0}, memo)
+    one_focus = focusing.analyze(wide_photo, {"tau_1": 1.0, "tau_2": 0.0}, memo)
+    assert [t.answered_at.index for t in (glance_only, one_focus, every_step)] == [0, 1, 2]
+    assert [len(t.records_of(FocusRecord)) for t in (glance_only, one_focus, every_step)] == [0, 1, 2]
+    assert glance_only.cost.flops == focusing.glance_flops < one_focus.cost.flops < every_step.cost.flops
+    assert every_step.summary()["focus_steps"] == 2 and every_step.summary()["crop_boxes"].count("|") == 1
 
 
 @pytest.mark.parametrize("policy", [0, 1])
 def test_each_step_costs_what_flop_counter_mode_counts(focusing, wide_photo, policy):
-    settings = {"threshold": 1.0, "focus_steps": 2, "policy": policy}
+    settings = NEVER_STOP | {"policy": policy}
     with torch.inference_mode():
         counted = count_macs(lambda: focusing.analyze(wide_photo, settings))
     assert focusing.analyze(wide_photo, settings).cost.flops == counted
 
 
-def test_the_class_activation_policy_looks_at_the_peak_and_then_elsewhere():
+def test_the_class_activation_policy_picks_the_candidate_over_the_peak():
     classifier = torch.nn.Linear(4, 3)
     torch.nn.init.eye_(classifier.weight)
-    features = torch.zeros(1, 4, 5, 5)
-    features[0, 2, 4, 0] = 10.0  # class 2 lights up the bottom-left cell
+    features = torch.zeros(1, 4, 4, 4)
+    features[0, 2, 3, 0] = 10.0  # class 2 lights up the bottom-left cell
     policy = ClassActivationPolicy(classifier)
-    scores = policy.scores(features, 2)
-    u, v = policy.centre(scores, torch.zeros(5, 5, dtype=torch.bool))
+    scores = policy.candidate_scores(features, 2)
+    assert int(scores.argmax()) == CANDIDATES - CANDIDATES_PER_SIDE  # the bottom row's first candidate
+    u, v = policy.centre(policy.scores(features, 2))
     assert u < 0.4 and v > 0.6
-    view = (0.0, 0.0, 100.0, 100.0)
-    covered = covered_cells(5, [(0.0, 43.0, 57.0, 100.0)], view)
-    assert covered[4, 0] and not covered[0, 4]
 
 
-def test_the_learned_policy_is_trained_through_the_crop():
+def test_the_fused_classifiers_start_as_the_average_of_both_networks_logits():
+    glance, focus = torch.nn.Linear(6, 5), torch.nn.Linear(6, 5)
+    fused = FusedClassifiers.averaging(glance, focus, steps=2)
+    g, f1, f2 = torch.randn(3, 2, 6)
+    assert torch.allclose(fused([g, f1]), (glance(g) + focus(f1)) / 2, atol=1e-6)
+    assert torch.allclose(fused([g, f1, f2]), (glance(g) + focus(f1) + focus(f2)) / 3, atol=1e-6)
+
+
+def test_the_steps_follow_a_given_order_and_the_policy_never_looks_twice():
     torch.manual_seed(0)
-    trainer = GlanceThenFocus(LearnedPolicy(32))
-    trainer.net = tiny_lite(classes=1000)
-    trainer.policy.score.weight.data.normal_()
-    trainer.requires_grad_(False).policy.requires_grad_(True)
-    log_probabilities = trainer(torch.randn(2, 3, 224, 224))
-    torch.nn.functional.nll_loss(log_probabilities, torch.tensor([1, 2])).backward()
-    assert trainer.policy.score.weight.grad.abs().sum() > 0
+    steps = FocusSteps(FusedClassifiers(2, 32, 10), RecurrentPolicy(channels=32))
+    features = Features(torch.randn(8, 32, 4, 4), torch.randn(8, CANDIDATES, 32), torch.randn(8, 10))
+    order = torch.rand(8, CANDIDATES).argsort(-1)
+    glance, rows = features.glance_map.mean((2, 3)), torch.arange(8)
+    first, second = (features.patches[rows, order[:, t]] for t in range(2))
+    assert torch.allclose(steps(features, order)[-1], steps.fused([glance, first, second]))
+    looked_before = []
+    steps.walk(features, policy_loss=lambda scores, seen, looked: looked_before.append(looked.sum(1)) or 0.0)
+    assert [counts.tolist() for counts in looked_before] == [[0] * 8, [1] * 8]
+
+
+def test_the_policy_learns_to_look_where_the_fused_prediction_comes_closest_to_the_teacher(monkeypatch):
+    monkeypatch.setattr("dynviz.train.gfnet.HEAD_EPOCHS", 30)
+    torch.manual_seed(0)
+    fused = FusedClassifiers(2, 16, 6)
+    features = Features(torch.randn(96, 16, 4, 4), torch.randn(96, CANDIDATES, 16), torch.zeros(96, 6))
+    best = 5
+    with torch.no_grad():  # the teacher says what the glance and candidate 5 say together
+        teacher = 4 * fused([features.glance_map.mean((2, 3)), features.patches[:, best]])
+    features = Features(features.glance_map, features.patches, teacher)
+    steps = FocusSteps(fused, RecurrentPolicy(channels=16))
+    train_steps(steps, features, features, teacher.argmax(-1))
+    state = steps.policy.start(features.glance_map)
+    assert (steps.policy(state).argmax(-1) == best).float().mean() > 0.8
+
+
+def test_the_training_patches_are_the_served_candidates():
+    view = (0.0, 0.0, 224.0, 224.0)
+    corners = sorted({(round(x0), round(y0)) for x0, y0, *_ in (patch_box(c, view) for c in candidate_centres())})
+    assert corners == sorted((x, y) for x in candidate_offsets() for y in candidate_offsets())

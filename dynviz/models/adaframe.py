@@ -231,7 +231,7 @@ class AdaFrameLite(ImageNetClassifier, nn.Module):
             return view
         policy = self.policies[patch]
         scores = policy.scores(glances.features[index : index + 1], int(glances.probabilities[index].argmax()))
-        return patch_box(policy.centre(scores, torch.zeros_like(scores, dtype=torch.bool)), view, patch)
+        return patch_box(policy.centre(scores), view, patch)
 
     def focus(self, video: InputVideo, index: int, box: Box, memo: Memo) -> tuple[torch.Tensor, float]:
         """Lite0 on ``box`` of frame ``index``: its logits and latency, once per clip and box."""

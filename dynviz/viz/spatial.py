@@ -106,12 +106,14 @@ def focus_steps(image: Image.Image, trace: Trace) -> go.Figure:
 
 
 def policy_map(image: Image.Image, record: FocusRecord) -> go.Figure:
-    """The map the policy read from the glance, and the patch it chose."""
+    """The policy's score of each candidate patch, on a cell around that patch's centre, and the patch it chose."""
     values = np.array(record.scores).reshape(record.grid, record.grid)
     hover = np.vectorize(lambda s: f"score {s:.3g}")(values)
     span = values.max() - values.min()
     shown = (values - values.min()) / span if span > 0 else np.zeros_like(values)
-    figure = photo(image, f"Focus {record.step}: what the {record.policy} policy saw, and the patch it chose")
+    figure = photo(
+        image, f"Focus {record.step}: each patch's score ({record.policy})"
+    )
     grid_overlay(
         figure,
         shown,
