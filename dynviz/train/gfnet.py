@@ -82,7 +82,7 @@ DEFAULT_BUDGET = 0.6
 
 
 def glance_input(views: torch.Tensor) -> torch.Tensor:
-    """224 px views → the glance's 128 px input (anti-aliased, as the served model's bicubic resize)."""
+    """224 px views → the glance's input (anti-aliased, as the served model's bicubic resize)."""
     size = (GLANCE_RESOLUTION,) * 2
     return F.interpolate(views, size=size, mode="bilinear", antialias=True, align_corners=False)
 
@@ -126,7 +126,8 @@ def focus_features(squares: torch.Tensor, net: nn.Module) -> dict[str, torch.Ten
 
 def cached(name: str, squares: torch.Tensor, compute: Callable, resume: bool) -> dict[str, torch.Tensor]:
     """``compute`` on every square, a chunk at a time, each chunk saved as it is done (and, resuming, read back
-    instead of computed): the tensors it returns, concatenated."""
+    instead of computed): the tensors it returns, concatenated. Chunks are known by their position alone: a run
+    over other photos starts without ``--resume``."""
     folder = CHECKPOINTS / f"{GlanceAndFocus.name}_{name}"
     folder.mkdir(parents=True, exist_ok=True)
     chunks = []
