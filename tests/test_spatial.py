@@ -132,6 +132,23 @@ def test_the_sparsity_criterion_is_each_block_s_share_of_its_flops(masking, imag
     assert all(s.requires_grad for s in output.gates)
 
 
+def test_with_gumbel_noise_the_training_masks_are_sampled_and_inference_stays_decided(masking, image):
+    x = masking.network_input(image).tensor
+    masking.net.train()
+    for module in masking.net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    try:
+        with torch.no_grad():
+            torch.manual_seed(0)
+            first, second = (masking.net(x).gates for _ in range(2))
+    finally:
+        ready_to_serve(masking.net)
+    assert any(not torch.equal(a, b) for a, b in zip(first, second))
+    decided = [masking.analyze(image, {"threshold": 0.5}).records_of(MaskRecord) for _ in range(2)]
+    assert decided[0] == decided[1]
+
+
 CANDIDATES = CANDIDATES_PER_SIDE**2
 NEVER_STOP = {"tau_1": 1.0, "tau_2": 1.0}
 

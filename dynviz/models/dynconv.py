@@ -21,12 +21,12 @@ convolution, and scatters the results back (:class:`FoldedConv`): a position
 that is off is never computed, and FlopCounterMode sees exactly the work done.
 
 Training runs the masked dense path (every position computed, then multiplied
-by its mask) with the masks decided as at inference, m = 1[σ(s) ≥ ½], and the
-straight-through gradient of σ(s) (:mod:`dynviz.models.gates`). DynConv samples
-them with Gumbel noise; in a short fine-tune the logits then stay near 0, where
-the noise, not the network, decides, and the deterministic masks at inference
-drop almost every position (tried here: 17% validation accuracy after one
-epoch). The loss adds DynConv's sparsity criterion: the share of each block's
+by its mask) with the masks sampled with Gumbel noise as DynConv does, and the
+straight-through gradient of σ(s) (:mod:`dynviz.models.gates`). Without the
+noise (``noise=False``, the Lite0 recipe) they are decided as at inference,
+m = 1[σ(s) ≥ ½]: fine-tuned from a 10-epoch twin, sampled masks had kept their
+logits near 0, where the noise, not the network, decides (17% validation
+accuracy after one epoch). The loss adds DynConv's sparsity criterion: the share of each block's
 convolution FLOPs that its masks spend,
 
     f_l = Σ_j c_j · mean(m_j) / Σ_j c_j     (c_j: layer j's cost per position),
@@ -54,7 +54,6 @@ from dynviz.models.cifar import CIFAR_LICENSE
 from dynviz.models.efficientnet_lite import MBConv
 from dynviz.models.gates import (
     CIFAR_DATA,
-    DECIDED_AT_HALF_THRESHOLDS,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
     LITE0_DATA,
@@ -166,9 +165,11 @@ def block_stride(block: nn.Module) -> int:
 class DynConvNetwork(nn.Module):
     """A backbone (``stem``, ``blocks``, ``classify``) with a mask unit on every block that has a shortcut."""
 
-    def __init__(self, backbone: nn.Module, constant_start: bool = False):
+    def __init__(self, backbone: nn.Module, constant_start: bool = False, noise: bool = True):
         super().__init__()
         self.backbone = backbone
+        self.noise = noise
+        """Gumbel noise on the masks in training; without it they are decided as at inference."""
         self.masks = nn.ModuleDict(
             {
                 str(i): MaskUnit(b.channels_in, block_stride(b), constant_start)
@@ -193,7 +194,7 @@ class DynConvNetwork(nn.Module):
             if str(i) not in self.masks:
                 x = block(x)
                 continue
-            mask = decisions(self.masks[str(i)](x), self.training, threshold, noise=False)
+            mask = decisions(self.masks[str(i)](x), self.training, threshold, self.noise)
             layers = branch(block)
             masks = [dilate(mask, r) for r in dilation_radii(layers)]
             costs = self.position_costs[str(i)]
@@ -422,8 +423,9 @@ ABOUT = About(
         "Every residual block has a mask unit (a 1×1 convolution) that reads the block's input and decides, for "
         "each position of its output, whether to compute the block there. Elsewhere the input passes through the "
         "shortcut. The executed path gathers only the chosen positions, computes them and scatters the results "
-        "back. Initialised from resnet32_cifar and fine-tuned with hard masks (straight-through gradients) and a "
-        f"target of {TARGET_RATE:.0%} of each block's convolution FLOPs."
+        "back. Initialised from resnet32_cifar and fine-tuned to match it, with hard masks sampled with Gumbel noise "
+        "(straight-through gradients) and DynConv's criterion: the network's share of its maskable convolution "
+        f"FLOPs pulled to {TARGET_RATE:.0%}, each block's within bounds that open during training."
     ),
     papers=(
         "Verelst & Tuytelaars, Dynamic convolutions: exploiting spatial sparsity for faster inference, CVPR 2020",
@@ -437,7 +439,6 @@ ABOUT = About(
 class DynConvResNetCifar(ResNet32Backbone, PixelMasking):
     name = "dynconv_resnet_cifar"
     about = ABOUT
-    thresholds = DECIDED_AT_HALF_THRESHOLDS
 
 
 LITE_ABOUT = About(

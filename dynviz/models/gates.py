@@ -59,9 +59,6 @@ GATE_WIDTH = 16
 DEFAULT_THRESHOLD = 0.5
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 """The operating points each gated model is evaluated at."""
-DECIDED_AT_HALF_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6)
-"""The operating points of a model trained with its decisions made at ½ (no noise): its logits stay close to 0,
-so θ far from ½ switches units on or off in bulk that the network never learnt to do without."""
 
 
 def threshold_point(threshold: float) -> str:

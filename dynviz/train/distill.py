@@ -213,7 +213,7 @@ def train_lite0_skip(options: TrainOptions) -> ModelCard:
 
 
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
-    net = dynconv.DynConvNetwork(dynconv.Lite0DynConv.backbone(), constant_start=True)
+    net = dynconv.DynConvNetwork(dynconv.Lite0DynConv.backbone(), constant_start=True, noise=False)
     name, target = dynconv.Lite0DynConv.name, dynconv.LITE_TARGET_RATE
     return distill(name, net, target, options, dynconv.Lite0DynConv)
 

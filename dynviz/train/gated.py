@@ -21,8 +21,7 @@ the 10-epoch twin, the noise had kept every gate of a skip network at p = 0.49�
 40-epoch twin the skip network's last-stage gates spread over p = 0.05–0.98 by input and class, and θ trades
 accuracy for FLOPs along a curve (86.9% at 0.89×, 86.2% at 0.71×, 82.2% at 0.40×), where gates trained
 without the noise kept p = 0.48–0.52 and fell from 84.8% at 0.60× to 48.9% at 0.23× between θ = 0.5 and 0.55.
-Pixel masks are still decided as at inference in training (p ≥ ½, with the straight-through gradient of p),
-and weigh each block's share of its FLOPs (DynConv's sparsity criterion).
+Pixel masks are sampled the same way, and weigh each block's share of its FLOPs (DynConv's sparsity criterion).
 """
 
 from __future__ import annotations

@@ -111,9 +111,7 @@ def policy_map(image: Image.Image, record: FocusRecord) -> go.Figure:
     hover = np.vectorize(lambda s: f"score {s:.3g}")(values)
     span = values.max() - values.min()
     shown = (values - values.min()) / span if span > 0 else np.zeros_like(values)
-    figure = photo(
-        image, f"Focus {record.step}: each patch's score ({record.policy})"
-    )
+    figure = photo(image, f"Focus {record.step}: each patch's score ({record.policy})")
     grid_overlay(
         figure,
         shown,
