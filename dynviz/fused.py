@@ -173,7 +173,8 @@ class FusedNetwork:
         head = FusedConv.of(sizes, *net.head) if hasattr(net, "head") else None
         classifier = net.classifier  # not ``net``: the cache of built paths holds this, and must not hold it alive
         self.stem = lambda x: stem(x.contiguous(memory_format=torch.channels_last))
-        self.classify = lambda x: classifier((head(x) if head else x).mean((2, 3)))
+        self.last_map = lambda x: head(x) if head else x
+        self.classify = lambda x: classifier(self.last_map(x).mean((2, 3)))
         with torch.inference_mode(), _disable_current_modes():
             self(torch.zeros(input_shape))  # oneDNN creates its kernels at their first call (37 ms for Lite0's 13)
 
@@ -181,6 +182,13 @@ class FusedNetwork:
     def fits(net: nn.Module) -> bool:
         parts = ("stem", "blocks", "classifier")
         return all(hasattr(net, part) for part in parts) and all(fused_kind(block) for block in net.blocks)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before pooling (EfficientNet's ``features``)."""
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.last_map(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -46,6 +46,12 @@ def test_the_fused_path_answers_and_costs_what_the_modules_do(network):
         assert count_macs(lambda: fused(x)) == count_macs(lambda: net(x)) > 0
 
 
+def test_the_fused_path_gives_the_last_feature_map_as_the_modules_do():
+    net, x = with_trained_statistics(tiny_lite()), torch.randn(1, 3, 45, 45)
+    with torch.inference_mode():
+        assert torch.allclose(inference_path(net, x.shape).features(x), net.features(x), atol=1e-4)
+
+
 def test_without_fusing_inference_runs_the_modules(network, monkeypatch):
     monkeypatch.setenv("DYNVIZ_COMPILE", "0")
     net, x = network

@@ -48,6 +48,7 @@ from torch import nn
 
 from dynviz.cards import ANYTIME, BUDGET, About, OperatingPoint, load_card
 from dynviz.cost import count_macs, module_macs, stopwatch
+from dynviz.fused import build_at_load, inference_path
 from dynviz.inputs import InputImage
 from dynviz.models.base import (
     ExitPart,
@@ -331,6 +332,8 @@ class GlanceAndFocus(ImageNetClassifier, ThresholdExits, nn.Module):
             ]
             fusing = [count_macs(lambda t=t: fused([pooled] * (t + 1))) for t in range(1, self.steps + 1)]
             self.step_flops = [[looking + c + f for c, f in zip(choice, fusing)] for choice in choosing]
+        for side in (GLANCE_RESOLUTION, PATCH):
+            build_at_load(net, (1, 3, side, side))
 
     @classmethod
     def build(cls, pretrained: bool = True) -> GlanceAndFocus:
@@ -391,8 +394,9 @@ class GlanceAndFocus(ImageNetClassifier, ThresholdExits, nn.Module):
     def glance(self, image: InputImage, memo: Memo) -> Glance:
         if "glance" not in memo:
             x = image_to_tensor(image.image, GLANCE_RESOLUTION, center_crop_box(*image.size))
+            path = inference_path(self.net, x.shape)
             with stopwatch() as watch:
-                features = self.net.features(x)
+                features = path.features(x)
                 pooled = features.mean((2, 3))
                 logits = self.net.classifier(pooled)[0]
             memo["glance"] = Glance(logits, features, pooled, watch.ms)
@@ -421,7 +425,8 @@ class GlanceAndFocus(ImageNetClassifier, ThresholdExits, nn.Module):
                 scores = self.policies[0].candidate_scores(glance.features, int(before.logits.argmax()))
             chosen = int(scores.masked_fill(seen, float("-inf")).argmax())
             box = patch_box(candidate_centres()[chosen], view)
-            pooled = self.net.features(image_to_tensor(image.image, PATCH, box)).mean((2, 3))
+            patch = image_to_tensor(image.image, PATCH, box)
+            pooled = inference_path(self.net, patch.shape).features(patch).mean((2, 3))
             seen_features = (*before.pooled, pooled)
             logits = self.fused(list(seen_features))[0]
         focus = FocusRecord(
