@@ -31,7 +31,7 @@ from dynviz.models.gfnet import (
 )
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord, Trace
-from dynviz.train.gfnet import Features, FocusSteps, candidate_offsets, train_steps
+from dynviz.train.gfnet import Features, FocusSteps, cached, candidate_offsets, train_steps
 from dynviz.zoo import ready_to_serve
 
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
@@ -259,3 +259,21 @@ def test_the_training_patches_are_the_served_candidates():
     view = (0.0, 0.0, 224.0, 224.0)
     corners = sorted({(round(x0), round(y0)) for x0, y0, *_ in (patch_box(c, view) for c in candidate_centres())})
     assert corners == sorted((x, y) for x in candidate_offsets() for y in candidate_offsets())
+
+
+def test_cached_features_are_read_back_on_resume_with_the_time_they_took(tmp_path, monkeypatch):
+    monkeypatch.setattr("dynviz.train.gfnet.CHECKPOINTS", tmp_path)
+    monkeypatch.setattr("dynviz.train.gfnet.CHUNK", 2)
+    squares = torch.arange(5 * 3 * 4 * 4, dtype=torch.uint8).view(5, 3, 4, 4)
+    calls = []
+
+    def compute(chunk: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(len(chunk))
+        return {"sums": chunk.float().sum((1, 2, 3))}
+
+    first, earlier = cached("test", squares, compute, resume=True)
+    assert calls == [2, 2, 1] and earlier == 0.0
+    again, earlier = cached("test", squares, compute, resume=True)
+    assert calls == [2, 2, 1] and torch.equal(again["sums"], first["sums"]) and earlier > 0.0
+    cached("test", squares, compute, resume=False)
+    assert calls == [2, 2, 1, 2, 2, 1]

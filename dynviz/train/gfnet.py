@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ from dynviz.models.gfnet import (
     policy_name,
 )
 from dynviz.progress import progress
-from dynviz.train.cifar import save_weights
+from dynviz.train.cifar import checkpoint_path, save_weights
 from dynviz.train.distill import WEIGHT_PULL, central_view, photo_squares, stack
 from dynviz.train.exits import budgeted_thresholds, calibrated_confidences, cumulative_flops, exit_index
 from dynviz.train.loop import CHECKPOINTS, TensorSet, TrainOptions, calibration_files
@@ -124,29 +125,37 @@ def focus_features(squares: torch.Tensor, net: nn.Module) -> dict[str, torch.Ten
     return {"patches": patches.half(), "teacher": net(views).half()}
 
 
-def cached(name: str, squares: torch.Tensor, compute: Callable, resume: bool) -> dict[str, torch.Tensor]:
-    """``compute`` on every square, a chunk at a time, each chunk saved as it is done (and, resuming, read back
-    instead of computed): the tensors it returns, concatenated. Chunks are known by their position alone: a run
-    over other photos starts without ``--resume``."""
+def cached(name: str, squares: torch.Tensor, compute: Callable, resume: bool) -> tuple[dict[str, torch.Tensor], float]:
+    """``compute`` on every square, a chunk at a time, each chunk saved with the seconds it took as it is done
+    (and, resuming, read back instead of computed). Chunks are known by their position alone: a run over other
+    photos starts without ``--resume``. Returns the tensors, concatenated, and the seconds that the chunks read
+    back took when they were computed."""
     folder = CHECKPOINTS / f"{GlanceAndFocus.name}_{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    chunks = []
+    chunks, earlier = [], 0.0
     starts = range(0, len(squares), CHUNK)
     for first in progress(starts, len(starts), name):
         path = folder / f"{first:06d}.pt"
-        if not (resume and path.exists()):
-            torch.save(compute(squares[first : first + CHUNK].contiguous(memory_format=torch.channels_last)), path)
-        chunks.append(torch.load(path, weights_only=True))
-    return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
+        if resume and path.exists():
+            chunk = torch.load(path, weights_only=True)
+            earlier += float(chunk.pop("seconds", 0.0))
+        else:
+            start = time.perf_counter()
+            chunk = compute(squares[first : first + CHUNK].contiguous(memory_format=torch.channels_last))
+            torch.save(chunk | {"seconds": torch.tensor(time.perf_counter() - start)}, path)
+        chunks.append(chunk)
+    return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}, earlier
 
 
-def features(name: str, squares: torch.Tensor, net: nn.Module, resume: bool) -> Features:
+def features(name: str, squares: torch.Tensor, net: nn.Module, resume: bool) -> tuple[Features, float]:
     """The cached features of ``squares`` (the glance's apart, so that another glance resolution reuses the
-    patches)."""
+    patches), and the seconds the chunks read back had taken."""
     net.to(memory_format=torch.channels_last)  # the faster layout for Lite0 on this CPU (about 30% at 128 px)
-    glance = cached(f"{name}_glance{GLANCE_RESOLUTION}", squares, lambda s: glance_features(s, net), resume)
-    focus = cached(name, squares, lambda s: focus_features(s, net), resume)
-    return Features(glance["glance_map"], focus["patches"], focus["teacher"])
+    glance, glance_seconds = cached(
+        f"{name}_glance{GLANCE_RESOLUTION}", squares, lambda s: glance_features(s, net), resume
+    )
+    focus, focus_seconds = cached(name, squares, lambda s: focus_features(s, net), resume)
+    return Features(glance["glance_map"], focus["patches"], focus["teacher"]), glance_seconds + focus_seconds
 
 
 def kl_per_image(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -294,6 +303,9 @@ def calibrate(model: GlanceAndFocus, paths: list[Path], labels: torch.Tensor) ->
 
 
 def train(options: TrainOptions) -> ModelCard:
+    """The recipe; its time, with what the cached features it read back took to compute, goes where the train
+    command reads a recipe's time (:func:`dynviz.train.loop.trained_seconds`)."""
+    start = time.perf_counter()
     keys = GlanceAndFocus.class_keys()
     labelled = calibration_files(options, keys)
     held_out = {item.path for item in labelled}
@@ -309,10 +321,11 @@ def train(options: TrainOptions) -> ModelCard:
     )
 
     net = efficientnet_lite("lite0")
-    train_features = features("photos", squares, net, options.resume)
-    validation_features = features("validation", validation.images, net, options.resume)
+    train_features, photos_seconds = features("photos", squares, net, options.resume)
+    validation_features, validation_seconds = features("validation", validation.images, net, options.resume)
 
     fused = FusedClassifiers.averaging(net.classifier, net.classifier)
+    torch.manual_seed(0)  # the policy's initial weights
     policy = RecurrentPolicy()
     stages = train_steps(FocusSteps(fused, policy), train_features, validation_features, validation.labels)
 
@@ -340,4 +353,6 @@ def train(options: TrainOptions) -> ModelCard:
         "calibration": json.dumps(calibration["measured"]),
         "validation_accuracy_after_focus_steps": json.dumps(stages),
     }
+    seconds = time.perf_counter() - start + photos_seconds + validation_seconds
+    torch.save({"seconds": seconds}, checkpoint_path(model.name))
     return save_weights(model.name, tensors, model.about, model.flops_full, calibration["default"], metadata)
