@@ -287,7 +287,7 @@ class GlanceFocusPoint:
 
 
 def weights_of(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors of one part, stored under ``prefix`` (in half precision), as float32."""
+    """The tensors of one part, stored under ``prefix`` (the classifiers in half precision), as float32."""
     return {k.removeprefix(prefix): v.float() for k, v in state.items() if k.startswith(prefix)}
 
 
