@@ -26,12 +26,13 @@ straight-through gradient of σ(s) (:mod:`dynviz.models.gates`). Without the
 noise (``noise=False``, the Lite0 recipe) they are decided as at inference,
 m = 1[σ(s) ≥ ½]: fine-tuned from a 10-epoch twin, sampled masks had kept their
 logits near 0, where the noise, not the network, decides (17% validation
-accuracy after one epoch). The loss adds DynConv's sparsity criterion: the share of each block's
-convolution FLOPs that its masks spend,
+accuracy after one epoch). The loss adds DynConv's sparsity criterion on the
+share of each block's convolution FLOPs that its masks spend,
 
-    f_l = Σ_j c_j · mean(m_j) / Σ_j c_j     (c_j: layer j's cost per position),
+    f_l = Σ_j c_j · mean(m_j) / Σ_j c_j     (c_j: layer j's cost per position):
 
-is pulled towards a target t by (1/L) Σ_l (f_l − t)².
+the network's share pulled to a target t, each block's kept within bounds that
+open over the first third of training (:func:`dynviz.train.losses.sparsity_criterion`).
 """
 
 from __future__ import annotations
