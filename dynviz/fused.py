@@ -183,18 +183,18 @@ class FusedNetwork:
         parts = ("stem", "blocks", "classifier")
         return all(hasattr(net, part) for part in parts) and all(fused_kind(block) for block in net.blocks)
 
+    def through_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling (EfficientNet's ``features``)."""
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.last_map(x)
+        return self.last_map(self.through_blocks(x))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.classify(x)
+        return self.classify(self.through_blocks(x))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dynviz.models.dynconv import (
 from dynviz.models.efficientnet_lite import center_crop_box
 from dynviz.models.gfnet import (
     CANDIDATES_PER_SIDE,
+    NATIVE,
     PATCH_FRACTION,
     ClassActivationPolicy,
     FusedClassifiers,
@@ -26,12 +27,13 @@ from dynviz.models.gfnet import (
     GlanceFocusPoint,
     RecurrentPolicy,
     candidate_centres,
+    candidate_corners,
     candidate_grid_box,
     patch_box,
 )
 from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord, Trace
-from dynviz.train.gfnet import Features, FocusSteps, cached, candidate_offsets, train_steps
+from dynviz.train.gfnet import Features, FocusSteps, cached, train_steps
 from dynviz.zoo import ready_to_serve
 
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
@@ -258,7 +260,8 @@ def test_the_policy_learns_to_look_where_the_fused_prediction_comes_closest_to_t
 def test_the_training_patches_are_the_served_candidates():
     view = (0.0, 0.0, 224.0, 224.0)
     corners = sorted({(round(x0), round(y0)) for x0, y0, *_ in (patch_box(c, view) for c in candidate_centres())})
-    assert corners == sorted((x, y) for x in candidate_offsets() for y in candidate_offsets())
+    offsets = candidate_corners(NATIVE)  # where the recipe cuts the patches of a 224 px view
+    assert corners == sorted((x, y) for x in offsets for y in offsets)
 
 
 def test_cached_features_are_read_back_on_resume_with_the_time_they_took(tmp_path, monkeypatch):

@@ -113,6 +113,11 @@ def candidate_steps(per_side: int = CANDIDATES_PER_SIDE, fraction: float = PATCH
     return [low + i * (high - low) / (per_side - 1) for i in range(per_side)]
 
 
+def candidate_corners(side: int, fraction: float = PATCH_FRACTION) -> list[int]:
+    """Where each candidate's patch starts along one side of the view, on a grid of ``side`` cells."""
+    return [round((s - fraction / 2) * side) for s in candidate_steps(fraction=fraction)]
+
+
 def candidate_centres(per_side: int = CANDIDATES_PER_SIDE) -> list[Centre]:
     """Every candidate patch's centre, row by row."""
     steps = candidate_steps(per_side)
@@ -137,6 +142,8 @@ class ClassActivationPolicy(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.patch_fraction = patch_fraction
+        self.window = round(patch_fraction * CAM_SEARCH_GRID)
+        """A patch's side on the :data:`CAM_SEARCH_GRID`."""
 
     def scores(self, features: torch.Tensor, predicted: int) -> torch.Tensor:
         """CAM_c = ReLU(w_c · h): [grid, grid]."""
@@ -146,21 +153,18 @@ class ClassActivationPolicy(nn.Module):
         """The mean of the up-sampled map in every patch window, by top-left corner on the
         :data:`CAM_SEARCH_GRID`."""
         fine = F.interpolate(scores[None, None], size=(CAM_SEARCH_GRID,) * 2, mode="bilinear", align_corners=False)
-        return F.avg_pool2d(fine, round(self.patch_fraction * CAM_SEARCH_GRID), 1)[0, 0]
+        return F.avg_pool2d(fine, self.window, 1)[0, 0]
 
     def centre(self, scores: torch.Tensor) -> Centre:
         """The centre of the window, anywhere in the view, that holds the most of the map (AdaFrame's focus)."""
         held = self.window_mass(scores)
-        window = round(self.patch_fraction * CAM_SEARCH_GRID)
         row, col = divmod(int(held.flatten().argmax()), held.shape[-1])
-        return ((col + window / 2) / CAM_SEARCH_GRID, (row + window / 2) / CAM_SEARCH_GRID)
+        return ((col + self.window / 2) / CAM_SEARCH_GRID, (row + self.window / 2) / CAM_SEARCH_GRID)
 
     def candidate_scores(self, features: torch.Tensor, predicted: int) -> torch.Tensor:
         """[candidates]: the map's mean in each candidate's window."""
         held = self.window_mass(self.scores(features, predicted))
-        corners = torch.tensor(
-            [min(round((s - self.patch_fraction / 2) * CAM_SEARCH_GRID), held.shape[-1] - 1) for s in candidate_steps()]
-        )
+        corners = torch.tensor(candidate_corners(CAM_SEARCH_GRID, self.patch_fraction)).clamp(max=held.shape[-1] - 1)
         return held[corners[:, None], corners[None, :]].flatten()
 
 

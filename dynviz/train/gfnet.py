@@ -51,13 +51,12 @@ from dynviz.models.gfnet import (
     MAX_FOCUS_STEPS,
     NATIVE,
     PATCH,
-    PATCH_FRACTION,
     POLICIES,
     FusedClassifiers,
     GlanceAndFocus,
     GlanceFocusPoint,
     RecurrentPolicy,
-    candidate_steps,
+    candidate_corners,
     policy_name,
 )
 from dynviz.progress import progress
@@ -65,6 +64,7 @@ from dynviz.train.cifar import checkpoint_path, save_weights
 from dynviz.train.distill import WEIGHT_PULL, central_view, photo_squares, stack
 from dynviz.train.exits import budgeted_thresholds, calibrated_confidences, cumulative_flops, exit_index
 from dynviz.train.loop import CHECKPOINTS, TensorSet, TrainOptions, calibration_files
+from dynviz.train.losses import distillation, distillation_per_input
 from dynviz.train.multi_exit import budget_name
 
 HEAD_EPOCHS = 10
@@ -86,11 +86,6 @@ def glance_input(views: torch.Tensor) -> torch.Tensor:
     """224 px views → the glance's input (anti-aliased, as the served model's bicubic resize)."""
     size = (GLANCE_RESOLUTION,) * 2
     return F.interpolate(views, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
-def candidate_offsets() -> list[int]:
-    """Top-left corner of each candidate's patch along one side of a 224 px view, in pixels."""
-    return [round((s - PATCH_FRACTION / 2) * NATIVE) for s in candidate_steps()]
 
 
 @dataclass(frozen=True)
@@ -119,7 +114,7 @@ def glance_features(squares: torch.Tensor, net: nn.Module) -> dict[str, torch.Te
 @torch.inference_mode()
 def focus_features(squares: torch.Tensor, net: nn.Module) -> dict[str, torch.Tensor]:
     views = central_view(squares)
-    offsets = candidate_offsets()
+    offsets = candidate_corners(NATIVE)
     crops = [views[..., y : y + PATCH, x : x + PATCH] for y in offsets for x in offsets]
     patches = torch.stack([net.features(crop).mean((2, 3)) for crop in crops], 1)
     return {"patches": patches.half(), "teacher": net(views).half()}
@@ -156,12 +151,6 @@ def features(name: str, squares: torch.Tensor, net: nn.Module, resume: bool) -> 
     )
     focus, focus_seconds = cached(name, squares, lambda s: focus_features(s, net), resume)
     return Features(glance["glance_map"], focus["patches"], focus["teacher"]), glance_seconds + focus_seconds
-
-
-def kl_per_image(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(teacher) ‖ softmax(logits)) of each image: [N]."""
-    log_teacher = F.log_softmax(teacher, -1)
-    return (log_teacher.exp() * (log_teacher - F.log_softmax(logits, -1))).sum(-1)
 
 
 class FocusSteps(nn.Module):
@@ -245,7 +234,7 @@ def train_steps(steps: FocusSteps, train: Features, validation: Features, labels
 
     def on_random_candidates(batch: Features, generator: torch.Generator) -> torch.Tensor:
         order = torch.rand(len(batch), candidates, generator=generator).argsort(-1)
-        loss = sum(kl_per_image(z, batch.teacher).mean() for z in steps(batch, order))
+        loss = sum(distillation(z, batch.teacher, temperature=1.0) for z in steps(batch, order))
         return loss + WEIGHT_PULL / 2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(fused.parameters(), start))
 
     random_order = torch.rand(len(validation), candidates, generator=torch.Generator().manual_seed(1)).argsort(-1)
@@ -258,7 +247,7 @@ def train_steps(steps: FocusSteps, train: Features, validation: Features, labels
         def cross_entropy(scores: torch.Tensor, seen: list[torch.Tensor], looked: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 values = torch.stack(
-                    [kl_per_image(fused([*seen, batch.patches[:, c]]), batch.teacher) for c in range(candidates)], 1
+                    [distillation_per_input(fused([*seen, p]), batch.teacher, 1.0) for p in batch.patches.unbind(1)], 1
                 )
                 target = (-values / VALUE_TEMPERATURE).masked_fill(looked, float("-inf")).softmax(-1)
             return -(target * scores.masked_fill(looked, -1e4).log_softmax(-1)).sum(-1).mean()
@@ -281,15 +270,25 @@ def step_logits(model: GlanceAndFocus, paths: list[Path]) -> list[list[torch.Ten
     return [[torch.stack(rows) for rows in per_policy] for per_policy in logits]
 
 
-def calibrate(model: GlanceAndFocus, paths: list[Path], labels: torch.Tensor) -> dict[str, object]:
+@dataclass(frozen=True)
+class Calibration:
+    temperatures: torch.Tensor
+    """[policies, steps + 1]."""
+    points: dict[str, GlanceFocusPoint]
+    default: str
+    measured: dict[str, tuple[float, float]]
+    """Each point's accuracy and mean FLOPs (a share of Lite0's) on the calib images."""
+
+
+def calibrate(model: GlanceAndFocus, paths: list[Path], labels: torch.Tensor) -> Calibration:
     """Temperatures per policy and step, and the operating points: anytime and budgeted, per policy."""
     temperatures, points, measured = [], {}, {}
+    columns = torch.arange(len(labels))
     for policy, per_step in enumerate(step_logits(model, paths)):
         temperature, confidences, correct = calibrated_confidences(per_step, labels)
         temperatures.append(temperature)
         parts = [model.glance_flops, *model.step_flops[policy]]
         cumulative = cumulative_flops(parts) / model.flops_full
-        columns = torch.arange(len(labels))
         named = {anytime_point(k): forced_exit(model.steps + 1, k) for k in range(model.steps + 1)}
         named |= {budget_name(b): t for b, t in budgeted_thresholds(confidences, correct, cumulative, BUDGETS).items()}
         for name, thresholds in named.items():
@@ -299,7 +298,7 @@ def calibrate(model: GlanceAndFocus, paths: list[Path], labels: torch.Tensor) ->
             measured[full] = (float(correct[exits, columns].float().mean()), float(cumulative[exits].mean()))
     within = {name: m for name, m in measured.items() if m[1] <= DEFAULT_BUDGET}
     default = max(within or measured, key=lambda name: (within or measured)[name][0])
-    return {"temperatures": torch.stack(temperatures), "points": points, "default": default, "measured": measured}
+    return Calibration(torch.stack(temperatures), points, default, measured)
 
 
 def train(options: TrainOptions) -> ModelCard:
@@ -337,12 +336,12 @@ def train(options: TrainOptions) -> ModelCard:
         net.to(memory_format=torch.contiguous_format), fused, policy, ones, uncalibrated, "uncalibrated"
     )
     calibration = calibrate(model, [item.path for item in labelled], torch.tensor([item.label for item in labelled]))
-    points: dict[str, GlanceFocusPoint] = calibration["points"]
+    points = calibration.points
     names = list(points)
     tensors = {f"fused.{k}": v.half() for k, v in fused.state_dict().items()}
     tensors |= {f"policy.{k}": v for k, v in policy.state_dict().items()}
     tensors |= {
-        "temperatures": calibration["temperatures"],
+        "temperatures": calibration.temperatures,
         "thresholds": torch.tensor([points[n].thresholds for n in names]),
         "point_policies": torch.tensor([points[n].policy for n in names]),
     }
@@ -350,9 +349,9 @@ def train(options: TrainOptions) -> ModelCard:
         "operating_points": json.dumps(names),
         "calibration_images": str(len(labelled)),
         "training_photos": str(len(squares)),
-        "calibration": json.dumps(calibration["measured"]),
+        "calibration": json.dumps(calibration.measured),
         "validation_accuracy_after_focus_steps": json.dumps(stages),
     }
     seconds = time.perf_counter() - start + photos_seconds + validation_seconds
     torch.save({"seconds": seconds}, checkpoint_path(model.name))
-    return save_weights(model.name, tensors, model.about, model.flops_full, calibration["default"], metadata)
+    return save_weights(model.name, tensors, model.about, model.flops_full, calibration.default, metadata)

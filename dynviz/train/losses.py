@@ -54,11 +54,16 @@ def exit_losses(
     return sum(w * smoothed_cross_entropy(z, labels) for w, z in zip(weights, logits))
 
 
-def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
-    """The teacher is detached: only the student learns from this term."""
+def distillation_per_input(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+    """KD(z_s, z_t) of each input, [N]. The teacher is detached: only the student learns from this term."""
     log_student = F.log_softmax(student / temperature, -1)
     log_teacher = F.log_softmax(teacher.detach() / temperature, -1)
-    return temperature**2 * F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return temperature**2 * F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(-1)
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 3.0) -> torch.Tensor:
+    """KD(z_s, z_t), the mean over the batch."""
+    return distillation_per_input(student, teacher, temperature).mean()
 
 
 def teacher_matching(logits: Sequence[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
