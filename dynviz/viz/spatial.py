@@ -111,7 +111,7 @@ def policy_map(image: Image.Image, record: FocusRecord) -> go.Figure:
     hover = np.vectorize(lambda s: f"score {s:.3g}")(values)
     span = values.max() - values.min()
     shown = (values - values.min()) / span if span > 0 else np.zeros_like(values)
-    figure = photo(image, f"Focus {record.step}: each patch's score ({record.policy})")
+    figure = photo(image, f"Focus {record.step}: each patch's score<br>({record.policy} policy)")
     grid_overlay(
         figure,
         shown,
@@ -120,6 +120,6 @@ def policy_map(image: Image.Image, record: FocusRecord) -> go.Figure:
         hover,
         zmin=0,
         zmax=1,
-        colorbar=dict(title="score", len=0.8),
+        colorbar=dict(title="score<br>(lowest 0,<br>highest 1)", len=0.8),
     )
     return with_box(figure, record.box, f"{record.step}", exit_color(record.step))
