@@ -10,6 +10,8 @@ from dynviz.cost import BILINEAR_MACS, count_macs
 from dynviz.inputs import load_image
 from dynviz.models.dat import DeformableAttention, reference_points
 from dynviz.models.dcn import DeformableConv2d, deform_conv2d
+from dynviz.models.base import collecting
+from dynviz.models.vit import TINY as TINY_VIT
 from dynviz.models.vit import Attention
 from dynviz.runtime import inference
 from dynviz.trace import (
@@ -35,6 +37,43 @@ def test_zero_offsets_with_unit_modulation_are_the_ordinary_convolution(stride):
     rows, columns = expected.shape[-2:]
     y = deform_conv2d(x, torch.zeros(2, 18, rows, columns), torch.ones(2, 9, rows, columns), weight, stride)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_trained_network_made_deformable_starts_as_that_network():
+    """DCN's recipe adds deformable layers to the trained twin: before fine-tuning they compute what the
+    convolutions they replace computed (zero offsets, modulation ½ against a doubled kernel)."""
+    from dynviz.models.dcn import make_deformable
+    from dynviz.models.resnet_cifar import ResNetCifar
+
+    torch.manual_seed(0)
+    twin = ResNetCifar(14).eval()
+    for module in twin.modules():  # running statistics and scales a trained network would have
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(3, 3, 32, 32)
+    expected = twin(x)
+    deformable = make_deformable(twin, deformable_blocks=1).eval()
+    assert sum(isinstance(m, DeformableConv2d) for m in deformable.modules()) == 2
+    torch.testing.assert_close(deformable(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_upcycled_mixture_starts_as_its_dense_transformer_with_the_tokens_spread_over_the_experts():
+    """Sparse Upcycling: every expert a copy of the dense MLP (its output scaled by E against gates of about
+    1/E), the router near zero, so the mixture answers as the dense network and routes tokens at random."""
+    from dynviz.models.moe import SwitchMlp, upcycle
+    from dynviz.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    dense = VisionTransformer(**TINY_VIT).eval()
+    x = torch.randn(4, 3, 32, 32)
+    mixture = upcycle(dense, experts=4).eval()
+    torch.testing.assert_close(mixture(x), dense(x), rtol=0.05, atol=0.05)
+    with collecting() as decisions:
+        mixture(x)
+    routings = [routing for module, routing in decisions if isinstance(module, SwitchMlp)]
+    assert routings and all((r.probabilities - 0.25).abs().max() < 0.01 for r in routings)
+    assert all(len(r.choices.unique()) == 4 for r in routings)
 
 
 def test_a_whole_pixel_offset_reads_the_neighbouring_pixel():

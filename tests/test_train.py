@@ -223,6 +223,8 @@ def test_train_all_puts_every_model_after_those_it_starts_from():
         training_order({"a": ("b",), "b": ("a",)})
     real = training_order(CIFAR_ZOO)
     assert real.index("resnet32_cifar") < min(real.index(n) for n in ("skip_resnet_cifar", "dynconv_resnet_cifar"))
+    assert real.index("resnet20_cifar") < real.index("dcn_resnet_cifar")
+    assert real.index("vit_cifar") < real.index("moe_vit_cifar")
 
 
 def test_a_recipe_without_data_says_what_it_needs():

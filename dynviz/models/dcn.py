@@ -126,18 +126,25 @@ class DeformableConv2d(nn.Conv2d):
         return convolve_at(x, points, modulation, self.weight)
 
 
-def deformable_resnet(depth: int = DEPTH, deformable_blocks: int = DEFORMABLE_BLOCKS) -> ResNetCifar:
-    """The CIFAR ResNet with both convolutions of its last ``deformable_blocks`` blocks deformable."""
-    net = ResNetCifar(depth)
+def make_deformable(net: ResNetCifar, deformable_blocks: int = DEFORMABLE_BLOCKS) -> ResNetCifar:
+    """``net`` with both convolutions of its last ``deformable_blocks`` blocks deformable, each computing what the
+    convolution it replaces computed: zero offsets, and the kernel doubled against the modulation's initial ½."""
     for block in net.blocks[len(net.blocks) - deformable_blocks :]:
         if block.stride != 1:
             raise ValueError("a strided block stays regular: ask for fewer deformable blocks")
         for name in ("conv1", "conv2"):
             conv = getattr(block, name)
             deformable = DeformableConv2d(conv.in_channels, conv.out_channels)
-            nn.init.kaiming_normal_(deformable.weight, mode="fan_out", nonlinearity="relu")
+            with torch.no_grad():
+                deformable.weight.copy_(2 * conv.weight)
             setattr(block, name, deformable)
     return net
+
+
+def deformable_resnet(depth: int = DEPTH, deformable_blocks: int = DEFORMABLE_BLOCKS) -> ResNetCifar:
+    """A fresh CIFAR ResNet made deformable (:func:`make_deformable`); the recipe makes the trained twin
+    deformable instead."""
+    return make_deformable(ResNetCifar(depth), deformable_blocks)
 
 
 ABOUT = about_cifar(

@@ -19,6 +19,12 @@ P_e: the mean gate of e, over the batch):
 No token is dropped (no capacity factor): on a batch of one image it would only
 drop tokens because others came first. The knob k runs each token's best k
 experts; the network learns with k = 1.
+
+The bundled network is upcycled from the trained dense transformer (Sparse
+Upcycling, Komatsuzaki et al., ICLR 2023): every expert starts as a copy of the
+dense MLP it replaces, its output scaled by E against the router's initial
+gates of 1/E (:func:`upcycle`), so training starts from the dense network's
+function and the experts part ways as the router sends them different tokens.
 """
 
 from __future__ import annotations
@@ -147,6 +153,27 @@ ABOUT = about_cifar(
 
 def per_token_point(k: int) -> str:
     return f"top-{k}"
+
+
+ROUTER_INIT_STD = 1e-3
+"""The upcycled router's weights: gates start within a percent of 1/E, in a random order per token."""
+
+
+def upcycle(dense: VisionTransformer, experts: int = EXPERTS) -> MoEVisionTransformer:
+    """The mixture network computing what ``dense`` computes: every expert a copy of the dense MLP it replaces
+    with its second layer scaled by E, the router near zero (gates ≈ 1/E), every other weight copied."""
+    moe = MoEVisionTransformer(experts, **dense.config)
+    state = dense.state_dict()
+    for layer in mixture_layers(len(dense.layers)):
+        prefix = f"layers.{layer}.mlp."
+        dense_mlp = {key.removeprefix(prefix): state.pop(key) for key in list(state) if key.startswith(prefix)}
+        for e in range(experts):
+            for key, value in dense_mlp.items():
+                state[f"{prefix}experts.{e}.{key}"] = value * experts if key.startswith("fc2.") else value
+        router = moe.layers[layer].mlp.router.weight
+        state[f"{prefix}router.weight"] = torch.randn_like(router) * ROUTER_INIT_STD
+    moe.load_state_dict(state)
+    return moe
 
 
 class MoEViTCifar(DecidingNetwork):

@@ -40,10 +40,10 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "resnet32_cifar": (),
     **{name: ("resnet32_cifar",) for name in gated.TARGET_RATES},
     "resnet20_cifar": (),
-    "dcn_resnet_cifar": (),
+    "dcn_resnet_cifar": ("resnet20_cifar",),
     "condconv_resnet_cifar": (),
     "vit_cifar": (),
-    "moe_vit_cifar": (),
+    "moe_vit_cifar": ("vit_cifar",),
     "dat_cifar": (),
     "dvt_cifar": (),
     "dvt_plain_cifar": (),
@@ -51,7 +51,8 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "msdnet_cifar": (),
     "ranet_cifar": (),
 }
-"""Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32),
+"""Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32,
+DCN the trained ResNet-20, the mixture of experts the vision transformer),
 in the order ``train-all`` takes them: ResNet-32 and the models fine-tuned from it first, so that a run stopped
 part-way leaves the gated models and their twin trained alike."""
 

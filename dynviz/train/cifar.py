@@ -13,6 +13,7 @@ like with like.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -37,10 +38,13 @@ from dynviz.train.loop import (
     fit,
     require_data,
 )
+from dynviz.zoo import load_weights
 
 EPOCHS = 40
 """What a 2-core CPU affords for the whole CIFAR zoo in about 12 hours (ResNet-56 about 2 hours; the papers
 train for 160–300 epochs, which the one-cycle schedule and label smoothing make up for in part)."""
+FINE_TUNE_LR = 0.05
+"""The peak learning rate of a network that starts from a trained twin (the shared schedule's is 0.1)."""
 VALIDATION_IMAGES = 5000
 PADDING = 4
 
@@ -87,6 +91,17 @@ def schedule(options: TrainOptions) -> Schedule:
     """The shared schedule; compiled on a GPU, where torch.compile pays (on this project's 2-core CPU it bought
     between −15% and +25% images/s by model, after a compile of up to 3 minutes: bench/train_speed.py)."""
     return Schedule(epochs=options.epochs or EPOCHS, compile=options.device == "cuda")
+
+
+def fine_tune_schedule(options: TrainOptions, epochs: int) -> Schedule:
+    """The shared schedule, shorter and at :data:`FINE_TUNE_LR`: for a network that starts from a trained twin."""
+    return dataclasses.replace(schedule(options), epochs=options.epochs or epochs, peak_lr=FINE_TUNE_LR)
+
+
+def trained(name: str, net: nn.Module) -> nn.Module:
+    """``net`` with the bundled weights of ``name``: the trained twin that a dynamic CIFAR model starts from."""
+    net.load_state_dict(load_weights(name)[0])
+    return net
 
 
 def checkpoint_path(name: str) -> Path:

@@ -26,25 +26,20 @@ Pixel masks are sampled the same way, and weigh each block's share of its FLOPs 
 
 from __future__ import annotations
 
-import dataclasses
-
 from torch import nn
 
 from dynviz.cards import ModelCard
 from dynviz.models import channel_gating, dynconv, skip
 from dynviz.models.gates import DEFAULT_POINT
 from dynviz.models.resnet_cifar import ResNetCifar
-from dynviz.train.cifar import save_weights, train_on_cifar, validation_metadata
-from dynviz.train.cifar import schedule as shared_schedule
+from dynviz.train.cifar import fine_tune_schedule, save_weights, train_on_cifar, trained, validation_metadata
 from dynviz.train.loop import Regularizer, TrainOptions
 from dynviz.train.losses import execution_rate_loss, sparsity_criterion, teacher_matching
-from dynviz.zoo import load_weights
 
 RATE_WEIGHT = 5.0
 """λ: gates added to a trained network (the CIFAR twin, Lite0) meet a network that resists losing work, so the
 pull must be strong."""
 FINE_TUNE_EPOCHS = 12
-FINE_TUNE_LR = 0.05
 
 
 TARGET_RATES = {
@@ -78,16 +73,12 @@ def save_gated(net: nn.Module, model: type, metadata: dict[str, str]) -> ModelCa
 
 def twin() -> ResNetCifar:
     """The trained static ResNet-32 every gated CIFAR model starts from."""
-    backbone = ResNetCifar(32)
-    backbone.load_state_dict(load_weights("resnet32_cifar")[0])
-    return backbone
+    return trained("resnet32_cifar", ResNetCifar(32))
 
 
 def fine_tune(net: nn.Module, options: TrainOptions, model: type) -> ModelCard:
     target = TARGET_RATES[model.name]
-    schedule = dataclasses.replace(
-        shared_schedule(options), epochs=options.epochs or FINE_TUNE_EPOCHS, peak_lr=FINE_TUNE_LR
-    )
+    schedule = fine_tune_schedule(options, FINE_TUNE_EPOCHS)
     penalty = decision_penalty(net, target)
     history, _ = train_on_cifar(model.name, net, teacher_matching, options, penalty, schedule, teacher=twin())
     return save_gated(net, model, validation_metadata(history) | {"target_rate": str(target)})
