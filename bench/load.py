@@ -16,7 +16,8 @@ page with its input) and later ones. Prints:
 - errors: pages that showed an exception, and visits that timed out (both must be 0);
 - p50 / p95 page time, first and later visits (and the slowest first visits, with their session and when
   they started); the upload's time to its first answer; the time from
-  moving the Early-exit page's first threshold to the page showing where the input stops now;
+  moving the Early-exit page's first threshold to the page showing where the input stops now, and to the first
+  sign that the app took it (that, or its running indicator);
 - the server's peak resident memory, sampled every 0.2 s;
 - the CPU time a visit costs the server and the browser, and what that implies: the browsers run on this
   machine too, so with every session busy a visit takes sessions × CPU a visit / cores on average;
@@ -93,12 +94,20 @@ class Visit:
     """The session had not seen this page with its input before."""
 
 
+@dataclass(frozen=True)
+class WidgetChange:
+    feedback_s: float
+    """Until the page shows the change's effect or the app's running indicator, whichever comes first."""
+    effect_s: float
+    """Until the page shows the change's effect."""
+
+
 @dataclass
 class Tally:
     start: float = field(default_factory=time.monotonic)
     visits: list[Visit] = field(default_factory=list)
     uploads: list[float] = field(default_factory=list)
-    widget_changes: list[float] = field(default_factory=list)
+    widget_changes: list[WidgetChange] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def times(self, first: bool, page: str | None = None) -> list[float]:
@@ -112,18 +121,27 @@ async def settled(page, marker: str) -> None:
     await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
 
 
-async def moved_threshold(page) -> float:
-    """Seconds from moving the Early-exit page's first threshold to one end until the page says where the input
-    stops now: to 0 (Home: every input stops at the first stage) if it went on, else to "never" (End)."""
+async def moved_threshold(page) -> WidgetChange:
+    """Times from moving the Early-exit page's first threshold to one end until the page says where the input
+    stops now (to 0, Home: every input stops at the first stage, if it went on, else to "never", End), and until
+    the first sign that the app took the change (that, or its running indicator)."""
     main = page.get_by_test_id("stMain")
     at_first = main.get_by_test_id("stMetric").filter(has_text=re.compile(r"Stopped at stage\s*1 of"))
     first = not await at_first.count()
+    status = page.get_by_test_id("stStatusWidget")
     start = time.monotonic()
     await main.get_by_test_id("stSlider").first.get_by_role("slider").press("Home" if first else "End")
-    await at_first.wait_for(state="visible" if first else "hidden", timeout=VISIT_TIMEOUT_S * 1000)
+    effect = asyncio.ensure_future(
+        at_first.wait_for(state="visible" if first else "hidden", timeout=VISIT_TIMEOUT_S * 1000)
+    )
+    running = asyncio.ensure_future(status.wait_for(state="visible", timeout=VISIT_TIMEOUT_S * 1000))
+    await asyncio.wait((effect, running), return_when=asyncio.FIRST_COMPLETED)
+    feedback = time.monotonic() - start
+    running.cancel()
+    await effect
     took = time.monotonic() - start
-    await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
-    return took
+    await status.wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
+    return WidgetChange(feedback, took)
 
 
 async def failed(page) -> str | None:
@@ -374,7 +392,8 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"later visits:          {percentiles(tally.times(first=False))}",
         slowest(first=False),
         f"upload to its answer:  {percentiles(tally.uploads)}",
-        f"a threshold moved to its effect: {percentiles(tally.widget_changes)}",
+        f"a threshold moved to its effect: {percentiles([c.effect_s for c in tally.widget_changes])}",
+        f"  to its effect or the running indicator: {percentiles([c.feedback_s for c in tally.widget_changes])}",
         f"the server's part (a script run, clicks and threshold moves): {percentiles([s for _, s in reruns])}",
         "  slowest: " + ", ".join(f"{page} {took:.1f} s" for page, took in sorted(reruns, key=lambda r: -r[1])[:6]),
         "first visits by page:",

@@ -8,9 +8,9 @@ from conftest import encode, pattern, tiny
 
 from dynviz.cost import BILINEAR_MACS, count_macs
 from dynviz.inputs import load_image
+from dynviz.models.base import collecting
 from dynviz.models.dat import DeformableAttention, reference_points
 from dynviz.models.dcn import DeformableConv2d, deform_conv2d
-from dynviz.models.base import collecting
 from dynviz.models.vit import TINY as TINY_VIT
 from dynviz.models.vit import Attention
 from dynviz.runtime import inference
