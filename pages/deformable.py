@@ -64,8 +64,8 @@ if samplings:
         )
     st.plotly_chart(offset_field(image.image, samplings[layer]), key="field")
     st.caption(
-        "The field view: at every position of the chosen layer, its samples' mean offset. Positions on an object "
-        "tend to pull their samples onto it; a regular convolution would draw no arrows at all."
+        "The field view: at every position of the chosen layer, its samples' mean offset; a regular convolution "
+        "would draw no arrows at all."
     )
 else:
     record_index = columns[2].select_slider(

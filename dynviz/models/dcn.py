@@ -22,7 +22,10 @@ paper's Fig. 1: three layers, up to 9³ = 729 sampling points per position).
 
 Here the four 3×3 convolutions of the last two blocks of a CIFAR ResNet-20
 (8×8 maps, the stage where objects span the grid; the strided first block of
-the stage stays regular) are deformable. The sampling is pure torch:
+the stage stays regular) are deformable. As DCN and DCNv2 add deformable
+layers to a trained backbone and fine-tune it, the bundled network is the
+trained ResNet-20 made deformable (:func:`make_deformable`, starting as that
+network) and fine-tuned. The sampling is pure torch:
 ``grid_sample`` gathers the K samples of every position, one matrix product
 applies the kernel. Cost: the offset predictors, the kernel and
 :data:`dynviz.cost.BILINEAR_MACS` per channel per sample, the same for every
@@ -47,12 +50,8 @@ DEPTH = 20
 DEFORMABLE_BLOCKS = 2
 """The last blocks of the network whose convolutions are deformable."""
 OFFSET_LR_SCALE = 0.1
-"""The offset predictors of a network trained from scratch learn at a tenth of the network's rate, as DCN and
-DCNv2 train them (their configs' ``lr_mult``): a large early step on an offset moves every sample of a position
-at once."""
-FINE_TUNE_OFFSET_LR_SCALE = 1.0
-"""Added to a trained network, they learn at its fine-tuning rate: at a tenth of it, ten epochs moved the samples
-of ResNet-20's deformable layers by 0.1–0.3 pixels of their 8×8 maps (the network trained from scratch: 2)."""
+"""The offset predictors learn at a tenth of the network's rate, as DCN and DCNv2 train them (their configs'
+``lr_mult``): a large early step on an offset moves every sample of a position at once."""
 
 
 def sampling_points(offsets: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
@@ -130,12 +129,9 @@ class DeformableConv2d(nn.Conv2d):
         return convolve_at(x, points, modulation, self.weight)
 
 
-def make_deformable(
-    net: ResNetCifar, deformable_blocks: int = DEFORMABLE_BLOCKS, offset_lr_scale: float = OFFSET_LR_SCALE
-) -> ResNetCifar:
+def make_deformable(net: ResNetCifar, deformable_blocks: int = DEFORMABLE_BLOCKS) -> ResNetCifar:
     """``net`` with both convolutions of its last ``deformable_blocks`` blocks deformable, each computing what the
-    convolution it replaces computed: zero offsets, and the kernel doubled against the modulation's initial ½. The
-    offset predictors learn at ``offset_lr_scale`` of the network's rate."""
+    convolution it replaces computed: zero offsets, and the kernel doubled against the modulation's initial ½."""
     for block in net.blocks[len(net.blocks) - deformable_blocks :]:
         if block.stride != 1:
             raise ValueError("a strided block stays regular: ask for fewer deformable blocks")
@@ -144,7 +140,6 @@ def make_deformable(
             deformable = DeformableConv2d(conv.in_channels, conv.out_channels)
             with torch.no_grad():
                 deformable.weight.copy_(2 * conv.weight)
-            deformable.offset.lr_scale = offset_lr_scale
             setattr(block, name, deformable)
     return net
 

@@ -20,7 +20,7 @@ from dynviz.models.cifar import CIFAR_SIZE
 from dynviz.models.condconv import CondConvResNetCifar, condconv_resnet
 from dynviz.models.dat import DATCifar, DeformableVisionTransformer
 from dynviz.models.dcn import DEPTH as DCN_DEPTH
-from dynviz.models.dcn import FINE_TUNE_OFFSET_LR_SCALE, DeformableResNetCifar, make_deformable
+from dynviz.models.dcn import DeformableResNetCifar, make_deformable
 from dynviz.models.moe import MoEViTCifar, balance_regularizer, upcycle
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
 from dynviz.models.vit import StaticViTCifar, VisionTransformer
@@ -60,7 +60,7 @@ def recipe(name: str, network: Callable[[], nn.Module], serve: Callable):
 
 def train_dcn(options: TrainOptions) -> ModelCard:
     """The trained ResNet-20 made deformable (starting as itself), fine-tuned on the labels."""
-    net = make_deformable(trained("resnet20_cifar", ResNetCifar(DCN_DEPTH)), offset_lr_scale=FINE_TUNE_OFFSET_LR_SCALE)
+    net = make_deformable(trained("resnet20_cifar", ResNetCifar(DCN_DEPTH)))
     schedule = fine_tune_schedule(options, FINE_TUNE_EPOCHS)
     return train_network(DeformableResNetCifar.name, net, DeformableResNetCifar, options, fine_tune=schedule)
 
