@@ -6,9 +6,10 @@ Starts the app (``streamlit run app.py`` on a free 127.0.0.1 port) and Debian's 
 (Playwright, one browser context per session, so each is its own Streamlit session). A first
 visit starts the app's warm-up; the sessions join once it is done, as a class joins a server its
 teacher opened before the lesson. Each session reads the landing page, uploads its own generated photo,
-then walks every page in turn until the time is up, reading each page (the landing page included) for
-``--read`` seconds before the next click (0: a robot clicking as fast as the pages answer; a class reads a
-page for several seconds).
+then walks every page in turn until the time is up, reading each page (the landing page included) before
+the next click for ``--read`` seconds on average, drawn per page between half and one and a half times that
+(0: a robot clicking as fast as the pages answer; a class reads a page for several seconds, not all for the
+same time: with one fixed time, sessions that start together click together all through the run).
 A page visit is timed from the click on its link until its marker chart is on screen and the
 app has stopped running; visits are split into first visits (the session had not seen that
 page with its input) and later ones. Prints:
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import io
 import os
+import random
 import re
 import statistics
 import sys
@@ -152,6 +154,11 @@ async def failed(page) -> str | None:
 
 
 async def session(browser, url: str, index: int, deadline: float, folder: Path, tally: Tally, read_s: float) -> None:
+    reading = random.Random(index)
+
+    async def read() -> None:
+        await asyncio.sleep(read_s * reading.uniform(0.5, 1.5))
+
     context = await browser.new_context(viewport={"width": 1400, "height": 1600})
     page = await context.new_page()
     page.set_default_timeout(VISIT_TIMEOUT_S * 1000)
@@ -161,7 +168,7 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
         await page.goto(url)
         sidebar = page.get_by_test_id("stSidebar")
         await sidebar.get_by_text("Source").wait_for(timeout=VISIT_TIMEOUT_S * 1000)
-        await asyncio.sleep(read_s)
+        await read()
         await sidebar.locator("label").filter(has_text="Upload").click()
         start = time.monotonic()
         await sidebar.locator("input[type=file]").set_input_files(upload)
@@ -189,7 +196,7 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
                     tally.errors.append(f"session {index}, moving a threshold: {type(error).__name__}")
             if problem := await failed(page):
                 tally.errors.append(f"session {index}, {link}: {problem}")
-            await asyncio.sleep(read_s)
+            await read()
     finally:
         await context.close()
 
@@ -383,7 +390,11 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         )
 
     per_visit = (server_cpu + browsers_cpu) / visits
-    pace = f"reading each page {read_s:g} s before the next click" if read_s else "clicking as soon as a page answers"
+    pace = (
+        f"reading each page {read_s / 2:g}–{1.5 * read_s:g} s before the next click"
+        if read_s
+        else "clicking as soon as a page answers"
+    )
     lines = [
         f"{sessions} sessions for {seconds:.0f} s, one uploaded photo each, walking {len(PAGES)} pages, {pace}",
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
@@ -416,7 +427,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=180)
-    parser.add_argument("--read", type=float, default=0, help="seconds each session reads a page (default 0)")
+    parser.add_argument("--read", type=float, default=0, help="mean seconds a session reads a page (default 0)")
     parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args()
     report = asyncio.run(main_async(args.sessions, args.seconds, args.read))
