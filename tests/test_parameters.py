@@ -10,9 +10,11 @@ from dynviz.cost import BILINEAR_MACS, count_macs
 from dynviz.inputs import load_image
 from dynviz.models.base import collecting
 from dynviz.models.dat import DeformableAttention, reference_points
-from dynviz.models.dcn import DeformableConv2d, deform_conv2d
+from dynviz.models.dcn import DeformableConv2d, deform_conv2d, make_deformable
+from dynviz.models.moe import SwitchMlp, upcycle
+from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.models.vit import TINY as TINY_VIT
-from dynviz.models.vit import Attention
+from dynviz.models.vit import Attention, VisionTransformer
 from dynviz.runtime import inference
 from dynviz.trace import (
     DeformableAttentionRecord,
@@ -42,9 +44,6 @@ def test_zero_offsets_with_unit_modulation_are_the_ordinary_convolution(stride):
 def test_a_trained_network_made_deformable_starts_as_that_network():
     """DCN's recipe adds deformable layers to the trained twin: before fine-tuning they compute what the
     convolutions they replace computed (zero offsets, modulation ½ against a doubled kernel)."""
-    from dynviz.models.dcn import make_deformable
-    from dynviz.models.resnet_cifar import ResNetCifar
-
     torch.manual_seed(0)
     twin = ResNetCifar(14).eval()
     for module in twin.modules():  # running statistics and scales a trained network would have
@@ -61,9 +60,6 @@ def test_a_trained_network_made_deformable_starts_as_that_network():
 def test_an_upcycled_mixture_starts_as_its_dense_transformer_with_the_tokens_spread_over_the_experts():
     """Sparse Upcycling: every expert a copy of the dense MLP (its output scaled by E against gates of about
     1/E), the router near zero, so the mixture answers as the dense network and routes tokens at random."""
-    from dynviz.models.moe import SwitchMlp, upcycle
-    from dynviz.models.vit import VisionTransformer
-
     torch.manual_seed(0)
     dense = VisionTransformer(**TINY_VIT).eval()
     x = torch.randn(4, 3, 32, 32)
