@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 
 from dynviz.cards import ModelCard, load_card, model_table
 from dynviz.clips import EXAMPLE_CLIPS, ExampleClip
@@ -307,19 +308,31 @@ def required_input() -> InputImage:
 
 def table_and_downloads(title: str, trace: Trace, digest: str, table: pd.DataFrame, rows: str) -> None:
     """``table`` in an expander, with downloads of it (CSV) and of the whole trace (JSON)."""
-    with st.expander(title):
-        st.dataframe(table, hide_index=True)
+    if box := folded(title, "table_and_downloads"):
+        box.dataframe(table, hide_index=True)
         download_name = f"{trace.model}-{digest[:12]}"
-        st.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
-        st.download_button(f"{rows} (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
+        box.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")
+        box.download_button(f"{rows} (CSV)", table.to_csv(index=False), f"{download_name}.csv", "text/csv")
 
 
 def model_card(model_name: str) -> None:
     """The model's card in an expander, where it has one."""
     card = load_card(model_name)
     if card is not None:
-        with st.expander("Model card"):
+        card_expander(card)
+
+
+def card_expander(card: ModelCard) -> None:
+    if box := folded("Model card", "model_card"):
+        with box:
             show_card(card)
+
+
+def folded(title: str, key: str) -> DeltaGenerator | None:
+    """A closed expander whose content runs only once it is opened: the container while open, else None. (A
+    plain closed expander's content is built, sent and laid out by the browser on every run of the page.)"""
+    box = st.expander(title, key=key, on_change="rerun")
+    return box if box.open else None
 
 
 EXIT_MODEL_KEY = "exit_model"
@@ -577,8 +590,7 @@ def card_with_class_usage(model_name: str, unit: str, measure: str | None = None
             f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} {evaluation.unit}, "
             f"{what} at “{usage.point}” (in brackets: its images)."
         )
-    with st.expander("Model card"):
-        show_card(card)
+    card_expander(card)
 
 
 def _share(value: float | None) -> str:

@@ -46,18 +46,19 @@ if routings:
         "gave the expert in the kernel mixed for it. Two images side by side: where their rows differ, the network "
         "ran different kernels for them."
     )
-    with st.expander("Why this routing? (Integrated Gradients)", expanded=False):
-        layer_column, expert_column = st.columns(2)
-        layer = layer_column.selectbox(
-            "Layer", range(len(routings)), format_func=lambda i: routings[i].name, key=f"{name}:route_layer"
-        )
-        expert = expert_column.selectbox(
-            "Expert",
-            range(len(routings[layer].weights)),
-            format_func=lambda k: f"expert {k + 1} (weight {routings[layer].weights[k]:.2f})",
-            key=f"{name}:route_expert",
-        )
-        attribution((layer, expert), f"Which pixels raised expert {expert + 1} of {routings[layer].name}?", "route")
+    if box := ui.folded("Why this routing? (Integrated Gradients)", "why_this_routing"):
+        with box:
+            layer_column, expert_column = st.columns(2)
+            layer = layer_column.selectbox(
+                "Layer", range(len(routings)), format_func=lambda i: routings[i].name, key=f"{name}:route_layer"
+            )
+            expert = expert_column.selectbox(
+                "Expert",
+                range(len(routings[layer].weights)),
+                format_func=lambda k: f"expert {k + 1} (weight {routings[layer].weights[k]:.2f})",
+                key=f"{name}:route_expert",
+            )
+            attribution((layer, expert), f"Which pixels raised expert {expert + 1} of {routings[layer].name}?", "route")
     ui.card_with_class_usage(name, "layer · expert", "routing weight")
 else:
     loads = [max(r.load) for r in experts]
@@ -77,16 +78,17 @@ else:
         f"sent it to in {record.name} (hover: its gate). The class token went to expert {record.class_choice + 1}. "
         "Right: how the image's tokens spread over the experts in every mixture layer; only the chosen experts ran."
     )
-    with st.expander("Why did a token go to its expert? (Integrated Gradients)", expanded=False):
-        side = record.resolution
-        row_column, column_column = st.columns(2)
-        row = row_column.slider("Token row", 0, side - 1, side // 2, key=f"{name}:token_row")
-        column = column_column.slider("Token column", 0, side - 1, side // 2, key=f"{name}:token_column")
-        token = row * side + column
-        chosen = record.choices[token]
-        attribution(
-            (record.layer, token, chosen),
-            f"Which pixels sent token ({row}, {column}) of {record.name} to expert {chosen + 1}?",
-            "token",
-        )
+    if box := ui.folded("Why did a token go to its expert? (Integrated Gradients)", "why_this_expert"):
+        with box:
+            side = record.resolution
+            row_column, column_column = st.columns(2)
+            row = row_column.slider("Token row", 0, side - 1, side // 2, key=f"{name}:token_row")
+            column = column_column.slider("Token column", 0, side - 1, side // 2, key=f"{name}:token_column")
+            token = row * side + column
+            chosen = record.choices[token]
+            attribution(
+                (record.layer, token, chosen),
+                f"Which pixels sent token ({row}, {column}) of {record.name} to expert {chosen + 1}?",
+                "token",
+            )
     ui.card_with_class_usage(name, "layer · expert", "share of tokens")

@@ -59,14 +59,17 @@ st.plotly_chart(tradeoff_chart(same_data, statics, (name, chosen.name), beside, 
 evaluation = card.evaluation
 st.caption(f"Measured on {evaluation.data} ({evaluation.split} split, {evaluation.images} {evaluation.unit}).")
 if curves := {c.name: curve for c in [*same_data, *statics] if (curve := validation_curve(c))}:
-    with st.expander("How the models on this data trained: validation accuracy after each epoch"):
-        st.plotly_chart(training_curves(curves, colors), key="training_curves")
-        st.caption(
-            "On the images held out of the training split (never the test split), after each epoch of each model's "
-            "recipe (the last exit of an early-exit model; a fine-tuned model's curve starts from its twin). Each "
-            "recipe's learning rate falls to zero at its last epoch, so every curve climbs and flattens there; a "
-            "longer schedule lifts the whole curve (the ResNet papers train for 160 epochs or more)."
-        )
+    if box := ui.folded(
+        "How the models on this data trained: validation accuracy after each epoch", "how_they_trained"
+    ):
+        with box:
+            st.plotly_chart(training_curves(curves, colors), key="training_curves")
+            st.caption(
+                "On the images held out of the training split (never the test split), after each epoch of each model's "
+                "recipe (the last exit of an early-exit model; a fine-tuned model's curve starts from its twin). Each "
+                "recipe's learning rate falls to zero at its last epoch, so every curve climbs and flattens there; a "
+                "longer schedule lifts the whole curve (the ResNet papers train for 160 epochs or more)."
+            )
 
 top1, flops, versus = st.columns(3)
 top1.metric("Top-1 at this point", f"{chosen.top1:.1%}", f"{chosen.top1 - default.top1:+.1%} vs default")

@@ -58,16 +58,18 @@ with st.expander("The clip with the decisions drawn on it", expanded=True):
         "Each frame framed in the colour of what the model did with it; the white box is what the backbone saw."
     )
 
-with st.expander("Against the static network on every frame"):
-    baseline = ui.model(name).baselines[0]
-    if st.toggle(f"Run {baseline} on every frame too", key=f"{name}:every_frame"):
-        static = ui.every_frame(baseline, video)
-        st.markdown(
-            f"**{static.prediction.label}** ({static.prediction.confidence:.0%}) on every frame, "
-            f"in {static.cost.latency_ms / 1000:.1f} s; {name}: **{trace.prediction.label}** in "
-            f"{trace.cost.latency_ms / 1000:.1f} s. Realised time ratio "
-            f"{trace.cost.latency_ms / static.cost.latency_ms:.2f}× for a FLOPs ratio of {trace.cost.fraction:.2f}×."
-        )
+if box := ui.folded("Against the static network on every frame", "against_every_frame"):
+    with box:
+        baseline = ui.model(name).baselines[0]
+        if st.toggle(f"Run {baseline} on every frame too", key=f"{name}:every_frame"):
+            static = ui.every_frame(baseline, video)
+            st.markdown(
+                f"**{static.prediction.label}** ({static.prediction.confidence:.0%}) on every frame, "
+                f"in {static.cost.latency_ms / 1000:.1f} s; {name}: **{trace.prediction.label}** in "
+                f"{trace.cost.latency_ms / 1000:.1f} s. Realised time ratio "
+                f"{trace.cost.latency_ms / static.cost.latency_ms:.2f}× "
+                f"for a FLOPs ratio of {trace.cost.fraction:.2f}×."
+            )
 
 ui.table_and_downloads("Frame by frame (table and downloads)", trace, video.digest, frame_table(trace), "Frames")
 ui.model_card(name)

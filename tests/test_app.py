@@ -60,6 +60,20 @@ def test_early_exit_page_shows_the_answer_the_stages_and_the_cost(app):
     assert any(title.startswith("Where did Lite0 @ 224 px look") for title in figures)
 
 
+def test_the_card_and_the_stage_table_are_built_only_once_opened(app):
+    app.switch_page("pages/early_exit.py").run()
+    folded = {expander.label: expander for expander in app.expander}
+    assert {"Model card", "Stage by stage (table and downloads)"} <= set(folded)
+    assert not folded["Model card"].children and not folded["Stage by stage (table and downloads)"].children
+    app.session_state["model_card"] = True  # what a click on the expander sets
+    app.session_state["table_and_downloads"] = True
+    app.run()
+    folded = {expander.label: expander for expander in app.expander}
+    assert any("Measured" in m.value for m in folded["Model card"].markdown)
+    stages = folded["Stage by stage (table and downloads)"].dataframe[0].value
+    assert len(stages) == 3  # lite_cascade's three stages
+
+
 def test_moving_the_thresholds_re_decides(app):
     app.switch_page("pages/early_exit.py").run()
     app.slider(key="lite_cascade:tau_1").set_value(1.0)
@@ -144,6 +158,9 @@ def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes
     low, high = chart["layout"]["yaxis"]["range"]  # opens on where the networks differ, the statics inside
     assert all(low <= y <= high for y in next(s for s in chart["data"] if s["name"] == "static networks")["y"])
     assert low > min(y for series in chart["data"] for y in series["y"])  # a gated curve's cheapest points below
+    assert "How did each model learn? (validation accuracy after each epoch)" not in charts(app)  # until opened
+    app.session_state["how_they_trained"] = True
+    app.run()
     learning = charts(app)["How did each model learn? (validation accuracy after each epoch)"]["data"]
     with safe_open(PRETRAINED / "resnet32_cifar.safetensors", "pt") as weights:
         history = json.loads(weights.metadata()["validation_history"])
@@ -196,6 +213,7 @@ def test_channel_gating_page_compares_two_inputs(app):
 
 def test_trade_offs_show_the_gated_models_beside_msdnet_and_the_resnets(app):
     app.switch_page("pages/tradeoffs.py").run()
+    app.session_state["how_they_trained"] = True
     app.selectbox(key="tradeoff_model").set_value("skip_resnet_cifar").run()
     assert not app.exception
     figures = charts(app)
@@ -401,6 +419,8 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     assert len(heatmaps) == 2  # the photo and a second image, side by side
     assert len(by_class) == (load_card("condconv_resnet_cifar") is not None)  # the card's routing by class
     assert heatmaps[0]["data"][0]["z"] != heatmaps[1]["data"][0]["z"]
+    app.session_state["why_this_routing"] = True
+    app.run()
     app.toggle(key="condconv_resnet_cifar:route:attribute").set_value(True).run()
     assert not app.exception
     assert any(title.startswith("Which pixels raised expert 1 of") for title in charts(app))
@@ -413,6 +433,8 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     one = metric(app, "FLOPs (multiply–adds)")
     app.slider(key="moe_vit_cifar:per_token").set_value(2).run()
     assert metric(app, "FLOPs (multiply–adds)") != one  # two experts per token cost more
+    app.session_state["why_this_expert"] = True
+    app.run()
     app.toggle(key="moe_vit_cifar:token:attribute").set_value(True).run()
     assert any(title.startswith("Which pixels sent token (4, 4)") for title in charts(app))
 

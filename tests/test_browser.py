@@ -33,7 +33,7 @@ def served():
         yield app
 
 
-def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_spatial_deformable_compare_and_video_pages(
+def test_in_chromium_an_upload_shows_the_exit_chart_its_card_the_gallery_the_gates_the_spatial_deformable_compare_and_video_pages(
     served, tmp_path
 ):
     if not Path(CHROMIUM).exists():
@@ -68,6 +68,8 @@ def test_in_chromium_an_upload_shows_the_exit_chart_the_gallery_the_gates_the_sp
         expect(main.get_by_text("of 0.86 G static")).to_be_visible(timeout=120_000)
         time.sleep(2)  # let plotly finish drawing before the picture
         page.screenshot(path=os.environ.get("DYNVIZ_SCREENSHOT", str(tmp_path / "early_exit.png")), full_page=True)
+        main.get_by_text("Model card").click()  # built only once opened: the click must bring it
+        expect(main.get_by_text("Measured on").first).to_be_visible(timeout=60_000)
         page.get_by_role("link", name="Easy vs hard").click()  # MSDNet on the bundled CIFAR-10 sample
         expect(main.get_by_text("Where did the images leave?")).to_be_visible(timeout=180_000)
         expect(main.get_by_text("Which exit does each class take?")).to_be_visible(timeout=60_000)
