@@ -130,7 +130,8 @@ def training_curves(
         )
     figure.update_xaxes(title="epoch")
     figure.update_yaxes(title="validation top-1 (%)")
-    return titled(figure, "How did each model learn? (validation accuracy after each epoch)", height=380)
+    titled(figure, "How did each model learn? (validation accuracy after each epoch)", height=480)
+    return legend_below(figure, gap=0.2)  # one entry per model on the data: several rows
 
 
 SURVEY_FAMILIES = ("sample-wise", "spatial-wise", "temporal-wise")
