@@ -11,7 +11,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -306,9 +306,13 @@ def required_input() -> InputImage:
     return _required(current_input(), "Choose a photo in the sidebar: an example, an upload or the camera.")
 
 
-def table_and_downloads(title: str, trace: Trace, digest: str, table: pd.DataFrame, rows: str) -> None:
-    """``table`` in an expander, with downloads of it (CSV) and of the whole trace (JSON)."""
+def table_and_downloads(
+    title: str, trace: Trace, digest: str, tabulate: Callable[[Trace], pd.DataFrame], rows: str
+) -> None:
+    """``tabulate(trace)`` in an expander, made once it is opened, with downloads of it (CSV) and of the whole
+    trace (JSON)."""
     if box := folded(title, "table_and_downloads"):
+        table = tabulate(trace)
         box.dataframe(table, hide_index=True)
         download_name = f"{trace.model}-{digest[:12]}"
         box.download_button("Trace (JSON)", trace.to_json(indent=1), f"{download_name}.json", "application/json")

@@ -95,5 +95,5 @@ if isinstance(ui.model(name), ExplainsExits):
             "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score."
         )
 
-ui.table_and_downloads("Stage by stage (table and downloads)", trace, image.digest, exit_table(trace), "Stages")
+ui.table_and_downloads("Stage by stage (table and downloads)", trace, image.digest, exit_table, "Stages")
 ui.model_card(name)

@@ -71,5 +71,5 @@ if box := ui.folded("Against the static network on every frame", "against_every_
                 f"for a FLOPs ratio of {trace.cost.fraction:.2f}×."
             )
 
-ui.table_and_downloads("Frame by frame (table and downloads)", trace, video.digest, frame_table(trace), "Frames")
+ui.table_and_downloads("Frame by frame (table and downloads)", trace, video.digest, frame_table, "Frames")
 ui.model_card(name)
