@@ -39,8 +39,8 @@ from dynviz.models.gates import (
     CIFAR_DATA,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
-    LITE0_DATA,
     LITE0_LICENSE,
+    LITE0_PHOTOS_DATA,
     Gate,
     GatedModel,
     GatedOutput,
@@ -217,7 +217,7 @@ LITE_ABOUT = About(
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,
-    data=LITE0_DATA,
+    data=LITE0_PHOTOS_DATA,
 )
 
 

@@ -15,11 +15,13 @@ folder of photos serves (``--photos``: a pool of everyday photos, ImageNet
 validation images), but no labelled image of a test half (see
 :func:`dynviz.data.training_photos`).
 
-Lite0 adapts to its gates, at :data:`BACKBONE_LR_SCALE` of the gates' rate and
-held near its weights: gates alone, on a frozen Lite0, lost 7 points at 0.73×
-the FLOPs (layer skipping) and 6 at 0.83× (pixel masks), while Lite0 tuned
-freely on 250 images memorised them (9 points higher on its training images than
-on the test half). BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
+Lite0 adapts to its pixel masks, at :data:`BACKBONE_LR_SCALE` of the masks' rate
+and held near its weights (Lite0 tuned freely on 250 images memorised them: 9
+points higher on its training images than on the test half). The layer-skipping
+gates learn on Lite0 as it is: adapted on these photos, Lite0 lost 3 points with
+every block on and gained nothing at equal FLOPs, while the gates alone, taught
+on the photos, keep Lite0's accuracy with every block on (docs/gating.md).
+BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
 
 Channel selection first fits each gate to the channels that matter on Lite0
 itself (a dense target, one per channel and view, where the KL term gives one
@@ -175,10 +177,12 @@ def distill(
     model: Callable,
     data: tuple[TensorSet, torch.Tensor] | None = None,
     metadata: dict[str, str] | None = None,
+    lite0_adapts: bool = True,
 ) -> ModelCard:
-    """Distil ``net`` (Lite0 with gates) from Lite0, Lite0's weights held near their own, on ``data``
-    (:func:`training_images`, read here if not given)."""
+    """Distil ``net`` (Lite0 with gates) from Lite0 on ``data`` (:func:`training_images`, read here if not given):
+    its Lite0's weights held near their own where ``lite0_adapts``, else fixed."""
     labelled, images = data or training_images(options)
+    net.backbone.requires_grad_(lite0_adapts)
     train = TensorSet(images, torch.full((len(images),), -1))
 
     schedule = Schedule(
@@ -201,7 +205,7 @@ def distill(
         options.resume,
         decision_penalty(net, target),
         teacher=efficientnet_lite("lite0"),
-        pretrained=net.backbone,
+        pretrained=net.backbone if lite0_adapts else None,
     )
     metadata = (metadata or {}) | {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)}
     return save_gated(net, model, metadata)
@@ -209,7 +213,7 @@ def distill(
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:
     net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True, noise=False)
-    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip)
+    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip, lite0_adapts=False)
 
 
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
