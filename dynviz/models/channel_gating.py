@@ -57,8 +57,8 @@ from dynviz.models.gates import (
     CIFAR_DATA,
     DEFAULT_THRESHOLD,
     GATE_WIDTH,
-    LITE0_DATA,
     LITE0_LICENSE,
+    LITE0_PHOTOS_DATA,
     Gate,
     GatedModel,
     GatedOutput,
@@ -412,7 +412,7 @@ LITE_ABOUT = About(
     ),
     papers=(*ABOUT.papers, "Evci et al., Mean replacement pruning, 2018"),
     license=LITE0_LICENSE,
-    data=LITE0_DATA,
+    data=LITE0_PHOTOS_DATA,
 )
 
 

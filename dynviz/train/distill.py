@@ -18,7 +18,7 @@ validation images), but no labelled image of a test half (see
 Lite0 adapts to its pixel masks, at :data:`BACKBONE_LR_SCALE` of the masks' rate
 and held near its weights (Lite0 tuned freely on 250 images memorised them: 9
 points higher on its training images than on the test half). The layer-skipping
-gates learn on Lite0 as it is: adapted on these photos, Lite0 lost 3 points with
+and channel gates learn on Lite0 as it is: adapted on these photos, Lite0 lost 3 points with
 every block on and gained nothing at equal FLOPs, while the gates alone, taught
 on the photos, keep Lite0's accuracy with every block on (docs/gating.md).
 BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
@@ -255,7 +255,7 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
     """First each channel gate learns which channels of its block are
     :func:`~dynviz.models.channel_gating.salient` for an input, on augmented views that Lite0 itself runs (one
     pass over the images; the channels' fills are their means over the first views); then the gated network is
-    distilled from Lite0 with Lite0 adapting (:func:`distill`). A resumed run whose distillation has a checkpoint
+    distilled from Lite0 with Lite0 fixed (:func:`distill`). A resumed run whose distillation has a checkpoint
     takes the gates from it."""
     name = channel_gating.Lite0Channels.name
     labelled, images = training_images(options)
@@ -265,7 +265,9 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
         metadata |= fit_gates_to_salient_channels(net.eval().requires_grad_(False), labelled, images, options.device)
     net.requires_grad_(True)
     target = channel_gating.LITE_TARGET_RATE
-    return distill(name, net, target, options, channel_gating.Lite0Channels, (labelled, images), metadata)
+    return distill(
+        name, net, target, options, channel_gating.Lite0Channels, (labelled, images), metadata, lite0_adapts=False
+    )
 
 
 def fit_gates_to_salient_channels(
