@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         help="folders of more photos: distilling recipes learn from all of them (a teacher labels them), "
         "calibrating ones from those with an ImageNet label; labelled images of a test half are left out",
     )
+    train.add_argument(
+        "--adapt-backbone",
+        action="store_true",
+        help="gated Lite0 models: fine-tune Lite0 with its gates (slowly, held near its weights) instead of fixing it",
+    )
 
     train_all = commands.add_parser(
         "train-all", help="retrain the whole CIFAR-10 zoo in dependency order, each model then evaluated into its card"
@@ -144,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-all":
         return train_all_command(args.data, args.device, args.resume, args.only)
     return train_command(
-        args.name, TrainOptions(args.data, args.epochs, args.device, args.resume, tuple(args.photos)), command
+        args.name,
+        TrainOptions(args.data, args.epochs, args.device, args.resume, tuple(args.photos), args.adapt_backbone),
+        command,
     )
 
 

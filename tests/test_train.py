@@ -367,8 +367,8 @@ def test_the_validation_curve_a_recipe_writes_is_the_one_the_card_shows(tmp_path
     assert validation_curve(ModelCard("none", about, 1.0, "default")) == ()
 
 
-@pytest.mark.parametrize("lite0_adapts", [False, True])
-def test_distilling_gates_changes_lite0_only_where_it_adapts(tmp_path, monkeypatch, lite0_adapts):
+@pytest.mark.parametrize("adapt_backbone", [False, True])
+def test_distilling_gates_changes_lite0_only_where_it_adapts(tmp_path, monkeypatch, adapt_backbone):
     from dynviz.models import skip
     from dynviz.train import distill
 
@@ -380,8 +380,8 @@ def test_distilling_gates_changes_lite0_only_where_it_adapts(tmp_path, monkeypat
     gates = [p.detach().clone() for p in net.gates.parameters()]
     squares = torch.randint(0, 255, (4, 3, distill.STORED_SIDE, distill.STORED_SIDE), dtype=torch.uint8)
     labelled = TensorSet(squares[:2], torch.tensor([0, 1]))
-    options = TrainOptions(tmp_path, epochs=1)
-    distill.distill("lite0_skip", net, 0.5, options, skip.Lite0Skip, (labelled, squares), lite0_adapts=lite0_adapts)
+    options = TrainOptions(tmp_path, epochs=1, adapt_backbone=adapt_backbone)
+    distill.distill("lite0_skip", net, 0.5, options, skip.Lite0Skip, (labelled, squares))
     assert any(not torch.equal(p, g) for p, g in zip(net.gates.parameters(), gates))
     lite0_moved = any(not torch.equal(p, w) for p, w in zip(net.backbone.parameters(), lite0))
-    assert lite0_moved == lite0_adapts
+    assert lite0_moved == adapt_backbone

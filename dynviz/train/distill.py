@@ -15,13 +15,13 @@ folder of photos serves (``--photos``: a pool of everyday photos, ImageNet
 validation images), but no labelled image of a test half (see
 :func:`dynviz.data.training_photos`).
 
-Lite0 adapts to its pixel masks, at :data:`BACKBONE_LR_SCALE` of the masks' rate
-and held near its weights (Lite0 tuned freely on 250 images memorised them: 9
-points higher on its training images than on the test half). The layer-skipping
-and channel gates learn on Lite0 as it is: adapted on these photos, Lite0 lost 3 points with
-every block on and gained nothing at equal FLOPs, while the gates alone, taught
-on the photos, keep Lite0's accuracy with every block on (docs/gating.md).
-BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
+The gates and masks learn on Lite0 as it is, so the weight pull (α) is 0: adapted on
+these photos (``--adapt-backbone``: Lite0 at :data:`BACKBONE_LR_SCALE` of the gates'
+rate, held near its weights), Lite0 lost 3 points with every block on and gained
+nothing at equal FLOPs, while the gates alone keep Lite0's accuracy with every
+block on (docs/gating.md; Lite0 tuned freely on 250 images memorised them: 9 points
+higher on its training images than on the test half). BatchNorm keeps ImageNet's
+statistics (:class:`FrozenNorms`).
 
 Channel selection first fits each gate to the channels that matter on Lite0
 itself (a dense target, one per channel and view, where the KL term gives one
@@ -177,12 +177,12 @@ def distill(
     model: Callable,
     data: tuple[TensorSet, torch.Tensor] | None = None,
     metadata: dict[str, str] | None = None,
-    lite0_adapts: bool = True,
 ) -> ModelCard:
     """Distil ``net`` (Lite0 with gates) from Lite0 on ``data`` (:func:`training_images`, read here if not given):
-    its Lite0's weights held near their own where ``lite0_adapts``, else fixed."""
+    its Lite0 fixed, or fine-tuned and held near its weights with ``--adapt-backbone``."""
     labelled, images = data or training_images(options)
-    net.backbone.requires_grad_(lite0_adapts)
+    adapts = options.adapt_backbone
+    net.backbone.requires_grad_(adapts)
     train = TensorSet(images, torch.full((len(images),), -1))
 
     schedule = Schedule(
@@ -190,8 +190,8 @@ def distill(
         batch_size=64,
         peak_lr=GATES_PEAK_LR,
         weight_decay=1e-5,
-        pretrained_lr_scale=BACKBONE_LR_SCALE,
-        pretrained_pull=WEIGHT_PULL,
+        pretrained_lr_scale=BACKBONE_LR_SCALE if adapts else 1.0,
+        pretrained_pull=WEIGHT_PULL if adapts else 0.0,
     )
     *_, (accuracy,) = fit(
         FrozenNorms(net),
@@ -205,7 +205,7 @@ def distill(
         options.resume,
         decision_penalty(net, target),
         teacher=efficientnet_lite("lite0"),
-        pretrained=net.backbone if lite0_adapts else None,
+        pretrained=net.backbone if adapts else None,
     )
     metadata = (metadata or {}) | {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)}
     return save_gated(net, model, metadata)
@@ -213,7 +213,7 @@ def distill(
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:
     net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True, noise=False)
-    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip, lite0_adapts=False)
+    return distill(skip.Lite0Skip.name, net, skip.LITE_TARGET_RATE, options, skip.Lite0Skip)
 
 
 def train_lite0_dynconv(options: TrainOptions) -> ModelCard:
@@ -265,9 +265,7 @@ def train_lite0_channels(options: TrainOptions) -> ModelCard:
         metadata |= fit_gates_to_salient_channels(net.eval().requires_grad_(False), labelled, images, options.device)
     net.requires_grad_(True)
     target = channel_gating.LITE_TARGET_RATE
-    return distill(
-        name, net, target, options, channel_gating.Lite0Channels, (labelled, images), metadata, lite0_adapts=False
-    )
+    return distill(name, net, target, options, channel_gating.Lite0Channels, (labelled, images), metadata)
 
 
 def fit_gates_to_salient_channels(

@@ -50,6 +50,9 @@ class TrainOptions:
     photos: tuple[Path, ...] = ()
     """Folders of more photos: recipes that distil learn from all of them (a teacher labels each view), recipes
     that calibrate from those with a known ImageNet label; never from a labelled image of a test half."""
+    adapt_backbone: bool = False
+    """Recipes that put decision units on a pretrained network: fine-tune that network too (at a low rate, held
+    near its weights) instead of keeping it as it is."""
 
 
 def trained_seconds(checkpoint: Path) -> float | None:
