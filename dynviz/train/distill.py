@@ -18,7 +18,8 @@ validation images), but no labelled image of a test half (see
 The gates and masks learn on Lite0 as it is, so the weight pull (α) is 0: adapted on
 these photos (``--adapt-backbone``: Lite0 at :data:`BACKBONE_LR_SCALE` of the gates'
 rate, held near its weights), Lite0 lost 3 points with every block on and gained
-nothing at equal FLOPs, while the gates alone keep Lite0's accuracy with every
+nothing at equal FLOPs (and on a machine without bf16 it drifted away from its
+teacher within the first epoch: docs/spatial.md), while the gates alone keep Lite0's accuracy with every
 block on (docs/gating.md; Lite0 tuned freely on 250 images memorised them: 9 points
 higher on its training images than on the test half). BatchNorm keeps ImageNet's
 statistics (:class:`FrozenNorms`).
