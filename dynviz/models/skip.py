@@ -47,6 +47,7 @@ from dynviz.models.gates import (
     Lite0Backbone,
     ResNet32Backbone,
     decisions,
+    unit_input,
 )
 from dynviz.trace import BlockRecord, Trace
 from dynviz.zoo import register_model
@@ -70,6 +71,8 @@ class SkipNetwork(nn.Module):
         self.backbone = backbone
         self.noise = noise
         """Gumbel noise on the decisions in training; without it they are made as at inference."""
+        self.units_shape_features = True
+        """Whether the units' losses reach the backbone (:func:`~dynviz.models.gates.unit_input`)."""
         self.gates = nn.ModuleDict(
             {
                 str(i): Gate(block.channels_in, 1, constant_start=constant_start)
@@ -86,7 +89,9 @@ class SkipNetwork(nn.Module):
         gates = []
         for i, block in enumerate(self.backbone.blocks):
             if str(i) in self.gates:
-                g = decisions(self.gates[str(i)](x), self.training, threshold, self.noise).view(-1, 1, 1, 1)
+                g = decisions(
+                    self.gates[str(i)](unit_input(x, self.units_shape_features)), self.training, threshold, self.noise
+                ).view(-1, 1, 1, 1)
                 gates.append(g)
                 x = x + g * (block(x) - x)
             else:
@@ -211,9 +216,8 @@ LITE_ABOUT = About(
     family="sample-wise dynamic depth: layer skipping (survey §3.2.1)",
     summary=(
         "Each of Lite0's MBConv blocks with an identity shortcut (9 of 16) has a small gate that reads the "
-        "block's input and decides whether to run it. Lite0's weights stay as they are: only the gates are "
-        "trained, by distillation from Lite0 itself, with hard decisions made as at inference and a target "
-        f"execution rate of {LITE_TARGET_RATE:.0%} per gate."
+        "block's input and decides whether to run it. The gates are trained by distillation from Lite0 itself, "
+        f"with hard decisions made as at inference and a target execution rate of {LITE_TARGET_RATE:.0%} per gate."
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,

@@ -52,7 +52,7 @@ from dynviz.data import labelled_files, training_photos
 from dynviz.inputs import InputError, load_image_file
 from dynviz.models import channel_gating, dynconv, skip
 from dynviz.models.efficientnet_lite import efficientnet_lite
-from dynviz.models.gates import GatedOutput
+from dynviz.models.gates import GatedOutput, adapted_lite0
 from dynviz.models.lite_cascade import LiteCascade
 from dynviz.progress import progress
 from dynviz.train.cifar import checkpoint_path
@@ -67,8 +67,8 @@ EPOCHS = 2
 """Every photo once an epoch: about 10,000 photos, 20 minutes an epoch on a 2-core CPU."""
 GATES_PEAK_LR = 0.1
 """Gates learning, their last layer from zero, take a from-scratch rate rather than a fine-tuning one."""
-BACKBONE_LR_SCALE = 0.03
-"""Lite0's weights adapt at 3% of the gates' rate (a peak of 0.003, a fine-tuning rate at batch 64)."""
+BACKBONE_LR_SCALE = 0.003
+"""Lite0's weights adapt at 0.3% of the gates' rate (a peak of 3·10⁻⁴): at 3% its loss rose again within 30 steps."""
 WEIGHT_PULL = 0.01
 """α of the L2-SP pull: L2-SP's own range is 0.001–0.1."""
 STORED_SIDE = 256
@@ -184,6 +184,7 @@ def distill(
     labelled, images = data or training_images(options)
     adapts = options.adapt_backbone
     net.backbone.requires_grad_(adapts)
+    net.units_shape_features = False
     train = TensorSet(images, torch.full((len(images),), -1))
 
     schedule = Schedule(
@@ -209,7 +210,7 @@ def distill(
         pretrained=net.backbone if adapts else None,
     )
     metadata = (metadata or {}) | {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)}
-    return save_gated(net, model, metadata)
+    return save_gated(net, model, metadata, adapted_lite0(model.about) if adapts else None)
 
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dynviz.cards import ModelCard
+from dynviz.cards import About, ModelCard
 from dynviz.models import channel_gating, dynconv, skip
 from dynviz.models.gates import DEFAULT_POINT
 from dynviz.models.resnet_cifar import ResNetCifar
@@ -65,10 +65,11 @@ def decision_penalty(net: nn.Module, target: float) -> Regularizer:
     return (sparsity_penalty if isinstance(net, dynconv.DynConvNetwork) else rate_penalty)(target)
 
 
-def save_gated(net: nn.Module, model: type, metadata: dict[str, str]) -> ModelCard:
-    """The gated network's weights and its card's head, with the static twin's FLOPs."""
+def save_gated(net: nn.Module, model: type, metadata: dict[str, str], about: About | None = None) -> ModelCard:
+    """The gated network's weights and its card's head (``about``, the model's own by default), with the static
+    twin's FLOPs."""
     built = model(net)
-    return save_weights(model.name, net.state_dict(), built.about, built.flops_full, DEFAULT_POINT, metadata)
+    return save_weights(model.name, net.state_dict(), about or built.about, built.flops_full, DEFAULT_POINT, metadata)
 
 
 def twin() -> ResNetCifar:
