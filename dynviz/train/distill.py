@@ -15,14 +15,15 @@ folder of photos serves (``--photos``: a pool of everyday photos, ImageNet
 validation images), but no labelled image of a test half (see
 :func:`dynviz.data.training_photos`).
 
-The gates and masks learn on Lite0 as it is, so the weight pull (α) is 0: adapted on
-these photos (``--adapt-backbone``: Lite0 at :data:`BACKBONE_LR_SCALE` of the gates'
-rate, held near its weights), Lite0 lost 3 points with every block on and gained
-nothing at equal FLOPs (and on a machine without bf16 it drifted away from its
-teacher within the first epoch: docs/spatial.md), while the gates alone keep Lite0's accuracy with every
-block on (docs/gating.md; Lite0 tuned freely on 250 images memorised them: 9 points
-higher on its training images than on the test half). BatchNorm keeps ImageNet's
-statistics (:class:`FrozenNorms`).
+The gates and masks read Lite0's features without reshaping them
+(:func:`~dynviz.models.gates.unit_input`): with the gradient attached, the rate penalty
+rewrote Lite0's features to suit the units, and an adapting Lite0 drifted away from its
+teacher within a hundred steps (docs/spatial.md). By default Lite0 stays as it is and the
+weight pull (α) is 0; with ``--adapt-backbone`` Lite0 learns at :data:`BACKBONE_LR_SCALE`
+of the units' rate, held near its weights, which gave lite0_dynconv 2.5 points at the same
+FLOPs (Lite0 tuned freely on 250 images memorised them: 9 points higher on its training
+images than on the test half). BatchNorm keeps ImageNet's statistics
+(:class:`FrozenNorms`).
 
 Channel selection first fits each gate to the channels that matter on Lite0
 itself (a dense target, one per channel and view, where the KL term gives one
