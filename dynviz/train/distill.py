@@ -20,10 +20,10 @@ The gates and masks read Lite0's features without reshaping them
 rewrote Lite0's features to suit the units, and an adapting Lite0 drifted away from its
 teacher within a hundred steps (docs/spatial.md). By default Lite0 stays as it is and the
 weight pull (α) is 0; with ``--adapt-backbone`` Lite0 learns at :data:`BACKBONE_LR_SCALE`
-of the units' rate, held near its weights, which gave lite0_dynconv 2.5 points at the same
-FLOPs (Lite0 tuned freely on 250 images memorised them: 9 points higher on its training
-images than on the test half). BatchNorm keeps ImageNet's statistics
-(:class:`FrozenNorms`).
+of the units' rate, held near its weights: lite0_dynconv gained 2.5 points at the same
+FLOPs that way, lite0_skip lost 1.3 (docs/gating.md). Lite0 tuned freely on the 250
+labelled images alone memorised them (9 points higher on them than on the test half).
+BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
 
 Channel selection first fits each gate to the channels that matter on Lite0
 itself (a dense target, one per channel and view, where the KL term gives one
