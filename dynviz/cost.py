@@ -77,15 +77,16 @@ def _gate_flops(x_shape, fc1_weight_shape, fc1_bias_shape, fc2_weight_shape, *ar
 
 
 def _dynconv_block_flops(
-    x, unit_weight, unit_bias, threshold, conv1_weight, conv1_bias, conv2_weight, *args, out_val, **kwargs
+    x, unit_weight, unit_context, unit_bias, threshold, conv1_weight, conv1_bias, conv2_weight, *args, out_val, **kwargs
 ) -> int:
-    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit at every output position, and
-    each convolution at the positions it computed, which the operator returns (its weights are
-    [k·k·C_in, C_out]: one multiply–add per weight and position)."""
+    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit (the 3×3 convolution at every
+    output position, the pooled term once), and each convolution at the positions it computed, which the operator
+    returns (its weights are [k·k·C_in, C_out]: one multiply–add per weight and position)."""
     _, probabilities, counts = out_val
     computed_first, computed_second = counts.tolist()
     return 2 * (
         probabilities.numel() * unit_weight.numel()
+        + unit_context.numel()
         + computed_first * conv1_weight.numel()
         + computed_second * conv2_weight.numel()
     )

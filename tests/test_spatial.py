@@ -43,8 +43,9 @@ def varied(net: DynConvNetwork, seed: int) -> DynConvNetwork:
     """Untrained mask units and norms are nearly uniform: give them weights so masks and values vary."""
     torch.manual_seed(seed)
     for unit in net.masks.values():
-        torch.nn.init.normal_(unit.conv.weight, std=2.0)
+        torch.nn.init.normal_(unit.conv.weight, std=2.0 / 3)  # nine taps
         torch.nn.init.normal_(unit.conv.bias, std=1.0)
+        torch.nn.init.normal_(unit.context.weight, std=1.0)
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_()

@@ -4,8 +4,9 @@ Survey §4.1 (spatial-wise dynamic networks: pixel-level dynamic networks).
 
 A residual block x ↦ x + F(x) spends the same work at every position of its
 feature map, whether it shows the object or the sky behind it. DynConv puts a
-*mask unit* in front of the block: a 1×1 convolution (with the block's stride)
-that reads the block's input and gives every output position p a logit s_p.
+*mask unit* in front of the block: a 3×3 convolution (with the block's stride)
+that reads the block's input around each output position p, plus a term from
+the whole image's pooled features, gives p a logit s_p (:class:`MaskUnit`).
 The residual is computed only where the mask is on:
 
     y_p = x_p + m_p · F(x)_p,     m_p = 1[σ(s_p) ≥ θ].
@@ -138,26 +139,25 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 class MaskUnit(nn.Module):
-    """A block's input → one logit per position of its output grid."""
+    """A block's input → one logit per position of its output grid: DynConv's mask unit (``Squeeze`` in its
+    official code), a 3×3 convolution with the block's stride, so that a position sees its neighbours, plus one
+    term for the whole image from its globally pooled features,
+
+        s_p = w ⋆ x|_p + v · mean(x) + b,
+
+    so that the same edge can be worth computing in one image and not in another."""
 
     def __init__(self, channels: int, stride: int, constant_start: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(channels, 1, 1, stride)
+        self.conv = nn.Conv2d(channels, 1, 3, stride, padding=1)
+        self.context = nn.Linear(channels, 1, bias=False)  # the convolution's bias is b
         if constant_start:  # a pretrained network's activations are large: random weights would drop positions
             nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.context.weight)
         nn.init.constant_(self.conv.bias, MASK_INITIAL_LOGIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-    def logits_of_one(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` for a batch of one in channels-last memory, [1, C, H, W] → [H', W'], as one
-        matrix–vector product: a 1×1 convolution with one output is a dot product per position, and a
-        convolution call costs three times as much at this size (26 µs against 8 µs per block, 32×32×16)."""
-        stride = self.conv.stride[0]
-        pixels = x[0, :, ::stride, ::stride].permute(1, 2, 0)
-        rows = pixels.reshape(-1, pixels.shape[2])
-        return torch.addmv(self.conv.bias, rows, self.conv.weight.view(-1)).view(pixels.shape[:2])
+        return self.conv(x) + self.context(x.mean((2, 3)))[:, :, None, None]
 
 
 def block_stride(block: nn.Module) -> int:
@@ -319,6 +319,11 @@ class MaskedBlock:
     convs: tuple[FoldedConv, ...]
     radii: tuple[int, ...]
 
+    @functools.cached_property
+    def unit_patch_weight(self) -> torch.Tensor:
+        """The mask unit's 3×3 weights [9·C] in the order of a channels-last patch (the C++ operator's)."""
+        return self.unit.conv.weight[0].permute(1, 2, 0).flatten().contiguous()
+
     def run(self, block: nn.Module, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The block on a batch of one (channels-last memory), each convolution computed only where its
         (grown) mask p ≥ θ is on: its output, its mask probabilities and how many positions each convolution
@@ -327,11 +332,11 @@ class MaskedBlock:
         if native.ready() and isinstance(block, BasicBlock) and not torch.is_grad_enabled():
             first, second = self.convs
             out, probabilities, counts = torch.ops.dynviz.dynconv_basic_block(
-                x, self.unit.conv.weight.view(-1), self.unit.conv.bias, threshold,
+                x, self.unit_patch_weight, self.unit.context.weight.view(-1), self.unit.conv.bias, threshold,
                 first.weight, first.bias, second.weight, second.bias, block.stride,
             )  # fmt: skip
             return out, probabilities, counts.tolist()
-        probabilities = self.unit.logits_of_one(x).sigmoid()
+        probabilities = self.unit(x)[0, 0].sigmoid()
         out, counts = sparse_block(block, self, x, probabilities, threshold)
         return out, probabilities, counts
 
@@ -426,8 +431,9 @@ ABOUT = About(
     title="ResNet-32 with pixel masks (DynConv), CIFAR-10",
     family="spatial-wise dynamic network: pixel-level masks (survey §4.1)",
     summary=(
-        "Every residual block has a mask unit (a 1×1 convolution) that reads the block's input and decides, for "
-        "each position of its output, whether to compute the block there. Elsewhere the input passes through the "
+        "Every residual block has a mask unit (a 3×3 convolution plus a term from the whole image's pooled features) "
+        "that reads the block's input and decides, for each position of its output, whether to compute the block "
+        "there. Elsewhere the input passes through the "
         "shortcut. The executed path gathers only the chosen positions, computes them and scatters the results "
         "back. Initialised from resnet32_cifar and fine-tuned to match it, with hard masks sampled with Gumbel noise "
         "(straight-through gradients) and DynConv's criterion: the network's share of its maskable convolution "

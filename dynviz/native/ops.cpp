@@ -77,37 +77,53 @@ at::Tensor gathered_patches(const float* map, int64_t height, int64_t width, int
 }
 
 // A DynConv basic block (dynviz.models.dynconv) on one channels-last map x [1, C, H, W]:
-//   probabilities p = σ(unit · x + b) on the output grid (the mask unit, a strided 1×1 convolution);
+//   probabilities p = σ(s) on the output grid, s_p = unit · patch_p + context · mean(x) + b (the mask unit:
+//   a 3×3 convolution with ``stride`` and padding 1, plus a term from the pooled map);
 //   conv1 (3×3, ``stride``; BatchNorm folded, ReLU) only where the mask p ≥ θ grown by one position is on,
 //   conv2 (3×3; BatchNorm folded) only where the mask is on, added to the shortcut there; then ReLU.
 // The shortcut is x, or x subsampled by ``stride`` and zero-padded to the wider output (the paper's option A).
-// conv weights are [9·C_in, C_out] with rows in the order of a channels-last patch. Returns the output
-// [1, C_out, H', W'] (channels-last), the probabilities [H', W'] and the positions each convolution computed [2].
+// The unit's and the conv weights have their rows in the order of a channels-last patch ([9·C] and
+// [9·C_in, C_out]). Returns the output [1, C_out, H', W'] (channels-last), the probabilities [H', W'] and the
+// positions each convolution computed [2].
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
-    const at::Tensor& x, const at::Tensor& unit_weight, const at::Tensor& unit_bias, double threshold,
-    const at::Tensor& conv1_weight, const at::Tensor& conv1_bias, const at::Tensor& conv2_weight,
+    const at::Tensor& x, const at::Tensor& unit_weight, const at::Tensor& unit_context, const at::Tensor& unit_bias,
+    double threshold, const at::Tensor& conv1_weight, const at::Tensor& conv1_bias, const at::Tensor& conv2_weight,
     const at::Tensor& conv2_bias, int64_t stride) {
   TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.scalar_type() == at::kFloat, "dynconv_basic_block: one float map");
   const auto map = x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t channels = map.size(1), height = map.size(2), width = map.size(3);
   const int64_t side = (height - 1) / stride + 1, middle = conv1_weight.size(1), out_channels = conv2_weight.size(1);
   TORCH_CHECK(height == width && conv1_weight.size(0) == 9 * channels && conv2_weight.size(0) == 9 * middle &&
-                  out_channels >= channels && unit_weight.numel() == channels,
+                  out_channels >= channels && unit_weight.numel() == 9 * channels && unit_context.numel() == channels,
               "dynconv_basic_block: shapes do not match");
   const float* input = map.data_ptr<float>();
   const auto options = map.options().memory_format(at::MemoryFormat::Contiguous);
 
+  // The image's term, shared by every position: b + context · mean(x).
+  const auto context_weights = unit_context.contiguous();  // held: a pointer into a temporary would dangle
+  std::vector<float> pooled(channels, 0.f);
+  for (int64_t k = 0; k < height * width; ++k)
+    for (int64_t c = 0; c < channels; ++c) pooled[c] += input[k * channels + c];
+  float image_term = unit_bias.item<float>();
+  for (int64_t c = 0; c < channels; ++c)
+    image_term += context_weights.data_ptr<float>()[c] * pooled[c] / (height * width);
+
   auto probabilities = at::empty({side, side}, options);
   float* p = probabilities.data_ptr<float>();
-  const auto unit_weights = unit_weight.contiguous();  // held: a pointer into a temporary would dangle
+  const auto unit_weights = unit_weight.contiguous();
   const float* unit = unit_weights.data_ptr<float>();
-  const float bias = unit_bias.item<float>();
   std::vector<uint8_t> mask(side * side), grown(side * side, 0);
   for (int64_t i = 0; i < side; ++i)
     for (int64_t j = 0; j < side; ++j) {
-      const float* pixel = input + (i * stride * width + j * stride) * channels;
-      float logit = bias;
-      for (int64_t c = 0; c < channels; ++c) logit += unit[c] * pixel[c];
+      float logit = image_term;
+      for (int64_t dy = 0; dy < 3; ++dy)
+        for (int64_t dx = 0; dx < 3; ++dx) {
+          const int64_t y = i * stride - 1 + dy, x = j * stride - 1 + dx;
+          if (y < 0 || y >= height || x < 0 || x >= width) continue;  // zero padding
+          const float* pixel = input + (y * width + x) * channels;
+          const float* w = unit + (dy * 3 + dx) * channels;
+          for (int64_t c = 0; c < channels; ++c) logit += w[c] * pixel[c];
+        }
       p[i * side + j] = 1.f / (1.f + std::exp(-logit));
       mask[i * side + j] = p[i * side + j] >= static_cast<float>(threshold);  // as PyTorch compares
     }
@@ -306,8 +322,9 @@ std::tuple<at::Tensor, at::Tensor> channel_gated_basic_block(
 TORCH_LIBRARY(dynviz, m) {
   m.def("gate_logits(Tensor x, Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias) -> Tensor");
   m.def(
-      "dynconv_basic_block(Tensor x, Tensor unit_weight, Tensor unit_bias, float threshold, Tensor conv1_weight, "
-      "Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) -> (Tensor, Tensor, Tensor)");
+      "dynconv_basic_block(Tensor x, Tensor unit_weight, Tensor unit_context, Tensor unit_bias, float threshold, "
+      "Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) "
+      "-> (Tensor, Tensor, Tensor)");
   m.def(
       "channel_gated_basic_block(Tensor x, Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
       "float threshold, Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) "
