@@ -11,6 +11,34 @@
 
 namespace {
 
+// LANES floats as the compiler's vector extension: one AVX-512 or AVX register, or several narrower ones,
+// whatever the machine has.
+template <int LANES>
+struct Vector {
+  typedef float type __attribute__((vector_size(4 * LANES)));  // GCC ignores the attribute on an alias template
+};
+template <int LANES>
+using Floats = typename Vector<LANES>::type;
+
+template <int LANES>
+inline Floats<LANES> load(const float* p) {
+  Floats<LANES> v;
+  std::memcpy(&v, p, sizeof v);  // an unaligned vector load
+  return v;
+}
+
+// a · b over n floats. The compiler keeps a plain float sum in order and so never vectorises it: eight
+// partial sums in one vector make the mask unit's 3×3 dot products 4–8 times faster.
+inline float dot(const float* a, const float* b, int64_t n) {
+  Floats<8> partial{};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) partial += load<8>(a + k) * load<8>(b + k);
+  float sum = 0.f;
+  for (int lane = 0; lane < 8; ++lane) sum += partial[lane];
+  for (; k < n; ++k) sum += a[k] * b[k];
+  return sum;
+}
+
 // A gate (dynviz.models.gates.Gate) on one feature map: global average pooling, then
 // fc2(ReLU(fc1(pooled))). x: [1, C, H, W]; fc1: [D, C], [D]; fc2: [U, D], [U]. Returns the logits [U].
 at::Tensor gate_logits(const at::Tensor& x, const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
@@ -120,9 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
         for (int64_t dx = 0; dx < 3; ++dx) {
           const int64_t y = i * stride - 1 + dy, x = j * stride - 1 + dx;
           if (y < 0 || y >= height || x < 0 || x >= width) continue;  // zero padding
-          const float* pixel = input + (y * width + x) * channels;
-          const float* w = unit + (dy * 3 + dx) * channels;
-          for (int64_t c = 0; c < channels; ++c) logit += w[c] * pixel[c];
+          logit += dot(unit + (dy * 3 + dx) * channels, input + (y * width + x) * channels, channels);
         }
       p[i * side + j] = 1.f / (1.f + std::exp(-logit));
       mask[i * side + j] = p[i * side + j] >= static_cast<float>(threshold);  // as PyTorch compares
@@ -167,21 +193,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
   return {out, probabilities, counts};
 }
 
-// LANES floats as the compiler's vector extension: one AVX-512 or AVX register, or several narrower ones,
-// whatever the machine has.
-template <int LANES>
-struct Vector {
-  typedef float type __attribute__((vector_size(4 * LANES)));  // GCC ignores the attribute on an alias template
-};
-template <int LANES>
-using Floats = typename Vector<LANES>::type;
-
-template <int LANES>
-inline Floats<LANES> load(const float* p) {
-  Floats<LANES> v;
-  std::memcpy(&v, p, sizeof v);  // an unaligned vector load
-  return v;
-}
 
 // A 3×3 convolution, stride 1 or 2, for output channels o < outputs:
 //   out[o][y][x] = bias[o] + Σ_c Σ_ky,kx weights[o·inputs + c][3·ky + kx] · in(c, y·stride + ky, x·stride + kx),
