@@ -27,8 +27,8 @@ inline Floats<LANES> load(const float* p) {
   return v;
 }
 
-// a · b over n floats. The compiler keeps a plain float sum in order and so never vectorises it: eight
-// partial sums in one vector make the mask unit's 3×3 dot products 4–8 times faster.
+// a · b over n floats, as eight partial sums in one vector: the compiler keeps a plain float sum in order and so
+// never vectorises it (dynconv_resnet_cifar's executed path, whose mask units run here: 3.5 → 3.2 ms).
 inline float dot(const float* a, const float* b, int64_t n) {
   Floats<8> partial{};
   int64_t k = 0;
@@ -146,9 +146,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
       float logit = image_term;
       for (int64_t dy = 0; dy < 3; ++dy)
         for (int64_t dx = 0; dx < 3; ++dx) {
-          const int64_t y = i * stride - 1 + dy, x = j * stride - 1 + dx;
-          if (y < 0 || y >= height || x < 0 || x >= width) continue;  // zero padding
-          logit += dot(unit + (dy * 3 + dx) * channels, input + (y * width + x) * channels, channels);
+          const int64_t row = i * stride - 1 + dy, column = j * stride - 1 + dx;
+          if (row < 0 || row >= height || column < 0 || column >= width) continue;  // zero padding
+          logit += dot(unit + (dy * 3 + dx) * channels, input + (row * width + column) * channels, channels);
         }
       p[i * side + j] = 1.f / (1.f + std::exp(-logit));
       mask[i * side + j] = p[i * side + j] >= static_cast<float>(threshold);  // as PyTorch compares
@@ -192,7 +192,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
   const auto counts = at::tensor({static_cast<int64_t>(first.size()), static_cast<int64_t>(second.size())});
   return {out, probabilities, counts};
 }
-
 
 // A 3×3 convolution, stride 1 or 2, for output channels o < outputs:
 //   out[o][y][x] = bias[o] + Σ_c Σ_ky,kx weights[o·inputs + c][3·ky + kx] · in(c, y·stride + ky, x·stride + kx),
