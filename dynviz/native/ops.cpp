@@ -39,6 +39,14 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+// Each channel's sum over the ``positions`` of a channels-last map (global pooling, before the division).
+std::vector<float> channel_sums(const float* map, int64_t positions, int64_t channels) {
+  std::vector<float> sums(channels, 0.f);
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t c = 0; c < channels; ++c) sums[c] += map[p * channels + c];
+  return sums;
+}
+
 // A gate (dynviz.models.gates.Gate) on one feature map: global average pooling, then
 // fc2(ReLU(fc1(pooled))). x: [1, C, H, W]; fc1: [D, C], [D]; fc2: [U, D], [U]. Returns the logits [U].
 at::Tensor gate_logits(const at::Tensor& x, const at::Tensor& fc1_weight, const at::Tensor& fc1_bias,
@@ -51,12 +59,7 @@ at::Tensor gate_logits(const at::Tensor& x, const at::Tensor& fc1_weight, const 
   const int64_t width = w1.size(0), units = w2.size(0);
   TORCH_CHECK(w1.size(1) == channels && w2.size(1) == width, "gate_logits: shapes do not match");
 
-  std::vector<float> pooled(channels, 0.f);
-  const float* values = map.data_ptr<float>();
-  for (int64_t p = 0; p < positions; ++p) {
-    const float* position = values + p * channels;
-    for (int64_t c = 0; c < channels; ++c) pooled[c] += position[c];
-  }
+  const auto pooled = channel_sums(map.data_ptr<float>(), positions, channels);
   std::vector<float> hidden(width);
   const float* fc1 = w1.data_ptr<float>();
   for (int64_t j = 0; j < width; ++j) {
@@ -129,9 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
 
   // The image's term, shared by every position: b + context · mean(x).
   const auto context_weights = unit_context.contiguous();  // held: a pointer into a temporary would dangle
-  std::vector<float> pooled(channels, 0.f);
-  for (int64_t k = 0; k < height * width; ++k)
-    for (int64_t c = 0; c < channels; ++c) pooled[c] += input[k * channels + c];
+  const auto pooled = channel_sums(input, height * width, channels);
   float image_term = unit_bias.item<float>();
   for (int64_t c = 0; c < channels; ++c)
     image_term += context_weights.data_ptr<float>()[c] * pooled[c] / (height * width);

@@ -20,8 +20,8 @@ The gates and masks read Lite0's features without reshaping them
 rewrote Lite0's features to suit the units, and an adapting Lite0 drifted away from its
 teacher within a hundred steps (docs/spatial.md). By default Lite0 stays as it is and the
 weight pull (α) is 0; with ``--adapt-backbone`` Lite0 learns at :data:`BACKBONE_LR_SCALE`
-of the units' rate, held near its weights: lite0_dynconv gained 2.5 points at the same
-FLOPs that way, lite0_skip lost 1.3 (docs/gating.md). Lite0 tuned freely on the 250
+of the units' rate, held near its weights: lite0_dynconv (its 1×1 mask units then) gained 2.5
+points at the same FLOPs that way, lite0_skip lost 1.3 (docs/gating.md). Lite0 tuned freely on the 250
 labelled images alone memorised them (9 points higher on them than on the test half).
 BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
 
