@@ -76,20 +76,22 @@ def _gate_flops(x_shape, fc1_weight_shape, fc1_bias_shape, fc2_weight_shape, *ar
     return _matrix_vector_flops(None, fc1_weight_shape, None) + _matrix_vector_flops(None, fc2_weight_shape, None)
 
 
+def _mask_unit_flops(x_shape, unit_weight_shape, unit_context_shape, *args, out_shape, **kwargs) -> int:
+    """DynConv's mask unit as one operator (:mod:`dynviz.native`): the 3×3 convolution at every output position,
+    the pooled term once."""
+    return 2 * (math.prod(out_shape) * math.prod(unit_weight_shape) + math.prod(unit_context_shape))
+
+
 def _dynconv_block_flops(
     x, unit_weight, unit_context, unit_bias, threshold, conv1_weight, conv1_bias, conv2_weight, *args, out_val, **kwargs
 ) -> int:
-    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit (the 3×3 convolution at every
-    output position, the pooled term once), and each convolution at the positions it computed, which the operator
-    returns (its weights are [k·k·C_in, C_out]: one multiply–add per weight and position)."""
+    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit (:func:`_mask_unit_flops`),
+    and each convolution at the positions it computed, which the operator returns (its weights are
+    [k·k·C_in, C_out]: one multiply–add per weight and position)."""
     _, probabilities, counts = out_val
     computed_first, computed_second = counts.tolist()
-    return 2 * (
-        probabilities.numel() * unit_weight.numel()
-        + unit_context.numel()
-        + computed_first * conv1_weight.numel()
-        + computed_second * conv2_weight.numel()
-    )
+    unit = _mask_unit_flops(x.shape, unit_weight.shape, unit_context.shape, out_shape=probabilities.shape)
+    return unit + 2 * (computed_first * conv1_weight.numel() + computed_second * conv2_weight.numel())
 
 
 _dynconv_block_flops._get_raw = True  # FlopCounterMode passes it the tensors: its cost depends on their values
@@ -136,6 +138,7 @@ def flop_counter() -> FlopCounterMode:
         return FlopCounterMode(display=False, custom_mapping=FORMULAS)
     operators = {
         torch.ops.dynviz.gate_logits: _gate_flops,
+        torch.ops.dynviz.dynconv_mask_unit: _mask_unit_flops,
         torch.ops.dynviz.dynconv_basic_block: _dynconv_block_flops,
         torch.ops.dynviz.channel_gated_basic_block: _channel_gated_block_flops,
     }

@@ -114,6 +114,7 @@ DECISIONS = {  # what each gated model decided, record by record
     "skip_resnet_cifar": (BlockRecord, lambda r: r.executed),
     "channel_gate_resnet_cifar": (ChannelRecord, lambda r: r.active),
     "dynconv_resnet_cifar": (MaskRecord, lambda r: r.computed),
+    "lite0_dynconv": (MaskRecord, lambda r: r.computed),  # MBConv blocks: the mask unit alone is an operator
 }
 
 

@@ -324,6 +324,16 @@ class MaskedBlock:
         """The mask unit's 3×3 weights [9·C] in the order of a channels-last patch (the C++ operator's)."""
         return self.unit.conv.weight[0].permute(1, 2, 0).flatten().contiguous()
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask unit's probabilities [H', W'] on a batch of one: one C++ operator where it is built (as
+        PyTorch's a convolution with a single output channel, oneDNN's slowest case), else the unit itself."""
+        if native.ready() and not torch.is_grad_enabled():
+            context, bias = self.unit.context.weight.view(-1), self.unit.conv.bias
+            return torch.ops.dynviz.dynconv_mask_unit(
+                x, self.unit_patch_weight, context, bias, self.unit.conv.stride[0]
+            )
+        return self.unit(x)[0, 0].sigmoid()
+
     def run(self, block: nn.Module, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The block on a batch of one (channels-last memory), each convolution computed only where its
         (grown) mask p ≥ θ is on: its output, its mask probabilities and how many positions each convolution
@@ -336,7 +346,7 @@ class MaskedBlock:
                 first.weight, first.bias, second.weight, second.bias, block.stride,
             )  # fmt: skip
             return out, probabilities, counts.tolist()
-        probabilities = self.unit(x)[0, 0].sigmoid()
+        probabilities = self.probabilities(x)
         out, counts = sparse_block(block, self, x, probabilities, threshold)
         return out, probabilities, counts
 

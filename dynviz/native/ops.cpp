@@ -27,16 +27,16 @@ inline Floats<LANES> load(const float* p) {
   return v;
 }
 
-// a · b over n floats, as eight partial sums in one vector: the compiler keeps a plain float sum in order and so
-// never vectorises it (dynconv_resnet_cifar's executed path, whose mask units run here: 3.5 → 3.2 ms).
-inline float dot(const float* a, const float* b, int64_t n) {
-  Floats<8> partial{};
+// Adds a · b over n floats to eight partial sums held in one vector, and returns what is left past the last eight
+// as a plain sum: the compiler keeps a plain float sum in order and so never vectorises it (dynconv_resnet_cifar's
+// executed path, whose mask units run here: 3.5 → 3.2 ms). Several products share the partial sums, so that their
+// lanes are added up once.
+inline float accumulate(Floats<8>& partial, const float* a, const float* b, int64_t n) {
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) partial += load<8>(a + k) * load<8>(b + k);
-  float sum = 0.f;
-  for (int lane = 0; lane < 8; ++lane) sum += partial[lane];
-  for (; k < n; ++k) sum += a[k] * b[k];
-  return sum;
+  float rest = 0.f;
+  for (; k < n; ++k) rest += a[k] * b[k];
+  return rest;
 }
 
 // Each channel's sum over the ``positions`` of a channels-last map (global pooling, before the division).
@@ -107,9 +107,51 @@ at::Tensor gathered_patches(const float* map, int64_t height, int64_t width, int
   return patches;
 }
 
+// DynConv's mask unit (dynviz.models.dynconv.MaskUnit) on one channels-last map x [1, C, H, W]: the
+// probabilities p = σ(s) on the output grid [H', W'], s_p = unit · patch_p + context · mean(x) + b, a 3×3
+// convolution with ``stride`` and padding 1 plus a term from the pooled map. The unit's weights [9·C] are in the
+// order of a channels-last patch. One call where PyTorch's is a convolution with one output channel (oneDNN's
+// slowest case: 80–90 µs on Lite0's blocks), a pooling, a matrix–vector product, an addition and a sigmoid.
+at::Tensor mask_unit(const at::Tensor& x, const at::Tensor& unit_weight, const at::Tensor& unit_context,
+                     const at::Tensor& unit_bias, int64_t stride) {
+  TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.scalar_type() == at::kFloat, "dynconv_mask_unit: one float map");
+  const auto map = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t channels = map.size(1), height = map.size(2), width = map.size(3);
+  TORCH_CHECK(unit_weight.numel() == 9 * channels && unit_context.numel() == channels,
+              "dynconv_mask_unit: shapes do not match");
+  const float* input = map.data_ptr<float>();
+
+  // The image's term, shared by every position: b + context · mean(x).
+  const auto context_weights = unit_context.contiguous();  // held: a pointer into a temporary would dangle
+  const auto pooled = channel_sums(input, height * width, channels);
+  float image_term = unit_bias.item<float>();
+  for (int64_t c = 0; c < channels; ++c)
+    image_term += context_weights.data_ptr<float>()[c] * pooled[c] / (height * width);
+
+  const int64_t rows = (height - 1) / stride + 1, columns = (width - 1) / stride + 1;
+  auto probabilities = at::empty({rows, columns}, map.options().memory_format(at::MemoryFormat::Contiguous));
+  float* p = probabilities.data_ptr<float>();
+  const auto unit_weights = unit_weight.contiguous();
+  const float* unit = unit_weights.data_ptr<float>();
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < columns; ++j) {
+      Floats<8> partial{};
+      float logit = image_term;
+      for (int64_t dy = 0; dy < 3; ++dy)
+        for (int64_t dx = 0; dx < 3; ++dx) {
+          const int64_t row = i * stride - 1 + dy, column = j * stride - 1 + dx;
+          if (row < 0 || row >= height || column < 0 || column >= width) continue;  // zero padding
+          logit += accumulate(partial, unit + (dy * 3 + dx) * channels, input + (row * width + column) * channels,
+                              channels);
+        }
+      for (int lane = 0; lane < 8; ++lane) logit += partial[lane];
+      p[i * columns + j] = 1.f / (1.f + std::exp(-logit));
+    }
+  return probabilities;
+}
+
 // A DynConv basic block (dynviz.models.dynconv) on one channels-last map x [1, C, H, W]:
-//   probabilities p = σ(s) on the output grid, s_p = unit · patch_p + context · mean(x) + b (the mask unit:
-//   a 3×3 convolution with ``stride`` and padding 1, plus a term from the pooled map);
+//   probabilities p on the output grid from the mask unit (mask_unit);
 //   conv1 (3×3, ``stride``; BatchNorm folded, ReLU) only where the mask p ≥ θ grown by one position is on,
 //   conv2 (3×3; BatchNorm folded) only where the mask is on, added to the shortcut there; then ReLU.
 // The shortcut is x, or x subsampled by ``stride`` and zero-padded to the wider output (the paper's option A).
@@ -125,35 +167,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
   const int64_t channels = map.size(1), height = map.size(2), width = map.size(3);
   const int64_t side = (height - 1) / stride + 1, middle = conv1_weight.size(1), out_channels = conv2_weight.size(1);
   TORCH_CHECK(height == width && conv1_weight.size(0) == 9 * channels && conv2_weight.size(0) == 9 * middle &&
-                  out_channels >= channels && unit_weight.numel() == 9 * channels && unit_context.numel() == channels,
+                  out_channels >= channels,
               "dynconv_basic_block: shapes do not match");
   const float* input = map.data_ptr<float>();
   const auto options = map.options().memory_format(at::MemoryFormat::Contiguous);
 
-  // The image's term, shared by every position: b + context · mean(x).
-  const auto context_weights = unit_context.contiguous();  // held: a pointer into a temporary would dangle
-  const auto pooled = channel_sums(input, height * width, channels);
-  float image_term = unit_bias.item<float>();
-  for (int64_t c = 0; c < channels; ++c)
-    image_term += context_weights.data_ptr<float>()[c] * pooled[c] / (height * width);
-
-  auto probabilities = at::empty({side, side}, options);
-  float* p = probabilities.data_ptr<float>();
-  const auto unit_weights = unit_weight.contiguous();
-  const float* unit = unit_weights.data_ptr<float>();
+  const auto probabilities = mask_unit(map, unit_weight, unit_context, unit_bias, stride);
+  const float* p = probabilities.data_ptr<float>();
   std::vector<uint8_t> mask(side * side), grown(side * side, 0);
-  for (int64_t i = 0; i < side; ++i)
-    for (int64_t j = 0; j < side; ++j) {
-      float logit = image_term;
-      for (int64_t dy = 0; dy < 3; ++dy)
-        for (int64_t dx = 0; dx < 3; ++dx) {
-          const int64_t row = i * stride - 1 + dy, column = j * stride - 1 + dx;
-          if (row < 0 || row >= height || column < 0 || column >= width) continue;  // zero padding
-          logit += dot(unit + (dy * 3 + dx) * channels, input + (row * width + column) * channels, channels);
-        }
-      p[i * side + j] = 1.f / (1.f + std::exp(-logit));
-      mask[i * side + j] = p[i * side + j] >= static_cast<float>(threshold);  // as PyTorch compares
-    }
+  for (int64_t k = 0; k < side * side; ++k) mask[k] = p[k] >= static_cast<float>(threshold);  // as PyTorch compares
   for (int64_t i = 0; i < side; ++i)
     for (int64_t j = 0; j < side; ++j)
       if (mask[i * side + j])
@@ -336,6 +358,7 @@ TORCH_LIBRARY(dynviz, m) {
       "dynconv_basic_block(Tensor x, Tensor unit_weight, Tensor unit_context, Tensor unit_bias, float threshold, "
       "Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) "
       "-> (Tensor, Tensor, Tensor)");
+  m.def("dynconv_mask_unit(Tensor x, Tensor unit_weight, Tensor unit_context, Tensor unit_bias, int stride) -> Tensor");
   m.def(
       "channel_gated_basic_block(Tensor x, Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
       "float threshold, Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) "
@@ -344,6 +367,7 @@ TORCH_LIBRARY(dynviz, m) {
 
 TORCH_LIBRARY_IMPL(dynviz, CPU, m) {
   m.impl("gate_logits", &gate_logits);
+  m.impl("dynconv_mask_unit", &mask_unit);
   m.impl("dynconv_basic_block", &dynconv_basic_block);
   m.impl("channel_gated_basic_block", &channel_gated_basic_block);
 }
