@@ -76,25 +76,49 @@ def _gate_flops(x_shape, fc1_weight_shape, fc1_bias_shape, fc2_weight_shape, *ar
     return _matrix_vector_flops(None, fc1_weight_shape, None) + _matrix_vector_flops(None, fc2_weight_shape, None)
 
 
-def _mask_unit_flops(x_shape, unit_weight_shape, unit_context_shape, *args, out_shape, **kwargs) -> int:
-    """DynConv's mask unit as one operator (:mod:`dynviz.native`): the 3×3 convolution at every output position,
-    the pooled term once."""
-    return 2 * (math.prod(out_shape) * math.prod(unit_weight_shape) + math.prod(unit_context_shape))
+def _mask_unit_flops(probabilities: torch.Tensor, unit_weight: torch.Tensor, unit_context: torch.Tensor) -> int:
+    """DynConv's mask unit: its 3×3 convolution at every output position, its pooled term once."""
+    return 2 * (probabilities.numel() * unit_weight.numel() + unit_context.numel())
 
 
 def _dynconv_block_flops(
     x, unit_weight, unit_context, unit_bias, threshold, conv1_weight, conv1_bias, conv2_weight, *args, out_val, **kwargs
 ) -> int:
-    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit (:func:`_mask_unit_flops`),
-    and each convolution at the positions it computed, which the operator returns (its weights are
-    [k·k·C_in, C_out]: one multiply–add per weight and position)."""
+    """A DynConv basic block as one operator (:mod:`dynviz.native`): its mask unit, and each convolution at the
+    positions it computed, which the operator returns (its weights are [k·k·C_in, C_out]: one multiply–add per
+    weight and position)."""
     _, probabilities, counts = out_val
     computed_first, computed_second = counts.tolist()
-    unit = _mask_unit_flops(x.shape, unit_weight.shape, unit_context.shape, out_shape=probabilities.shape)
-    return unit + 2 * (computed_first * conv1_weight.numel() + computed_second * conv2_weight.numel())
+    convolutions = computed_first * conv1_weight.numel() + computed_second * conv2_weight.numel()
+    return _mask_unit_flops(probabilities, unit_weight, unit_context) + 2 * convolutions
 
 
-_dynconv_block_flops._get_raw = True  # FlopCounterMode passes it the tensors: its cost depends on their values
+def _dynconv_mbconv_flops(
+    x,
+    unit_weight,
+    unit_context,
+    unit_bias,
+    threshold,
+    expand_weight,
+    expand_bias,
+    depthwise_weight,
+    depthwise_bias,
+    project_weight,
+    *args,
+    out_val,
+    **kwargs,
+) -> int:
+    """A DynConv MBConv block as one operator (:mod:`dynviz.native`): its mask unit, and the expansion (if any),
+    the depthwise and the projection at the positions each computed (weights [C, E], [k·k, E], [E, C])."""
+    _, probabilities, counts = out_val
+    *expanded, depthwise, projected = counts.tolist()  # a block without expansion returns two counts
+    convolutions = sum(expanded) * expand_weight.numel() + depthwise * depthwise_weight.numel()
+    convolutions += projected * project_weight.numel()
+    return _mask_unit_flops(probabilities, unit_weight, unit_context) + 2 * convolutions
+
+
+# FlopCounterMode passes these the tensors: their cost depends on the values.
+_dynconv_block_flops._get_raw = _dynconv_mbconv_flops._get_raw = True
 
 
 def _channel_gated_block_flops(
@@ -138,7 +162,7 @@ def flop_counter() -> FlopCounterMode:
         return FlopCounterMode(display=False, custom_mapping=FORMULAS)
     operators = {
         torch.ops.dynviz.gate_logits: _gate_flops,
-        torch.ops.dynviz.dynconv_mask_unit: _mask_unit_flops,
+        torch.ops.dynviz.dynconv_mbconv_block: _dynconv_mbconv_flops,
         torch.ops.dynviz.dynconv_basic_block: _dynconv_block_flops,
         torch.ops.dynviz.channel_gated_basic_block: _channel_gated_block_flops,
     }

@@ -7,11 +7,13 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dynviz.inputs import InputImage, load_image
+from dynviz.models.dynconv import DynConvNetwork, DynConvResNetCifar
 from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
-from dynviz.zoo import create_model, tiny_config
+from dynviz.zoo import create_model, ready_to_serve, tiny_config
 
 # The apps under test load the models they need; the server's background warm-up of every model would only
 # compete with them for the two cores.
@@ -41,6 +43,24 @@ def tiny_lite(classes: int = 10) -> EfficientNetLite:
     """An untrained three-block EfficientNet-Lite: an MBConv without expansion, a strided one, a 5×5 one."""
     specs = [BlockSpec(8, 8, 8, 3, 1), BlockSpec(8, 12, 48, 3, 2), BlockSpec(12, 12, 72, 5, 1)]
     return EfficientNetLite(specs, stem=8, head=32, num_classes=classes).eval()
+
+
+def tiny_dynconv(backbone: torch.nn.Module, seed: int = 1) -> DynConvResNetCifar:
+    """DynConv on a tiny untrained backbone, served on CIFAR's input, with mask units and norms given weights
+    (untrained, they are nearly uniform) so that masks and values vary."""
+    net = DynConvNetwork(backbone)
+    torch.manual_seed(seed)
+    for unit in net.masks.values():
+        torch.nn.init.normal_(unit.conv.weight, std=2.0 / 3)  # nine taps
+        torch.nn.init.normal_(unit.conv.bias, std=1.0)
+        torch.nn.init.normal_(unit.context.weight, std=1.0)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+    return ready_to_serve(DynConvResNetCifar(net))
 
 
 def tiny(name: str):

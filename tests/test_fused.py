@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import encode, pattern, tiny, tiny_lite
+from conftest import encode, pattern, tiny, tiny_dynconv, tiny_lite
 
 from dynviz import native
 from dynviz.cost import count_macs
@@ -110,17 +110,19 @@ def test_the_gate_operator_computes_and_costs_what_the_gate_does(operators, chan
     assert native_macs == torch_macs == 24 * 16 + 16 * 5
 
 
-DECISIONS = {  # what each gated model decided, record by record
-    "skip_resnet_cifar": (BlockRecord, lambda r: r.executed),
-    "channel_gate_resnet_cifar": (ChannelRecord, lambda r: r.active),
-    "dynconv_resnet_cifar": (MaskRecord, lambda r: r.computed),
-    "lite0_dynconv": (MaskRecord, lambda r: r.computed),  # MBConv blocks: the mask unit alone is an operator
+GATED = {  # each gated model, tiny, and what it decided, record by record
+    "skip_resnet_cifar": (lambda: tiny("skip_resnet_cifar"), BlockRecord, lambda r: r.executed),
+    "channel_gate_resnet_cifar": (lambda: tiny("channel_gate_resnet_cifar"), ChannelRecord, lambda r: r.active),
+    "dynconv_resnet_cifar": (lambda: tiny("dynconv_resnet_cifar"), MaskRecord, lambda r: r.computed),
+    # Lite's MBConv blocks, one without expansion and one with a 5×5 depthwise
+    "DynConv on MBConv blocks": (lambda: tiny_dynconv(tiny_lite()), MaskRecord, lambda r: r.computed),
 }
 
 
-@pytest.mark.parametrize("name", DECISIONS)
+@pytest.mark.parametrize("name", GATED)
 def test_a_gated_model_decides_and_spends_the_same_on_either_path(name, operators, monkeypatch):
-    model = tiny(name)
+    build, record, decided = GATED[name]
+    model = build()
     with_trained_statistics(model.net.backbone)
     image = load_image(encode(pattern(40, 32, seed=3), "PNG"), "tiny.png")
     settings = {"threshold": 0.9}
@@ -129,7 +131,6 @@ def test_a_gated_model_decides_and_spends_the_same_on_either_path(name, operator
         counted = count_macs(lambda: model.analyze(image, settings))  # the C++ operators priced by their formulas
         monkeypatch.setenv("DYNVIZ_COMPILE", "0")
         eager = model.analyze(image, settings)
-    record, decided = DECISIONS[name]
     decisions = [decided(r) for r in fused.records_of(record)]
     assert decisions == [decided(r) for r in eager.records_of(record)]
     units = [on for d in decisions for on in (d if isinstance(d, tuple) else (d,))]

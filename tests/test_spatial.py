@@ -4,14 +4,12 @@ coordinates, as many as the thresholds allow; RANet answers from the resolution 
 
 import pytest
 import torch
-from conftest import encode, pattern, tiny_lite
+from conftest import encode, pattern, tiny_dynconv, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.fused import inference_path
 from dynviz.inputs import load_image
 from dynviz.models.dynconv import (
-    DynConvNetwork,
-    DynConvResNetCifar,
     branch,
     dilate,
     dilation_radii,
@@ -39,27 +37,10 @@ from dynviz.zoo import ready_to_serve
 THRESHOLDS = (0.05, 0.3, 0.5, 0.7, 0.95)
 
 
-def varied(net: DynConvNetwork, seed: int) -> DynConvNetwork:
-    """Untrained mask units and norms are nearly uniform: give them weights so masks and values vary."""
-    torch.manual_seed(seed)
-    for unit in net.masks.values():
-        torch.nn.init.normal_(unit.conv.weight, std=2.0 / 3)  # nine taps
-        torch.nn.init.normal_(unit.conv.bias, std=1.0)
-        torch.nn.init.normal_(unit.context.weight, std=1.0)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_()
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.normal_()
-            module.bias.data.normal_()
-    return net
-
-
 @pytest.fixture(scope="module", params=["resnet", "mbconv"])
 def masking(request):
     torch.manual_seed(0)  # the same tiny network on every run: the tests compare its decisions across θ
-    backbone = tiny_lite() if request.param == "mbconv" else ResNetCifar(14)
-    return ready_to_serve(DynConvResNetCifar(varied(DynConvNetwork(backbone), 1)))  # CIFAR input, tiny backbone
+    return tiny_dynconv(tiny_lite() if request.param == "mbconv" else ResNetCifar(14))
 
 
 @pytest.fixture(scope="module")

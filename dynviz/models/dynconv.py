@@ -324,29 +324,32 @@ class MaskedBlock:
         """The mask unit's 3×3 weights [9·C] in the order of a channels-last patch (the C++ operator's)."""
         return self.unit.conv.weight[0].permute(1, 2, 0).flatten().contiguous()
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """The mask unit's probabilities [H', W'] on a batch of one: one C++ operator where it is built (as
-        PyTorch's a convolution with a single output channel, oneDNN's slowest case), else the unit itself."""
-        if native.ready() and not torch.is_grad_enabled():
-            context, bias = self.unit.context.weight.view(-1), self.unit.conv.bias
-            return torch.ops.dynviz.dynconv_mask_unit(
-                x, self.unit_patch_weight, context, bias, self.unit.conv.stride[0]
-            )
-        return self.unit(x)[0, 0].sigmoid()
+    @functools.cached_property
+    def depthwise_taps(self) -> torch.Tensor:
+        """An MBConv's depthwise weights as [k·k, E], each tap's weights for every channel in a row (the C++
+        operator's)."""
+        depthwise = self.convs[-2].weight
+        return depthwise.flatten(1).T.contiguous()
 
     def run(self, block: nn.Module, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The block on a batch of one (channels-last memory), each convolution computed only where its
         (grown) mask p ≥ θ is on: its output, its mask probabilities and how many positions each convolution
-        computed. A basic block runs as one C++ operator where it is built (:mod:`dynviz.native`): as PyTorch
-        operations it is about 25 calls of a few µs each, as much time as the arithmetic they save."""
-        if native.ready() and isinstance(block, BasicBlock) and not torch.is_grad_enabled():
-            first, second = self.convs
-            out, probabilities, counts = torch.ops.dynviz.dynconv_basic_block(
-                x, self.unit_patch_weight, self.unit.context.weight.view(-1), self.unit.conv.bias, threshold,
-                first.weight, first.bias, second.weight, second.bias, block.stride,
-            )  # fmt: skip
+        computed. A block runs as one C++ operator where it is built (:mod:`dynviz.native`): as PyTorch
+        operations it is about 25 calls of a few µs each, as much time as the arithmetic they save, and the mask
+        unit a convolution with one output channel, oneDNN's slowest case."""
+        if native.ready() and not torch.is_grad_enabled():
+            unit = (x, self.unit_patch_weight, self.unit.context.weight.view(-1), self.unit.conv.bias, threshold)
+            if isinstance(block, BasicBlock):
+                first, second = self.convs
+                convs = (first.weight, first.bias, second.weight, second.bias, block.stride)
+                out, probabilities, counts = torch.ops.dynviz.dynconv_basic_block(*unit, *convs)
+            else:
+                *expand, depthwise, project = self.convs
+                expansion = (expand[0].weight, expand[0].bias) if expand else (x.new_empty(0), x.new_empty(0))
+                convs = (*expansion, self.depthwise_taps, depthwise.bias, project.weight, project.bias)
+                out, probabilities, counts = torch.ops.dynviz.dynconv_mbconv_block(*unit, *convs)
             return out, probabilities, counts.tolist()
-        probabilities = self.probabilities(x)
+        probabilities = self.unit(x)[0, 0].sigmoid()
         out, counts = sparse_block(block, self, x, probabilities, threshold)
         return out, probabilities, counts
 

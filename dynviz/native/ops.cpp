@@ -87,6 +87,27 @@ std::vector<int64_t> positions_of(const std::vector<uint8_t>& mask) {
   return positions;
 }
 
+// The mask p ≥ θ (as PyTorch compares) of probabilities [side, side].
+std::vector<uint8_t> mask_of(const at::Tensor& probabilities, double threshold) {
+  const float* p = probabilities.data_ptr<float>();
+  std::vector<uint8_t> mask(probabilities.numel());
+  for (size_t k = 0; k < mask.size(); ++k) mask[k] = p[k] >= static_cast<float>(threshold);
+  return mask;
+}
+
+// A side × side mask grown by ``radius`` positions (a square window, as dynviz.models.dynconv.dilate): where a
+// convolution must run so that the next one, of half-kernel ``radius``, finds every neighbour of the mask.
+std::vector<uint8_t> grown_by(const std::vector<uint8_t>& mask, int64_t side, int64_t radius) {
+  std::vector<uint8_t> grown(mask.size(), 0);
+  for (int64_t i = 0; i < side; ++i)
+    for (int64_t j = 0; j < side; ++j)
+      if (mask[i * side + j])
+        for (int64_t y = std::max<int64_t>(i - radius, 0); y <= std::min(i + radius, side - 1); ++y)
+          for (int64_t x = std::max<int64_t>(j - radius, 0); x <= std::min(j + radius, side - 1); ++x)
+            grown[y * side + x] = 1;
+  return grown;
+}
+
 // The 3×3 patches (padding 1) around ``positions`` of a side × side output, read from a channels-last map
 // [height][width][channels] with ``stride``, as the rows of [M, 9·channels] (zeros outside the map).
 at::Tensor gathered_patches(const float* map, int64_t height, int64_t width, int64_t channels, int64_t stride,
@@ -110,15 +131,14 @@ at::Tensor gathered_patches(const float* map, int64_t height, int64_t width, int
 // DynConv's mask unit (dynviz.models.dynconv.MaskUnit) on one channels-last map x [1, C, H, W]: the
 // probabilities p = σ(s) on the output grid [H', W'], s_p = unit · patch_p + context · mean(x) + b, a 3×3
 // convolution with ``stride`` and padding 1 plus a term from the pooled map. The unit's weights [9·C] are in the
-// order of a channels-last patch. One call where PyTorch's is a convolution with one output channel (oneDNN's
-// slowest case: 80–90 µs on Lite0's blocks), a pooling, a matrix–vector product, an addition and a sigmoid.
+// order of a channels-last patch. As PyTorch operations it is a convolution with one output channel, oneDNN's
+// slowest case (3–4× this loop's time on Lite0's blocks), a pooling, a product, a sum and a sigmoid.
 at::Tensor mask_unit(const at::Tensor& x, const at::Tensor& unit_weight, const at::Tensor& unit_context,
                      const at::Tensor& unit_bias, int64_t stride) {
-  TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.scalar_type() == at::kFloat, "dynconv_mask_unit: one float map");
   const auto map = x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t channels = map.size(1), height = map.size(2), width = map.size(3);
   TORCH_CHECK(unit_weight.numel() == 9 * channels && unit_context.numel() == channels,
-              "dynconv_mask_unit: shapes do not match");
+              "mask_unit: shapes do not match");
   const float* input = map.data_ptr<float>();
 
   // The image's term, shared by every position: b + context · mean(x).
@@ -173,15 +193,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
   const auto options = map.options().memory_format(at::MemoryFormat::Contiguous);
 
   const auto probabilities = mask_unit(map, unit_weight, unit_context, unit_bias, stride);
-  const float* p = probabilities.data_ptr<float>();
-  std::vector<uint8_t> mask(side * side), grown(side * side, 0);
-  for (int64_t k = 0; k < side * side; ++k) mask[k] = p[k] >= static_cast<float>(threshold);  // as PyTorch compares
-  for (int64_t i = 0; i < side; ++i)
-    for (int64_t j = 0; j < side; ++j)
-      if (mask[i * side + j])
-        for (int64_t y = std::max<int64_t>(i - 1, 0); y <= std::min(i + 1, side - 1); ++y)
-          for (int64_t x = std::max<int64_t>(j - 1, 0); x <= std::min(j + 1, side - 1); ++x) grown[y * side + x] = 1;
-  const auto first = positions_of(grown), second = positions_of(mask);
+  const auto mask = mask_of(probabilities, threshold);
+  const auto first = positions_of(grown_by(mask, side, 1)), second = positions_of(mask);
 
   // conv1 at the grown positions, scattered onto a zero map: conv2's input, zero where conv1 did not run.
   auto hidden = at::zeros({side, side, middle}, options);
@@ -213,6 +226,97 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_basic_block(
   }
   for (int64_t k = 0; k < side * side * out_channels; ++k) y[k] = std::max(y[k], 0.f);
   const auto counts = at::tensor({static_cast<int64_t>(first.size()), static_cast<int64_t>(second.size())});
+  return {out, probabilities, counts};
+}
+
+// A DynConv MBConv block with an identity shortcut (EfficientNet-Lite's, dynviz.models.dynconv) on one
+// channels-last map x [1, C, S, S]:
+//   probabilities p on the grid from the mask unit (mask_unit, stride 1);
+//   expand (1×1, [C, E]; BatchNorm folded, ReLU6) only where the mask p ≥ θ grown by the depthwise half-kernel is on
+//   (a block without expansion passes an empty weight: the depthwise reads x there);
+//   depthwise (k×k, [k·k, E]: each tap's E weights in a row; folded, ReLU6) and project (1×1, [E, C]; folded) only
+//   where the mask is on, added to x there.
+// Every neighbour inside the map of a position on the mask is one the expansion computed, so the depthwise reads
+// the expansion's rows where they are and no map is zeroed or scattered. Returns the output [1, C, S, S]
+// (channels-last), the probabilities [S, S] and the positions each convolution computed [3].
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_mbconv_block(
+    const at::Tensor& x, const at::Tensor& unit_weight, const at::Tensor& unit_context, const at::Tensor& unit_bias,
+    double threshold, const at::Tensor& expand_weight, const at::Tensor& expand_bias,
+    const at::Tensor& depthwise_weight, const at::Tensor& depthwise_bias, const at::Tensor& project_weight,
+    const at::Tensor& project_bias) {
+  TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.scalar_type() == at::kFloat, "dynconv_mbconv_block: one float map");
+  const auto map = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const bool expands = expand_weight.numel() > 0;
+  const int64_t channels = map.size(1), side = map.size(2), expanded = expands ? expand_weight.size(1) : channels;
+  const auto kernel = static_cast<int64_t>(std::lround(std::sqrt(depthwise_weight.size(0)))), radius = kernel / 2;
+  TORCH_CHECK(map.size(3) == side && (!expands || expand_weight.size(0) == channels) &&
+                  kernel * kernel == depthwise_weight.size(0) &&
+                  depthwise_weight.size(1) == expanded && project_weight.size(0) == expanded &&
+                  project_weight.size(1) == channels,
+              "dynconv_mbconv_block: shapes do not match");
+  const float* input = map.data_ptr<float>();
+  const auto options = map.options().memory_format(at::MemoryFormat::Contiguous);
+
+  const auto probabilities = mask_unit(map, unit_weight, unit_context, unit_bias, 1);
+  const auto mask = mask_of(probabilities, threshold);
+  const auto first = positions_of(grown_by(mask, side, radius)), second = positions_of(mask);
+  auto out = map.clone(at::MemoryFormat::ChannelsLast);  // the shortcut, where the branch is not computed
+  const auto computed = static_cast<int64_t>(second.size());
+  const auto counts = expands ? at::tensor({static_cast<int64_t>(first.size()), computed, computed})
+                              : at::tensor({computed, computed});
+  if (second.empty()) return {out, probabilities, counts};
+
+  // The depthwise's input at each position it reads: the expansion's row, computed at the grown positions only,
+  // or the block's input itself.
+  std::vector<const float*> row_at(side * side);
+  at::Tensor hidden;
+  if (expands) {
+    auto gathered = at::empty({static_cast<int64_t>(first.size()), channels}, options);
+    for (size_t m = 0; m < first.size(); ++m)
+      std::copy_n(input + first[m] * channels, channels, gathered.data_ptr<float>() + m * channels);
+    hidden = at::addmm(expand_bias, gathered, expand_weight).clamp_(0.f, 6.f);
+    for (size_t m = 0; m < first.size(); ++m) row_at[first[m]] = hidden.data_ptr<float>() + m * expanded;
+  } else {
+    for (int64_t q = 0; q < side * side; ++q) row_at[q] = input + q * channels;
+  }
+
+  // The depthwise at the mask's positions, LANES channels at a time over its taps inside the map.
+  constexpr int LANES = 8;
+  const auto taps = depthwise_weight.contiguous(), tap_bias = depthwise_bias.contiguous();
+  const float *w = taps.data_ptr<float>(), *b = tap_bias.data_ptr<float>();
+  auto depthwise = at::empty({static_cast<int64_t>(second.size()), expanded}, options);
+  std::vector<const float*> rows(kernel * kernel);
+  std::vector<int64_t> tap_index(kernel * kernel);
+  for (size_t m = 0; m < second.size(); ++m) {
+    const int64_t i = second[m] / side, j = second[m] % side;
+    int64_t inside = 0;
+    for (int64_t dy = 0; dy < kernel; ++dy)
+      for (int64_t dx = 0; dx < kernel; ++dx) {
+        const int64_t y = i + dy - radius, x = j + dx - radius;
+        if (y < 0 || y >= side || x < 0 || x >= side) continue;  // zero padding
+        rows[inside] = row_at[y * side + x];
+        tap_index[inside++] = dy * kernel + dx;
+      }
+    float* target = depthwise.data_ptr<float>() + m * expanded;
+    int64_t e = 0;
+    for (; e + LANES <= expanded; e += LANES) {
+      Floats<LANES> sum = load<LANES>(b + e);
+      for (int64_t t = 0; t < inside; ++t) sum += load<LANES>(w + tap_index[t] * expanded + e) * load<LANES>(rows[t] + e);
+      for (int lane = 0; lane < LANES; ++lane) target[e + lane] = std::min(std::max(sum[lane], 0.f), 6.f);
+    }
+    for (; e < expanded; ++e) {
+      float sum = b[e];
+      for (int64_t t = 0; t < inside; ++t) sum += w[tap_index[t] * expanded + e] * rows[t][e];
+      target[e] = std::min(std::max(sum, 0.f), 6.f);
+    }
+  }
+
+  // The projection at the mask's positions, added to the shortcut there.
+  const auto projected = at::addmm(project_bias, depthwise, project_weight);
+  const float* v = projected.data_ptr<float>();
+  float* y = out.data_ptr<float>();
+  for (size_t m = 0; m < second.size(); ++m)
+    for (int64_t c = 0; c < channels; ++c) y[second[m] * channels + c] += v[m * channels + c];
   return {out, probabilities, counts};
 }
 
@@ -358,7 +462,10 @@ TORCH_LIBRARY(dynviz, m) {
       "dynconv_basic_block(Tensor x, Tensor unit_weight, Tensor unit_context, Tensor unit_bias, float threshold, "
       "Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) "
       "-> (Tensor, Tensor, Tensor)");
-  m.def("dynconv_mask_unit(Tensor x, Tensor unit_weight, Tensor unit_context, Tensor unit_bias, int stride) -> Tensor");
+  m.def(
+      "dynconv_mbconv_block(Tensor x, Tensor unit_weight, Tensor unit_context, Tensor unit_bias, float threshold, "
+      "Tensor expand_weight, Tensor expand_bias, Tensor depthwise_weight, Tensor depthwise_bias, "
+      "Tensor project_weight, Tensor project_bias) -> (Tensor, Tensor, Tensor)");
   m.def(
       "channel_gated_basic_block(Tensor x, Tensor fc1_weight, Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, "
       "float threshold, Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, Tensor conv2_bias, int stride) "
@@ -367,7 +474,7 @@ TORCH_LIBRARY(dynviz, m) {
 
 TORCH_LIBRARY_IMPL(dynviz, CPU, m) {
   m.impl("gate_logits", &gate_logits);
-  m.impl("dynconv_mask_unit", &mask_unit);
   m.impl("dynconv_basic_block", &dynconv_basic_block);
+  m.impl("dynconv_mbconv_block", &dynconv_mbconv_block);
   m.impl("channel_gated_basic_block", &channel_gated_basic_block);
 }
