@@ -20,6 +20,8 @@ patches around the chosen positions from a channels-last map, multiplies them
 with the weights (BatchNorm folded in) as one matrix product, or one depthwise
 convolution, and scatters the results back (:class:`FoldedConv`): a position
 that is off is never computed, and FlopCounterMode sees exactly the work done.
+Where C++ can be built, each masked block is one operator that does the same
+(:mod:`dynviz.native`, priced by :data:`dynviz.cost.FORMULAS`).
 
 Training runs the masked dense path (every position computed, then multiplied
 by its mask) with the masks sampled with Gumbel noise as DynConv does, and the
