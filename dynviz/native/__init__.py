@@ -5,7 +5,7 @@ reading the answer) of 3–7 µs each, 30 µs in all, for arithmetic that takes 
 of every block that was a fifth of a skipping network's time on CIFAR. As one C++ operator it is one call.
 The same holds for a whole gated block: DynConv's basic block and MBConv block (mask unit, gather,
 product, scatter: about 25 calls, and the mask unit a convolution with one output channel, which oneDNN
-runs 3–4× slower than a plain loop) and a channel-gated basic block, whose sliced 3×3 convolutions run in a
+runs 2–4× slower than a plain loop) and a channel-gated basic block, whose sliced 3×3 convolutions run in a
 small direct kernel there, as oneDNN's computes 16 output channels at a time and a few active channels of
 16–64 cost it nearly the dense price.
 

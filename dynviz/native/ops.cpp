@@ -132,7 +132,7 @@ at::Tensor gathered_patches(const float* map, int64_t height, int64_t width, int
 // probabilities p = σ(s) on the output grid [H', W'], s_p = unit · patch_p + context · mean(x) + b, a 3×3
 // convolution with ``stride`` and padding 1 plus a term from the pooled map. The unit's weights [9·C] are in the
 // order of a channels-last patch. As PyTorch operations it is a convolution with one output channel, oneDNN's
-// slowest case (3–4× this loop's time on Lite0's blocks), a pooling, a product, a sum and a sigmoid.
+// slowest case (2–4× this loop's time on Lite0's blocks), a pooling, a product, a sum and a sigmoid.
 at::Tensor mask_unit(const at::Tensor& x, const at::Tensor& unit_weight, const at::Tensor& unit_context,
                      const at::Tensor& unit_bias, int64_t stride) {
   const auto map = x.contiguous(at::MemoryFormat::ChannelsLast);
