@@ -301,7 +301,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynconv_mbconv_block(
     int64_t e = 0;
     for (; e + LANES <= expanded; e += LANES) {
       Floats<LANES> sum = load<LANES>(b + e);
-      for (int64_t t = 0; t < inside; ++t) sum += load<LANES>(w + tap_index[t] * expanded + e) * load<LANES>(rows[t] + e);
+      for (int64_t t = 0; t < inside; ++t)
+        sum += load<LANES>(w + tap_index[t] * expanded + e) * load<LANES>(rows[t] + e);
       for (int lane = 0; lane < LANES; ++lane) target[e + lane] = std::min(std::max(sum[lane], 0.f), 6.f);
     }
     for (; e < expanded; ++e) {
