@@ -210,6 +210,7 @@ class Usage(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.peak, self.stopped = server, 0, threading.Event()
         self.ticks: dict[int, int] = {}
+        self.kinds: dict[int, str] = {}
         self.baseline: dict[int, int] | None = None
 
     def start_counting(self) -> None:
@@ -222,6 +223,17 @@ class Usage(threading.Thread):
         ticks = sum(t - baseline.get(pid, 0) for pid, t in self.ticks.items() if (pid not in server) == browsers)
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def browsers_by_kind(self) -> dict[str, tuple[float, int]]:
+        """The browsers' CPU time since :meth:`start_counting` by Chromium's process kind (browser, renderer,
+        gpu-process, utility, …): seconds and how many processes. Every session's context shares the one
+        browser's browser and GPU processes, as a class's browsers (one per student) would not."""
+        baseline, totals = self.baseline or {}, {}
+        for pid, kind in self.kinds.items():
+            seconds, count = totals.get(kind, (0.0, 0))
+            spent = (self.ticks[pid] - baseline.get(pid, 0)) / os.sysconf("SC_CLK_TCK")
+            totals[kind] = (seconds + spent, count + (spent > 0))
+        return totals
+
     def sample(self) -> None:
         rss = 0
         for pid in [self.server, *children(self.server)]:
@@ -231,6 +243,8 @@ class Usage(threading.Thread):
             if proc.name.isdigit() and (int(proc.name) == self.server or is_browser(proc)):
                 if (ticks := cpu_ticks(proc)) is not None:
                     self.ticks[int(proc.name)] = ticks
+                    if int(proc.name) != self.server and int(proc.name) not in self.kinds:
+                        self.kinds[int(proc.name)] = process_kind(proc)
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
@@ -252,6 +266,17 @@ def is_browser(proc: Path) -> bool:
         return (proc / "comm").read_text().startswith("chrom")
     except OSError:
         return False
+
+
+def process_kind(proc: Path) -> str:
+    """Chromium's ``--type=`` of a process (renderer, gpu-process, utility, zygote); the browser process has none.
+    Chromium's child processes rewrite their command line into one string, so it is split at spaces too."""
+    try:
+        arguments = (proc / "cmdline").read_bytes().replace(b"\0", b" ").split()
+    except OSError:
+        return "unknown"
+    kinds = [a.decode().removeprefix("--type=") for a in arguments if a.startswith(b"--type=")]
+    return kinds[0] if kinds else "browser"
 
 
 def cpu_ticks(proc: Path) -> int | None:
@@ -379,6 +404,7 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
             usage.sample()
             reruns = app.reruns()[reruns_before:]
             server_cpu, browsers_cpu = usage.cpu_seconds(browsers=False), usage.cpu_seconds(browsers=True)
+            by_kind = usage.browsers_by_kind()
             await browser.close()
         usage.stopped.set()
     visits = max(1, len(tally.visits))
@@ -412,6 +438,10 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",
         f"CPU time during the sessions: server {server_cpu:.0f} s ({1000 * server_cpu / visits:.0f} ms a visit), "
         f"browsers {browsers_cpu:.0f} s (of {os.cpu_count()} cores × {seconds:.0f} s = {os.cpu_count() * seconds:.0f} s)",
+        "  the browsers' by process: "
+        + ", ".join(
+            f"{kind} {spent:.0f} s ({n})" for kind, (spent, n) in sorted(by_kind.items(), key=lambda k: -k[1][0])
+        ),
         f"a visit costs {per_visit:.2f} CPU-s here, {browsers_cpu / visits:.2f} of them in its browser: with all "
         f"{sessions} sessions busy, a visit takes {sessions * per_visit / os.cpu_count():.1f} s on average "
         f"({sessions} × {per_visit:.2f} / {os.cpu_count()} cores)",
