@@ -38,6 +38,7 @@ from dynviz.models.base import ImageNetClassifier
 from dynviz.models.every_frame import EveryFrame, analyst
 from dynviz.progress import progress
 from dynviz.runtime import every_core, inference
+from dynviz.targets import target_table
 from dynviz.trace import FrameRecord
 from dynviz.train.cifar import checkpoint_path
 from dynviz.train.loop import TrainOptions, machine_description, trained_seconds
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     output = models.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
     output.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
+
+    targets = commands.add_parser("targets", help="what the project aims for with each model, and how far its card got")
+    targets.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
 
     analyze = commands.add_parser(
         "analyze", help="analyse images, clips or folders of them; one row per input (or per frame of a clip)"
@@ -137,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m dynviz " + shlex.join(argv)
     if args.command == "models":
         return list_command(args.json, args.markdown)
+    if args.command == "targets":
+        print_table(target_table(), args.markdown)
+        return 0
     if args.command in ("analyze", "eval"):
         native.wait()  # every input timed on the same path: a minute the first time on a machine, then a second
     if args.command == "analyze":
@@ -169,14 +176,18 @@ def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[st
 def list_command(as_json: bool, as_markdown: bool) -> int:
     if as_json:
         print(json.dumps([dataclasses.asdict(summary) for summary in model_summaries()], indent=2))
-    elif as_markdown:
-        rows = model_table()
+    else:
+        print_table(model_table(), as_markdown)
+    return 0
+
+
+def print_table(rows: list[dict[str, str]], as_markdown: bool) -> None:
+    if as_markdown:
         print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
         for row in rows:
             print("| " + " | ".join(value.replace("|", "\\|") for value in row.values()) + " |")
     else:
-        print(pd.DataFrame(model_table()).to_string(index=False))
-    return 0
+        print(pd.DataFrame(rows).to_string(index=False))
 
 
 def expand(paths: list[Path]) -> Iterator[Path]:

@@ -37,6 +37,7 @@ from dynviz.models.base import MeasuresSpeed
 from dynviz.models.every_frame import EveryFrame
 from dynviz.progress import reporting
 from dynviz.runtime import SERVER, inference, settings_key
+from dynviz.targets import reports_for
 from dynviz.trace import Trace
 from dynviz.units import FLOPS_UNIT, format_flops, spent_of_full
 from dynviz.video import (
@@ -637,3 +638,9 @@ def show_card(card: ModelCard) -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         if evaluation.match is not None:
             st.markdown(evaluation.match.describe())
+    if reports := reports_for(card.name):
+        verdicts = {True: ":green[met]", False: ":red[missed]", None: "not comparable"}
+        st.markdown(
+            "**Targets** (the project's, from its issues; read from the cards):\n"
+            + "\n".join(f"- {r.claim} (issue {r.issue}): {verdicts[r.met]}. {r.how_far}" for r in reports)
+        )

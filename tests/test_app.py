@@ -70,6 +70,8 @@ def test_the_card_and_the_stage_table_are_built_only_once_opened(app):
     app.run()
     folded = {expander.label: expander for expander in app.expander}
     assert any("Measured" in m.value for m in folded["Model card"].markdown)
+    targets = next(m.value for m in folded["Model card"].markdown if m.value.startswith("**Targets**"))
+    assert "within 0.5 pt of lite2" in targets and ":green[met]" in targets  # lite_cascade's, from the cards
     stages = folded["Stage by stage (table and downloads)"].dataframe[0].value
     assert len(stages) == 3  # lite_cascade's three stages
 
