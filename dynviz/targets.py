@@ -24,6 +24,10 @@ class TargetReport:
     """None where the cards cannot tell (a card missing, or measured on other images than its reference)."""
     how_far: str
 
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "missed", None: "not comparable"}[self.met]
+
 
 @dataclass(frozen=True)
 class PointTarget:
@@ -117,8 +121,8 @@ class CurveTarget:
             text = f"{_signed(default)} at the default point; " + text
         if outside:
             text += f"; {outside} points outside its FLOPs not compared ({span})"
-        verdict = default if default is not None else margin
-        return TargetReport(self.model, self.claim, self.issue, verdict > 0, text)
+        deciding = default if default is not None else margin
+        return TargetReport(self.model, self.claim, self.issue, deciding > 0, text)
 
 
 Target = PointTarget | CurveTarget
@@ -169,9 +173,8 @@ def reports_for(model: str) -> list[TargetReport]:
 
 def target_table() -> list[dict[str, str]]:
     """Every target and how far its model got, formatted for people (README, ``python -m dynviz targets``)."""
-    verdicts = {True: "met", False: "missed", None: "unknown"}
     return [
-        {"model": r.model, "target": r.claim, "issue": str(r.issue), "met?": verdicts[r.met], "how far": r.how_far}
+        {"model": r.model, "target": r.claim, "issue": str(r.issue), "met?": r.verdict, "how far": r.how_far}
         for r in map(report, TARGETS)
     ]
 

@@ -639,8 +639,8 @@ def show_card(card: ModelCard) -> None:
         if evaluation.match is not None:
             st.markdown(evaluation.match.describe())
     if reports := reports_for(card.name):
-        verdicts = {True: ":green[met]", False: ":red[missed]", None: "not comparable"}
+        colours = {True: "green", False: "red", None: "gray"}
         st.markdown(
             "**Targets** (the project's, from its issues; read from the cards):\n"
-            + "\n".join(f"- {r.claim} (issue {r.issue}): {verdicts[r.met]}. {r.how_far}" for r in reports)
+            + "\n".join(f"- {r.claim} (issue {r.issue}): :{colours[r.met]}[{r.verdict}]. {r.how_far}" for r in reports)
         )
