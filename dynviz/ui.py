@@ -642,5 +642,5 @@ def show_card(card: ModelCard) -> None:
         colours = {True: "green", False: "red", None: "gray"}
         st.markdown(
             "**Targets** (the project's, from its issues; read from the cards):\n"
-            + "\n".join(f"- {r.claim} (issue {r.issue}): :{colours[r.met]}[{r.verdict}]. {r.how_far}" for r in reports)
+            + "\n".join(f"- {r.claim} (issue {r.issue}): :{colours[r.met]}[{r.verdict}] — {r.how_far}" for r in reports)
         )
