@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,17 @@ def _validation_curve(path: Path, modified: int) -> tuple[tuple[float, ...], ...
         header = json.loads(weights.read(int.from_bytes(weights.read(8), "little")))
     history = header.get("__metadata__", {}).get("validation_history")
     return tuple(tuple(exits) for exits in json.loads(history)) if history else ()
+
+
+def static_frontier(points: Iterable[PointResult]) -> list[PointResult]:
+    """The static networks' points that no cheaper one matches, cheapest first: the best a static network does at
+    each cost, the curve a dynamic network has to lie above to pay off (a dominated network, such as a vision
+    transformer below the ResNets of its cost, is left out)."""
+    frontier: list[PointResult] = []
+    for point in sorted(points, key=lambda p: (p.mean_flops, -p.top1)):
+        if not frontier or point.top1 > frontier[-1].top1:
+            frontier.append(point)
+    return frontier
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dynviz.cards import ANYTIME, BUDGET, ModelCard, PointResult, anytime_point, load_card
+from dynviz.cards import ANYTIME, BUDGET, ModelCard, PointResult, anytime_point, load_card, static_frontier
 from dynviz.units import format_flops
 
 
@@ -86,8 +86,8 @@ class PointTarget:
 
 @dataclass(frozen=True)
 class CurveTarget:
-    """Above the static curve of ``statics`` (every point of their cards, joined by straight lines between
-    neighbours in FLOPs): the model's default point more accurate than the static networks at its own cost (its
+    """Above the static curve of ``statics`` (the frontier of their cards' points, :func:`static_frontier`,
+    joined by straight lines): the model's default point more accurate than the static networks at its own cost (its
     best point ``among`` its kind where the default lies outside the curve). Points cheaper or dearer than every
     static point are not compared (no extrapolation)."""
 
@@ -104,7 +104,8 @@ class CurveTarget:
         for static in statics:
             if unknown := _not_comparable(card, static):
                 return TargetReport(self.model, self.claim, self.issue, None, unknown)
-        curve = sorted((p.mean_flops, p.top1) for static in statics for p in static.evaluation.points)
+        frontier = static_frontier(p for static in statics for p in static.evaluation.points)
+        curve = [(p.mean_flops, p.top1) for p in frontier]
         margins = [
             (p.top1 - level, p)
             for p in card.evaluation.points
@@ -127,7 +128,7 @@ class CurveTarget:
 
 Target = PointTarget | CurveTarget
 
-_RESNETS = ("resnet20_cifar", "resnet32_cifar", "resnet56_cifar")
+_RESNETS = ("resnet8_cifar", "resnet14_cifar", "resnet20_cifar", "resnet32_cifar", "resnet56_cifar")
 TARGETS: tuple[Target, ...] = (
     # Issue 18: the CIFAR-10 zoo trained to within about a point of its papers.
     PointTarget("resnet20_cifar", 18, top1=0.905),

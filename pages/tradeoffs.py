@@ -16,8 +16,9 @@ st.title("Trade-offs: accuracy against computation")
 st.caption(
     "Every point was measured by the eval command on the test images named in the model's card. A dynamic "
     "model is a curve: each operating point (exit thresholds, or a gate threshold θ) trades accuracy for FLOPs. "
-    "Static networks are single points; crosses are an early-exit model's single exits used for every image. The "
-    "chart opens where the networks differ; double-click it to see every point."
+    "Static networks are single points, and the dashed line joins the best static network at each cost: a dynamic "
+    "curve above it pays off. Crosses are an early-exit model's single exits used for every image. The chart opens "
+    "where the networks differ; double-click it to see every point."
 )
 dynamic = dynamic_models()
 cards = [card for name in dynamic if (card := load_card(name)) and card.evaluation]

@@ -153,7 +153,7 @@ def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes
     assert not app.exception
     chart = charts(app)["How much accuracy for how much computation?"]
     names = {series["name"] for series in chart["data"]}
-    assert {"msdnet_cifar (dynamic)", "static networks"} <= names
+    assert {"msdnet_cifar (dynamic)", "static networks", "best static network at each cost"} <= names
     assert {"resnet20_cifar", "resnet56_cifar"} <= set(
         next(s for s in chart["data"] if s["name"] == "static networks")["text"]
     )

@@ -1,7 +1,7 @@
 """Targets read from the cards: met or missed, and by how much, from measured points only."""
 
 from dynviz.__main__ import main
-from dynviz.cards import ANYTIME, STATIC, About, Evaluation, ModelCard, PointResult, load_card
+from dynviz.cards import ANYTIME, STATIC, About, Evaluation, ModelCard, PointResult, load_card, static_frontier
 from dynviz.targets import TARGETS, CurveTarget, PointTarget, report
 
 ABOUT = About("t", "f", "s", (), "l", "d")
@@ -46,6 +46,12 @@ def test_a_reference_measured_on_other_images_is_not_compared():
     target = PointTarget("dyn", 1, reference="twin", within_points=1)
     other = target.report(card("dyn", {"θ = 0.5": (0.95, 50.0)}, data="other"), TWIN)
     assert other.met is None and "other images" in other.how_far
+
+
+def test_the_static_frontier_leaves_out_a_network_a_cheaper_one_beats():
+    points = card("s", {"resnet": (0.88, 69.0), "vit": (0.77, 58.0), "small": (0.82, 12.0), "big": (0.881, 125.0)})
+    frontier = static_frontier(points.evaluation.points)
+    assert [p.name for p in frontier] == ["small", "resnet", "big"]
 
 
 def test_a_curve_target_compares_the_default_point_with_the_static_curve_at_its_flops():

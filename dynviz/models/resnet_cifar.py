@@ -1,7 +1,9 @@
 """CIFAR ResNets (He et al., CVPR 2016, §4.2): the static baselines of the CIFAR models.
 
 Three stages of n basic blocks at 16, 32 and 64 channels on 32², 16² and 8²
-feature maps; depth 6n + 2 (ResNet-20, 32, 56 for n = 3, 5, 9). A block computes
+feature maps; depth 6n + 2 (ResNet-20, 32, 56 for n = 3, 5, 9, from the paper's
+table; ResNet-8 and 14, n = 1 and 2, extend the static curve below ResNet-20,
+where the dynamic models' cheaper operating points lie). A block computes
 
     y = relu(x' + BN(conv(relu(BN(conv(x)))))),
 
@@ -27,7 +29,7 @@ from dynviz.models.base import StaticClassifier, StaticOutput
 from dynviz.models.cifar import CIFAR_SIZE, Cifar10Classifier, about_cifar, cifar_view
 from dynviz.zoo import load_weights, register_model
 
-DEPTHS = (20, 32, 56)
+DEPTHS = (8, 14, 20, 32, 56)
 WIDTHS = (16, 32, 64)
 
 

@@ -47,6 +47,8 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "dat_cifar": (),
     "dvt_cifar": (),
     "dvt_plain_cifar": (),
+    "resnet14_cifar": (),
+    "resnet8_cifar": (),
     "resnet56_cifar": (),
     "msdnet_cifar": (),
     "ranet_cifar": (),

@@ -22,7 +22,7 @@ from dynviz.models.dat import DATCifar, DeformableVisionTransformer
 from dynviz.models.dcn import DEPTH as DCN_DEPTH
 from dynviz.models.dcn import DeformableResNetCifar, make_deformable
 from dynviz.models.moe import MoEViTCifar, balance_regularizer, upcycle
-from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
+from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar, StaticResNetCifar
 from dynviz.models.vit import StaticViTCifar, VisionTransformer
 from dynviz.train.cifar import fine_tune_schedule, save_weights, train_on_cifar, trained, validation_metadata
 from dynviz.train.loop import Regularizer, Schedule, TrainOptions
@@ -78,7 +78,7 @@ RECIPES = {
         f"resnet{d}_cifar": recipe(
             f"resnet{d}_cifar", functools.partial(ResNetCifar, d), functools.partial(StaticResNetCifar, d)
         )
-        for d in (20, 32, 56)
+        for d in DEPTHS
     },
     "vit_cifar": recipe("vit_cifar", VisionTransformer, StaticViTCifar),
     "dcn_resnet_cifar": train_dcn,

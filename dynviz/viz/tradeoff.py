@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from dynviz.cards import ANYTIME, AgainstTwin, ModelCard, PointResult
+from dynviz.cards import ANYTIME, AgainstTwin, ModelCard, PointResult, static_frontier
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.style import STATIC, THRESHOLD, exit_color, legend_below, model_colors, titled
 
@@ -25,7 +25,8 @@ def tradeoff_chart(
 ) -> go.Figure:
     """Each dynamic model's curve (its budgeted operating points) and its anytime exits, and each static
     network from its own card (a single point, or a dotted curve for one measured at several settings) or
-    from ``static_points`` (name → its point, e.g. the baselines a video model's card measured beside it);
+    from ``static_points`` (name → its point, e.g. the baselines a video model's card measured beside it),
+    joined by the best static network at each cost (:func:`static_frontier`: what a dynamic curve must beat);
     ``highlight`` = (model, point) is ringed; ``colors``: each model's (:func:`model_colors`). Every card should be
     measured on the same inputs."""
     colors = colors or model_colors([card.name for card in cards])
@@ -84,6 +85,16 @@ def tradeoff_chart(
             name=f"{static.name} (static, each setting)",
             hovertext=[_hover(static.name, p) for p in series],
             hoverinfo="text",
+        )
+    frontier = static_frontier([*statics.values(), *(p for c in static_cards for p in c.evaluation.points)])
+    if len(frontier) > 1:
+        figure.add_scatter(
+            x=[p.mean_flops / 1e6 for p in frontier],
+            y=[100 * p.top1 for p in frontier],
+            mode="lines",
+            line=dict(color=STATIC, width=1, dash="dash"),
+            name="best static network at each cost",
+            hoverinfo="skip",
         )
     if statics:
         costliest = max(p.mean_flops for p in statics.values())
