@@ -143,8 +143,13 @@ TARGETS: tuple[Target, ...] = (
     PointTarget("dynconv_resnet_cifar", 18, reference="resnet32_cifar", within_points=1.5, flops_share=0.5),
     *(
         CurveTarget(name, 18, _RESNETS)
-        for name in ("msdnet_cifar", "ranet_cifar", "skip_resnet_cifar", "channel_gate_resnet_cifar")
-        + ("dynconv_resnet_cifar",)
+        for name in (
+            "msdnet_cifar",
+            "ranet_cifar",
+            "skip_resnet_cifar",
+            "channel_gate_resnet_cifar",
+            "dynconv_resnet_cifar",
+        )
     ),
     # Issue 22: dynamic Lite0 models that beat the static baselines on photos.
     *(
@@ -200,8 +205,9 @@ def _signed(margin: float) -> str:
 
 
 def _level(curve: list[tuple[float, float]], flops: float) -> float | None:
-    """The static curve's top-1 at ``flops``, between the two static points around it; None outside the curve."""
+    """The static curve's top-1 at ``flops``, between the two static points around it; None outside the curve.
+    ``curve`` is a frontier (:func:`static_frontier`), so no two of its points have the same FLOPs."""
     for (f0, a0), (f1, a1) in zip(curve, curve[1:]):
         if f0 <= flops <= f1:
-            return a0 if f1 == f0 else a0 + (a1 - a0) * (flops - f0) / (f1 - f0)
+            return a0 + (a1 - a0) * (flops - f0) / (f1 - f0)
     return curve[0][1] if len(curve) == 1 and flops == curve[0][0] else None

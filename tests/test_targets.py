@@ -74,7 +74,8 @@ def test_every_target_names_bundled_cards_and_each_has_a_row(capsys):
         references = target.statics if isinstance(target, CurveTarget) else (target.reference,)
         for name in (target.model, *filter(None, references)):
             assert load_card(name) is not None, name
-        assert report(target).met is not None or "no point within" in report(target).how_far
+        result = report(target)
+        assert result.met is not None or "no point within" in result.how_far
     assert main(["targets", "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| model | target | issue | met? | how far |" and len(lines) == 2 + len(TARGETS)
