@@ -2,7 +2,7 @@ import streamlit as st
 
 from dynviz import ui
 from dynviz.trace import ExpertRecord, RoutingRecord, entropy
-from dynviz.viz.image import attribution_figure
+from dynviz.viz.image import attribution_picture
 from dynviz.viz.parameters import expert_load, expert_tokens, routing_heatmap
 from dynviz.zoo import list_models
 
@@ -22,8 +22,7 @@ def attribution(decision: tuple[int, ...], title: str, key: str) -> None:
     """Integrated Gradients of one routing decision, on demand (32 backward passes take seconds)."""
     if st.toggle("Attribute this routing decision (a few seconds)", key=f"{name}:{key}:attribute"):
         heatmap = ui.routing_heatmap(name, image.digest, decision, image)
-        figure = attribution_figure(image.image, heatmap, title, "pushed towards it")
-        st.plotly_chart(figure, key=f"{key}_attribution")
+        st.image(attribution_picture(image.image, heatmap, "pushed towards it"), caption=title)
         st.caption(
             "Integrated Gradients (captum) of the router's score for the chosen expert, from a black image to this "
             "one. Bright: pixels that raised it."

@@ -12,7 +12,7 @@ from dynviz.viz.exits import (
     token_map,
     top_classes,
 )
-from dynviz.viz.image import network_view, photo, with_box, with_heatmap
+from dynviz.viz.image import boxed_picture, network_view
 from dynviz.viz.style import exit_color
 from dynviz.zoo import list_models
 
@@ -81,15 +81,16 @@ with right:
 if isinstance(ui.model(name), ExplainsExits):
     with st.expander("What did the answering stage look at? (Grad-CAM)", expanded=True):
         show_overlay = st.toggle("Show the attribution", value=True, key="show_cam")
-        figure = photo(image.image, f"Where did {answered.name} look for “{answered.prediction.label}”?")
-        with_box(figure, answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
-        if show_overlay:
-            with_heatmap(
-                figure,
-                ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image),
-                "Grad-CAM",
-            )
-        st.plotly_chart(figure, key="cam")
+        heatmap = (
+            ui.exit_heatmap(name, image.digest, answered.index, answered.prediction.index, image)
+            if show_overlay
+            else None
+        )
+        seen = (answered.view_box, f"seen by stage {answered.index + 1}", exit_color(answered.index))
+        st.image(
+            boxed_picture(image.image, [seen], heatmap, "Grad-CAM"),
+            caption=f"Where did {answered.name} look for “{answered.prediction.label}”?",
+        )
         st.caption(
             "Grad-CAM (captum's LayerGradCam) of the answering stage's top-1 class at its last feature map, "
             "upsampled onto the part of the photo that stage saw (the box). Bright: pixels that raised the score."

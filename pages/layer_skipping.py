@@ -5,7 +5,7 @@ from dynviz.models.base import ExplainsGates
 from dynviz.trace import BlockRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.gates import block_grid
-from dynviz.viz.image import attribution_figure
+from dynviz.viz.image import attribution_picture
 from dynviz.zoo import list_models
 
 st.title("Layer skipping: run only the blocks this input needs")
@@ -44,7 +44,7 @@ if isinstance(ui.model(name), ExplainsGates):
         if st.toggle("Attribute this gate's decision (a few seconds)", key=f"{name}:attribute"):
             heatmap = ui.gate_heatmap(name, image.digest, chosen.index, tuple(b.executed for b in blocks), image)
             title = f"Which pixels pushed {chosen.name}'s gate to run?"
-            st.plotly_chart(attribution_figure(image.image, heatmap, title, "pushed to run"), key="gate_attribution")
+            st.image(attribution_picture(image.image, heatmap, "pushed to run"), caption=title)
         st.caption(
             "Integrated Gradients (captum) of the chosen gate's logit, from a black image to this one, along the path "
             "this input took through the earlier blocks. Bright: pixels that raised the gate's wish to run the block."

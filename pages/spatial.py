@@ -73,7 +73,8 @@ if view == "Regions":
                 f"stopped at {answered.name.split(':')[0]} · {spent_of_full(trace.cost.flops, trace.cost.flops_full)}",
                 delta_color="off",
             )
-            st.plotly_chart(focus_steps(image.image, trace), key=f"steps_{policy}")
+            picture, question = focus_steps(image.image, trace)
+            st.image(picture, caption=question)
             st.plotly_chart(exit_timeline(trace), key=f"timeline_{policy}")
             st.plotly_chart(cost_bars(trace), key=f"cost_{policy}")
             for record in trace.records_of(FocusRecord):

@@ -30,6 +30,11 @@ def charts(at: AppTest) -> dict[str, dict]:
     return {figure["layout"]["title"]["text"]: figure for figure in figures}
 
 
+def pictures(at: AppTest) -> list[str]:
+    """The captions of the pictures on the page (photos with decisions or attributions drawn on them)."""
+    return [caption for image in at.get("image") for caption in image.captions]
+
+
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
@@ -57,7 +62,7 @@ def test_early_exit_page_shows_the_answer_the_stages_and_the_cost(app):
     assert {"Where did it stop?", "What did it answer? (top-5)", "What did it cost?"} <= set(figures)
     stages = figures["Where did it stop?"]["data"][0]
     assert stages["text"][0].endswith("answered here") and stages["text"][1:] == ["not run", "not run"]
-    assert any(title.startswith("Where did Lite0 @ 224 px look") for title in figures)
+    assert any(caption.startswith("Where did Lite0 @ 224 px look") for caption in pictures(app))
 
 
 def test_the_card_and_the_stage_table_are_built_only_once_opened(app):
@@ -187,9 +192,9 @@ def test_layer_skipping_page_shows_the_blocks_the_gate_attribution_and_the_class
     theoretical = float(metric(app, "Theoretical speed-up (FLOPs)").removesuffix("×"))
     assert theoretical == pytest.approx(15 / (ran + always), rel=0.3)  # blocks cost alike; stem and gates extra
     assert float(metric(app, "Realised speed-up (latency, this server)").removesuffix("×")) > 0
-    assert not any(title.startswith("Which pixels pushed block") for title in figures)  # on demand only
+    assert not any(caption.startswith("Which pixels pushed block") for caption in pictures(app))  # on demand only
     app.toggle(key="skip_resnet_cifar:attribute").set_value(True).run()
-    assert any(title.startswith("Which pixels pushed block") for title in charts(app))
+    assert any(caption.startswith("Which pixels pushed block") for caption in pictures(app))
     heatmap = figures["Does each class take its own path? Share of each block that ran"]["data"][0]
     assert len(heatmap["y"]) == 10 and len(heatmap["x"]) == 15  # the card's ten classes × fifteen blocks
 
@@ -263,8 +268,8 @@ def test_spatial_page_shows_both_glance_and_focus_policies_and_the_resolution_ta
     app.slider(key="gfnet_lite0:tau_2").set_value(1.0).run()
     assert not app.exception
     figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
-    looked = [f for f in figures if f["layout"]["title"]["text"].startswith("Where did it look?")]
-    assert len(looked) == 2 and all(len(f["layout"]["shapes"]) == 3 for f in looked)  # glance + 2 patches each
+    looked = [caption for caption in pictures(app) if caption.startswith("Where did it look?")]
+    assert looked == ["Where did it look? The glance, then 2 focus steps"] * 2  # one picture per policy
     policies = {f["layout"]["title"]["text"] for f in figures if "patch's score" in f["layout"]["title"]["text"]}
     assert any("class-activation peak" in t for t in policies) and any("learned" in t for t in policies)
     assert not any(title.startswith("How sparse was each block?") for title in charts(app))  # one view at a time
@@ -294,7 +299,7 @@ def test_ranet_on_the_early_exit_page_says_which_resolution_answered(app):
     assert not app.exception
     stage = int(metric(app, "Stopped at stage").split()[0])
     side = 8 << (stage - 1)
-    assert any(title.startswith(f"Where did exit {stage} ({side}×{side} px) look") for title in charts(app))
+    assert any(caption.startswith(f"Where did exit {stage} ({side}×{side} px) look") for caption in pictures(app))
 
 
 def test_the_video_page_shows_which_frames_each_model_looked_at_and_the_knobs_move_it(app):
@@ -425,7 +430,7 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     app.run()
     app.toggle(key="condconv_resnet_cifar:route:attribute").set_value(True).run()
     assert not app.exception
-    assert any(title.startswith("Which pixels raised expert 1 of") for title in charts(app))
+    assert any(caption.startswith("Which pixels raised expert 1 of") for caption in pictures(app))
 
     app.selectbox(key="parameters_model").set_value("moe_vit_cifar").run()
     assert not app.exception
@@ -438,7 +443,7 @@ def test_the_dynamic_parameters_page_shows_routing_experts_and_their_attribution
     app.session_state["why_this_expert"] = True
     app.run()
     app.toggle(key="moe_vit_cifar:token:attribute").set_value(True).run()
-    assert any(title.startswith("Which pixels sent token (4, 4)") for title in charts(app))
+    assert any(caption.startswith("Which pixels sent token (4, 4)") for caption in pictures(app))
 
 
 def test_a_newly_picked_photo_starts_its_prefetch_once_after_its_page_where_background_work_is_wanted(app, monkeypatch):

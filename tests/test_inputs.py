@@ -6,11 +6,13 @@ import struct
 import numpy as np
 import pytest
 from conftest import encode, pattern
-from PIL import Image
+from PIL import Image, ImageColor
 
 from dynviz import inputs
+from dynviz.explain import Heatmap
 from dynviz.inputs import InputError, load_image
-from dynviz.viz.image import DISPLAY_SIDE, preview
+from dynviz.viz.image import DISPLAY_SIDE, LEGEND_HEIGHT, SMALLEST_PICTURE, attribution_picture, boxed_picture, preview
+from dynviz.viz.style import exit_color
 
 
 def png_16bit_grey() -> bytes:
@@ -87,6 +89,29 @@ def test_the_picture_sent_to_the_browser_is_shrunk_once_per_photo():
     shown = preview(large)
     assert max(shown.size) == DISPLAY_SIDE and preview(large) is shown
     assert preview(small) is small
+
+
+def test_an_attribution_is_drawn_over_the_part_the_network_saw_with_its_box_and_a_legend():
+    photo = Image.new("RGB", (1280, 960), (0, 0, 255))
+    values = np.zeros((8, 8))
+    values[:4] = 1.0  # the top half relevant
+    seen = (320, 160, 960, 800)
+    picture = np.asarray(attribution_picture(photo, Heatmap(values, seen), "Grad-CAM")).astype(int)
+    assert picture.shape == (480 + LEGEND_HEIGHT, 640, 3)  # the photo as the browser gets it, the legend below
+    box_colour = np.array(ImageColor.getrgb(exit_color(0)))
+    assert (picture[240, 160] == box_colour).all()  # the outline, at the box's left edge (input pixels / 2)
+    assert picture[150, 320, 0] > 150 and picture[350, 320, 0] < 20  # red over the top half only: map, not photo
+    assert (picture[20, 20] == (0, 0, 255)).all()  # outside the box: the photo, untouched
+    plain = np.asarray(boxed_picture(photo, [(seen, "seen", exit_color(0))]))
+    assert plain.shape == (480, 640, 3)  # no map, no legend
+
+
+def test_a_small_input_is_drawn_enlarged_with_visible_pixels():
+    cifar = Image.fromarray(np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3))
+    picture = boxed_picture(cifar, [])
+    assert max(picture.size) >= SMALLEST_PICTURE and picture.width % 32 == 0
+    factor = picture.width // 32
+    assert picture.getpixel((factor * 5, factor * 7)) == picture.getpixel((factor * 5 + factor - 1, factor * 7))
 
 
 def test_transparent_areas_are_composited_on_white():

@@ -8,7 +8,7 @@ from PIL import Image
 
 from dynviz.trace import Box, ExitRecord, FocusRecord, MaskRecord, Trace
 from dynviz.units import FLOPS_UNIT, format_flops
-from dynviz.viz.image import RELEVANCE, photo, with_box
+from dynviz.viz.image import RELEVANCE, boxed_picture, photo, with_box
 from dynviz.viz.style import SKIPPED, exit_color, titled
 
 COMPUTED = exit_color(2)
@@ -93,16 +93,15 @@ def mask_density_chart(trace: Trace) -> go.Figure:
     return titled(figure, f"How sparse was each block? {density:.0%} of positions computed overall", height=380)
 
 
-def focus_steps(image: Image.Image, trace: Trace) -> go.Figure:
-    """The glance's view and each focus patch, numbered in the order they were looked at."""
+def focus_steps(image: Image.Image, trace: Trace) -> tuple[Image.Image, str]:
+    """The glance's view and each focus patch, numbered in the order they were looked at, and what it shows."""
     steps = [r for r in trace.records_of(ExitRecord) if r.computed]
     focus = len(steps) - 1
     looks = f", then {focus} focus step{'s' if focus > 1 else ''}" if focus else " only"
-    figure = photo(image, f"Where did it look? The glance{looks}")
-    for step in steps:
-        label = "glance" if step.index == 0 else f"{step.index}"
-        with_box(figure, step.view_box, label, exit_color(step.index))
-    return figure
+    boxes = [
+        (step.view_box, "glance" if step.index == 0 else f"{step.index}", exit_color(step.index)) for step in steps
+    ]
+    return boxed_picture(image, boxes), f"Where did it look? The glance{looks}"
 
 
 def policy_map(image: Image.Image, record: FocusRecord) -> go.Figure:
