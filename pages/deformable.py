@@ -4,10 +4,10 @@ from dynviz import ui
 from dynviz.trace import DeformableAttentionRecord, SamplingRecord
 from dynviz.viz.parameters import (
     attention_figure,
-    offset_field,
+    offset_picture,
     position_picker,
     sampling_figure,
-    stacked_figure,
+    stacked_picture,
 )
 from dynviz.zoo import list_models
 
@@ -56,13 +56,15 @@ if samplings:
             "Stacked layers", 1, layer + 1, min(3, layer + 1), key=f"{name}:depth", help="Follow the samples back "
             "through this many deformable layers, ending at the chosen one: 9, 81, 729, 6561 points."
         )  # fmt: skip
-        st.plotly_chart(stacked_figure(image.image, samplings[layer + 1 - depth : layer + 1], position), key="stacked")
+        picture, question = stacked_picture(image.image, samplings[layer + 1 - depth : layer + 1], position)
+        st.image(picture, caption=question)
         st.caption(
             "Every sample of the chosen layer followed back through the layers below it (the DCN paper's figure): "
             "where this position's answer really reads the photo. Size and colour: the product of the modulations "
             "along the way."
         )
-    st.plotly_chart(offset_field(image.image, samplings[layer]), key="field")
+    picture, question = offset_picture(image.image, samplings[layer])
+    st.image(picture, caption=question)
     st.caption(
         "The field view: at every position of the chosen layer, its samples' mean offset; a regular convolution "
         "would draw no arrows at all."

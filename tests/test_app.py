@@ -396,15 +396,13 @@ def test_the_deformable_page_draws_a_position_s_samples_their_stack_and_the_fiel
     app.selectbox(key="deformable_model").set_value("dcn_resnet_cifar").run()
     assert not app.exception
     assert metric(app, "Mean offset").endswith(" px")
-    figures = charts(app)
-    assert any(title.endswith("where did this position's 9 samples move?") for title in figures)
-    assert any(title.startswith("Effective sampling locations through") for title in figures)
-    assert any("which way does each position look?" in title for title in figures)
-    stacked = next(f for t, f in figures.items() if t.startswith("Effective sampling"))
-    before = next(trace["x"] for trace in stacked["data"] if trace.get("name") == "position")
+    samples = next(f for t, f in charts(app).items() if t.endswith("where did this position's 9 samples move?"))
+    assert any(caption.startswith("Effective sampling locations through 3 stacked layers") for caption in pictures(app))
+    assert any("which way does each position look?" in caption for caption in pictures(app))
+    before = next(trace["x"] for trace in samples["data"] if trace.get("name") == "regular grid")
     app.slider(key="dcn_resnet_cifar:column").set_value(0).run()
-    stacked = next(f for t, f in charts(app).items() if t.startswith("Effective sampling"))
-    assert next(trace["x"] for trace in stacked["data"] if trace.get("name") == "position") < before
+    samples = next(f for t, f in charts(app).items() if t.endswith("where did this position's 9 samples move?"))
+    assert next(trace["x"] for trace in samples["data"] if trace.get("name") == "regular grid") < before
     layer = app.select_slider(key="dcn_resnet_cifar:layer")
     assert layer.value == len(layer.options) - 1  # the last deformable layer, by default
 

@@ -1,10 +1,12 @@
 """Dynamic parameters: deformable convolution and attention, CondConv, mixture of experts (tiny untrained
 networks, generated inputs)."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import encode, pattern, tiny
+from PIL import ImageColor
 
 from dynviz.cost import BILINEAR_MACS, count_macs
 from dynviz.inputs import load_image
@@ -22,7 +24,14 @@ from dynviz.trace import (
     RoutingRecord,
     SamplingRecord,
 )
-from dynviz.viz.parameters import effective_points
+from dynviz.viz.parameters import (
+    CHOSEN,
+    cell_centre,
+    effective_points,
+    magnified,
+    offset_picture,
+    stacked_picture,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +121,38 @@ def test_sampling_points_lie_where_the_offsets_say_in_input_pixels(wide):
             assert y == pytest.approx((row + dy - 1 + 0.5 + 0.5) * cell, abs=0.01)
     assert record.mean_offset == pytest.approx(cell * (1.0**2 + 0.5**2) ** 0.5, abs=0.01)
     assert set(record.modulation) == {0.5}  # σ(0)
+
+
+def test_the_pictures_draw_each_position_s_mean_offset_and_the_chosen_position(wide):
+    model = tiny("dcn_resnet_cifar")
+    layer = next(m for m in model.net.modules() if isinstance(m, DeformableConv2d))
+    with torch.no_grad():
+        layer.offset.weight.zero_()
+        layer.offset.bias.zero_()
+        layer.offset.bias[1:18:2] = -1.0  # Δx: every sample one cell (9 input pixels) left
+    with inference():
+        records = model.analyze(wide).records_of(SamplingRecord)
+    field, caption = offset_picture(wide.image, records[0])
+    assert caption.endswith("Mean offset 9.0 px")
+    scale = field.width / wide.image.width  # a small input is drawn enlarged
+    x, y = cell_centre(records[0].box, 8, 31)  # the last of its row
+    red = ImageColor.getrgb("#ff4b4b")
+    assert field.getpixel((round((x - 4.5) * scale), round(y * scale))) == red  # on the arrow, half a cell left
+    assert field.getpixel((round((x + 3) * scale), round(y * scale))) != red  # nothing to the right
+    crosses = []
+    for position in (0, 7):  # the first row's two ends
+        picture, caption = stacked_picture(wide.image, records, position)
+        assert caption == "Effective sampling locations through 2 stacked layers: 81 points"
+        x, y = cell_centre(records[-1].box, 8, position)
+        assert picture.getpixel((round(x * scale), round(y * scale))) == ImageColor.getrgb(CHOSEN)
+        crosses.append(np.asarray(picture))
+    assert not np.array_equal(*crosses)
+
+
+def test_short_offsets_are_drawn_magnified_and_the_caption_says_so():
+    assert magnified(8.1, 42.6) == 5  # the longest arrow a fifth of a cell: drawn 5× as long
+    assert magnified(9.0, 9.0) == 1 and magnified(20.0, 9.0) == 1  # a cell or more: as it is
+    assert magnified(0.0, 9.0) == 1  # no arrows
 
 
 def test_stacked_regular_layers_read_the_receptive_field_of_a_5_by_5_kernel(wide):

@@ -82,12 +82,23 @@ def with_box(figure: go.Figure, box: Box, label: str, color: str) -> go.Figure:
     return figure
 
 
-def relevance_colors(values: np.ndarray) -> np.ndarray:
-    """RGBA (uint8, one more axis) of values in 0..1 on the relevance scale."""
-    stops = [at for at, _ in RELEVANCE_STOPS]
-    channels = [[color[c] * (255 if c == 3 else 1) for _, color in RELEVANCE_STOPS] for c in range(4)]
+def colors_on(scale: tuple[tuple[float, tuple[float, ...]], ...], values: np.ndarray) -> np.ndarray:
+    """The colour (uint8, one more axis) of each value in 0..1 on ``scale``'s (value, RGB or RGBA) stops, where an
+    alpha is in 0..1 as in CSS."""
+    stops = [at for at, _ in scale]
+    channels = [[color[c] * (255 if c == 3 else 1) for _, color in scale] for c in range(len(scale[0][1]))]
     clipped = np.clip(values, 0.0, 1.0)
     return np.stack([np.interp(clipped, stops, channel) for channel in channels], -1).round().astype(np.uint8)
+
+
+def displayed(image: Image.Image) -> tuple[Image.Image, float]:
+    """The photo as a picture for the browser (:func:`preview`; a small input enlarged, its pixels visible) to draw
+    on, and its scale: the picture's pixels per input pixel."""
+    shown = preview(image).convert("RGB")
+    if max(shown.size) < SMALLEST_PICTURE:
+        factor = -(-SMALLEST_PICTURE // max(shown.size))
+        shown = shown.resize((shown.width * factor, shown.height * factor), Image.Resampling.NEAREST)
+    return shown, shown.width / image.width
 
 
 def boxed_picture(
@@ -97,17 +108,13 @@ def boxed_picture(
     attribution map (``name``) over the part it covers, above a legend of its scale. Drawn here rather than as a
     chart: nothing on it is worth hovering over, and a plotly photo with a heatmap cost the browser 140 ms at each
     redraw where an image costs 10 ms (docs/serving.md)."""
-    shown = preview(image).convert("RGB")
-    if max(shown.size) < SMALLEST_PICTURE:
-        factor = -(-SMALLEST_PICTURE // max(shown.size))
-        shown = shown.resize((shown.width * factor, shown.height * factor), Image.Resampling.NEAREST)
-    scale = shown.width / image.width
+    shown, scale = displayed(image)
     if heatmap is not None:
         left, top, right, bottom = (round(v * scale) for v in heatmap.box)
         values = Image.fromarray(heatmap.values.astype(np.float32), "F").resize(
             (max(1, right - left), max(1, bottom - top)), Image.Resampling.BILINEAR
         )
-        overlay = Image.fromarray(relevance_colors(np.asarray(values)), "RGBA")
+        overlay = Image.fromarray(colors_on(RELEVANCE_STOPS, np.asarray(values)), "RGBA")
         shown.paste(overlay, (left, top), overlay)
     draw = ImageDraw.Draw(shown)
     font = ImageFont.load_default(size=14)
@@ -128,8 +135,8 @@ def with_legend(picture: Image.Image, name: str, font: ImageFont.ImageFont) -> I
     middle = picture.height + LEGEND_HEIGHT // 2
     start = 4 + draw.textlength(f"{name}: low ", font=font)
     width = min(160, max(40, picture.width - start - 50))
-    scale = Image.fromarray(relevance_colors(np.linspace(0, 1, round(width))[None, :].repeat(10, 0)), "RGBA")
-    canvas.paste(scale, (round(start), middle - 5), scale)
+    bar = Image.fromarray(colors_on(RELEVANCE_STOPS, np.linspace(0, 1, round(width))[None, :].repeat(10, 0)), "RGBA")
+    canvas.paste(bar, (round(start), middle - 5), bar)
     draw.rectangle((round(start), middle - 5, round(start) + round(width), middle + 5), outline="#7f7f7f")
     draw.text((4, middle), f"{name}: low", fill="black", font=font, anchor="lm")
     draw.text((start + width + 6, middle), "high", fill="black", font=font, anchor="lm")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dynviz.trace import (
     DeformableAttentionRecord,
@@ -13,11 +15,18 @@ from dynviz.trace import (
     SamplingRecord,
     pairs,
 )
-from dynviz.viz.image import photo
+from dynviz.viz.image import colors_on, displayed, photo
 from dynviz.viz.spatial import grid_overlay
 from dynviz.viz.style import EXIT_COLORS, SKIPPED, legend_below, titled
 
 WEIGHT_SCALE = "Viridis"
+REDS = ((0.0, (255, 245, 240)), (0.5, (251, 106, 74)), (1.0, (103, 0, 13)))
+"""Plotly's "Reds" in three stops, for pictures drawn on the server."""
+CHOSEN = "#00bfff"
+MAGNIFICATIONS = (1, 2, 5, 10, 20, 50, 100)
+"""How much longer than the offsets a field's arrows may be drawn, so that short ones can be seen."""
+ARROW_HEAD = 7.0
+"""Length of an arrowhead in a picture's pixels."""
 
 
 def cell_centre(box: tuple[float, float, float, float], resolution: int, position: int) -> tuple[float, float]:
@@ -127,40 +136,82 @@ def sampling_figure(image: Image.Image, record: SamplingRecord, position: int) -
     return figure
 
 
-def stacked_figure(image: Image.Image, records: list[SamplingRecord], position: int) -> go.Figure:
+def stacked_picture(image: Image.Image, records: list[SamplingRecord], position: int) -> tuple[Image.Image, str]:
     """The effective sampling locations of stacked deformable layers for one position (:func:`effective_points`),
-    on the photo; the larger the dot, the more the path's modulations let through."""
+    on the photo, the larger and darker the more the path's modulations let through, and what it shows. Drawn on the
+    server: hundreds of points with nothing to hover cost a browser a chart's drawing at every rerun."""
     points = effective_points(records, position)
     weights = np.array([w for _, _, w in points])
     top = weights.max() if len(weights) and weights.max() > 0 else 1.0
-    title = f"Effective sampling locations through {len(records)} stacked layers: {len(points)} points"
-    figure = network_photo(image, records[-1].box, title)
-    figure.add_scatter(
-        x=[x for x, _, _ in points],
-        y=[y for _, y, _ in points],
-        mode="markers",
-        name="sampled",
-        marker=dict(size=3 + 9 * weights / top, color=weights / top, colorscale="Reds", cmin=0, cmax=1, opacity=0.8),
-        hovertemplate="(%{x:.1f}, %{y:.1f}) px<extra></extra>",
-    )
-    _chosen(figure, records[-1].box, records[-1].resolution, position, "position")
-    return figure
+    picture, scale = displayed(image)
+    draw = ImageDraw.Draw(picture, "RGBA")
+    _view_box(draw, records[-1].box, scale)
+    colors = colors_on(REDS, weights / top)
+    for index in np.argsort(weights):  # the heaviest paths on top
+        x, y, weight = points[index]
+        radius = (3 + 9 * weight / top) / 2
+        draw.ellipse(
+            (x * scale - radius, y * scale - radius, x * scale + radius, y * scale + radius), (*colors[index], 204)
+        )
+    x, y = cell_centre(records[-1].box, records[-1].resolution, position)
+    arm = 6
+    for sign in (1, -1):  # a cross on the position
+        draw.line((x * scale - arm, y * scale - sign * arm, x * scale + arm, y * scale + sign * arm), CHOSEN, 3)
+    return picture, f"Effective sampling locations through {len(records)} stacked layers: {len(points)} points"
 
 
-def offset_field(image: Image.Image, record: SamplingRecord) -> go.Figure:
-    """The mean offset of every output position, as an arrow from the position's centre."""
-    title = f"{record.name}: which way does each position look? Mean offset {record.mean_offset:.1f} px"
-    figure = network_photo(image, record.box, title)
-    starts, ends = [], []
+def offset_picture(image: Image.Image, record: SamplingRecord) -> tuple[Image.Image, str]:
+    """The mean offset of every output position, as an arrow from the position's centre, and what it shows. Offsets
+    are often a fraction of a cell, too short to see on the photo: the arrows are drawn :func:`magnified` so that
+    the longest spans about a cell, and the caption says by how much."""
+    offsets = []
     for position in range(record.resolution**2):
         regular, moved = record.position_grid(position), record.position_points(position)
         dx = sum(m[0] - r[0] for r, m in zip(regular, moved)) / record.taps
         dy = sum(m[1] - r[1] for r, m in zip(regular, moved)) / record.taps
-        x, y = cell_centre(record.box, record.resolution, position)
-        starts.append((x, y))
-        ends.append((x + dx, y + dy))
-    _arrows(figure, starts, ends, "#ff4b4b", width=2)
-    return figure
+        offsets.append((cell_centre(record.box, record.resolution, position), (dx, dy)))
+    cell = (record.box[2] - record.box[0]) / record.resolution
+    factor = magnified(max(math.hypot(dx, dy) for _, (dx, dy) in offsets), cell)
+    picture, scale = displayed(image)
+    draw = ImageDraw.Draw(picture)
+    _view_box(draw, record.box, scale)
+    for (x, y), (dx, dy) in offsets:
+        end = ((x + factor * dx) * scale, (y + factor * dy) * scale)
+        _arrow(draw, (x * scale, y * scale), end, "#ff4b4b", 2)
+    drawn = f" (arrows drawn {factor}× as long)" if factor > 1 else ""
+    return picture, f"{record.name}: which way does each position look? Mean offset {record.mean_offset:.1f} px{drawn}"
+
+
+def magnified(longest: float, cell: float) -> int:
+    """The largest of :data:`MAGNIFICATIONS` that keeps the ``longest`` arrow within a ``cell`` (1 without arrows)."""
+    return max((m for m in MAGNIFICATIONS if longest * m <= cell), default=1) if longest > 0 else 1
+
+
+def _view_box(draw: ImageDraw.ImageDraw, box, scale: float) -> None:
+    """The square the network saw, on a picture."""
+    draw.rectangle(tuple(v * scale for v in box), outline="white", width=1)
+
+
+def _arrow(draw: ImageDraw.ImageDraw, start, end, color: str, width: int) -> None:
+    """A line from ``start`` to ``end`` (a picture's pixels) with a filled head at ``end``; nothing for a move of
+    less than a pixel."""
+    (x0, y0), (x1, y1) = start, end
+    length = math.hypot(x1 - x0, y1 - y0)
+    if length < 1:
+        return
+    along, across = ((x1 - x0) / length, (y1 - y0) / length), ((y0 - y1) / length, (x1 - x0) / length)
+    head = min(ARROW_HEAD, length)
+    base = (x1 - along[0] * head, y1 - along[1] * head)
+    half = 0.5 * head
+    draw.line((x0, y0, *base), fill=color, width=width)
+    draw.polygon(
+        [
+            (x1, y1),
+            (base[0] + across[0] * half, base[1] + across[1] * half),
+            (base[0] - across[0] * half, base[1] - across[1] * half),
+        ],
+        fill=color,
+    )
 
 
 def position_picker(figure: go.Figure, box, resolution: int) -> go.Figure:
