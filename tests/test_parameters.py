@@ -101,16 +101,21 @@ def test_a_deformable_layer_costs_its_offsets_its_kernel_and_four_multiply_adds_
     assert count_macs(lambda: layer(x)) == predictor + kernel + sampling
 
 
-def test_sampling_points_lie_where_the_offsets_say_in_input_pixels(wide):
+def shifted_samples(image, down: float, right: float) -> list[SamplingRecord]:
+    """A tiny DCN whose first deformable layer moves every sample by (``down``, ``right``) cells, on ``image``."""
     model = tiny("dcn_resnet_cifar")
     layer = next(m for m in model.net.modules() if isinstance(m, DeformableConv2d))
     with torch.no_grad():
         layer.offset.weight.zero_()
         layer.offset.bias.zero_()
-        layer.offset.bias[0:18:2] = 0.5  # Δy of every tap: half a cell down
-        layer.offset.bias[1:18:2] = -1.0  # Δx: one cell left
+        layer.offset.bias[0:18:2] = down
+        layer.offset.bias[1:18:2] = right
     with inference():
-        record = model.analyze(wide).records_of(SamplingRecord)[0]
+        return model.analyze(image).records_of(SamplingRecord)
+
+
+def test_sampling_points_lie_where_the_offsets_say_in_input_pixels(wide):
+    record = shifted_samples(wide, down=0.5, right=-1.0)[0]
     assert record.resolution == 8 and record.box == (12.0, 0.0, 84.0, 72.0)
     cell = 9.0
     for position in (0, 27, 63):
@@ -124,14 +129,7 @@ def test_sampling_points_lie_where_the_offsets_say_in_input_pixels(wide):
 
 
 def test_the_pictures_draw_each_position_s_mean_offset_and_the_chosen_position(wide):
-    model = tiny("dcn_resnet_cifar")
-    layer = next(m for m in model.net.modules() if isinstance(m, DeformableConv2d))
-    with torch.no_grad():
-        layer.offset.weight.zero_()
-        layer.offset.bias.zero_()
-        layer.offset.bias[1:18:2] = -1.0  # Δx: every sample one cell (9 input pixels) left
-    with inference():
-        records = model.analyze(wide).records_of(SamplingRecord)
+    records = shifted_samples(wide, down=0.0, right=-1.0)  # every sample one cell (9 input pixels) left
     field, caption = offset_picture(wide.image, records[0])
     assert caption.endswith("Mean offset 9.0 px")
     scale = field.width / wide.image.width  # a small input is drawn enlarged
