@@ -2,6 +2,10 @@
 what the modules compute, at the price FlopCounterMode counts, and the eager modules run where they are off."""
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +96,25 @@ def operators() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("the C++ operators were not built (CI=true: g++ and ninja are installed there)")
         pytest.skip("the C++ operators cannot be built here (g++ or ninja missing, or DYNVIZ_COMPILE=0)")
+
+
+@pytest.mark.slow
+def test_a_build_killed_midway_does_not_stop_the_next(operators, tmp_path):
+    """A server stopped, or a command that exits, while its build thread compiles leaves PyTorch's lock file
+    behind: the next process builds and loads the operators all the same (before, it waited forever)."""
+    environment = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    build = "import sys; from dynviz import native; sys.exit(0 if native.wait({}) else 1)"
+    repository = Path(__file__).parents[1]
+    killed = subprocess.Popen([sys.executable, "-c", build.format(600)], env=environment, cwd=repository)
+    left_behind = tmp_path / native.build_directory().name / "lock"
+    deadline = time.monotonic() + 120
+    while not left_behind.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
+    assert left_behind.exists()
+    next_build = subprocess.run([sys.executable, "-c", build.format(300)], env=environment, cwd=repository, timeout=400)
+    assert next_build.returncode == 0
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

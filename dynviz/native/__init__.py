@@ -10,8 +10,8 @@ small direct kernel there, as oneDNN's computes 16 output channels at a time and
 16–64 cost it nearly the dense price.
 
 The operators are built by ``torch.utils.cpp_extension`` (gcc and ninja) in a background thread
-(:func:`start`): the first build takes about a minute, later ones find it in ``TORCH_EXTENSIONS_DIR``
-(by default under ``~/.cache``) and take a second. Until it is loaded, and where it cannot be built (no
+(:func:`start`): the first build takes about a minute, later ones find it in :func:`build_directory` and take
+a second. One process builds at a time (:func:`_sole_builder`). Until it is loaded, and where it cannot be built (no
 compiler) or ``DYNVIZ_COMPILE=0``, the executed paths run the PyTorch operations, which compute the same
 numbers (tests check both). The operators are registered with the dispatcher (``torch.ops.dynviz``), so
 FlopCounterMode sees them; :data:`dynviz.cost.FORMULAS` prices them.
@@ -24,7 +24,10 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 from dynviz.runtime import compiled_paths_wanted, compiling_enabled
 
@@ -57,11 +60,41 @@ def ready() -> bool:
     return loaded() and compiled_paths_wanted()
 
 
+def build_directory() -> Path:
+    """Where the operators are built: beside PyTorch's own extensions (``TORCH_EXTENSIONS_DIR``, by default
+    ``~/.cache/torch_extensions``), a folder per PyTorch version, whose C++ interface they are built against."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / f"dynviz_ops-torch{torch.__version__}"
+
+
+@contextlib.contextmanager
+def _sole_builder(directory: Path) -> Iterator[None]:
+    """Hold ``directory`` alone among processes. PyTorch's own lock is a file that its builder removes when done:
+    a builder killed mid-build (a server stopped, a command that exits while its build thread runs) leaves it
+    behind, and every later build then waits for it forever. An ``flock`` dies with its process, so under it any
+    such file is stale. (Windows has no ``fcntl``: the build fails there, and PyTorch's operations serve.)"""
+    import fcntl
+
+    with open(directory / "builder.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        yield
+
+
 def _build() -> None:
     try:
         from torch.utils.cpp_extension import load
 
-        load("dynviz_ops", [str(SOURCE)], extra_cflags=["-O3", "-march=native"], is_python_module=False)
+        directory = build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        with _sole_builder(directory):
+            load(
+                "dynviz_ops",
+                [str(SOURCE)],
+                extra_cflags=["-O3", "-march=native"],
+                build_directory=str(directory),
+                is_python_module=False,
+            )
         _loaded.set()
     except Exception as error:  # noqa: BLE001 - any failure leaves the PyTorch operations in use
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
