@@ -168,6 +168,11 @@ class BlockRecord:
         }
 
     @staticmethod
+    def gate_probabilities(records: list[BlockRecord]) -> list[float]:
+        """Each gated decision's probability of running (a block without a gate decides nothing)."""
+        return [r.probability for r in records if r.probability is not None]
+
+    @staticmethod
     def usage(records: list[BlockRecord]) -> dict[str, float]:
         """Unit name → how much of it ran (1 or 0), for per-class rates."""
         return {r.name: float(r.executed) for r in records}
@@ -198,6 +203,10 @@ class ChannelRecord:
     def summarize(records: list[ChannelRecord]) -> dict[str, Any]:
         active, channels = sum(sum(r.active) for r in records), sum(len(r.active) for r in records)
         return {"active_channels": active, "channels": channels, "active_channel_fraction": round(active / channels, 4)}
+
+    @staticmethod
+    def gate_probabilities(records: list[ChannelRecord]) -> list[float]:
+        return [p for r in records for p in r.probabilities]
 
     @staticmethod
     def usage(records: list[ChannelRecord]) -> dict[str, float]:
@@ -238,6 +247,10 @@ class MaskRecord:
             "masked_flops_fraction": round(spent / full, 4),
             "layer_densities": " ".join(f"{r.density:.2f}" for r in records),
         }
+
+    @staticmethod
+    def gate_probabilities(records: list[MaskRecord]) -> list[float]:
+        return [p for r in records for p in r.probabilities]
 
     @staticmethod
     def usage(records: list[MaskRecord]) -> dict[str, float]:
@@ -550,6 +563,16 @@ class Trace:
             if records := self.records_of(kind):
                 row |= kind.summarize(records)
         return row
+
+    def gate_probabilities(self) -> list[float]:
+        """The probability behind each gated decision (block, channel, position) that a threshold on it makes:
+        of every record kind that declares ``gate_probabilities``."""
+        return [
+            p
+            for kind in RECORD_TYPES.values()
+            if hasattr(kind, "gate_probabilities") and (records := self.records_of(kind))
+            for p in kind.gate_probabilities(records)
+        ]
 
     def values(self) -> int:
         """How many values its records hold, each tuple's items counted: a measure of its memory that caches

@@ -526,6 +526,23 @@ def realised_speed(model_name: str, digest: str, threshold: float, _image: Input
         return model(model_name).measure_speed(_image, threshold)
 
 
+def threshold_reach(model_name: str, trace: Trace) -> None:
+    """Under a gate threshold's slider: how many of this input's gated decisions its range can switch. A trained
+    gate makes most of them firmly, near 0 or 1, and θ then moves few (a DynConv mask unit: a few percent)."""
+    knob = next(k for k in model(model_name).knobs() if k.name == "threshold")
+    probabilities = trace.gate_probabilities()
+    within = sum(knob.low <= p < knob.high for p in probabilities)
+    reach = f"a probability from {knob.low:g} to {knob.high:g}"
+    if within == len(probabilities):
+        st.caption(f"On this input all {within:,} gated decisions have {reach}: θ can change any of them.")
+    else:
+        st.caption(
+            f"On this input {within:,} of the {len(probabilities):,} gated decisions "
+            f"({within / len(probabilities):.0%}) have {reach}: only they can change as θ moves, the gates made "
+            "the rest firmly."
+        )
+
+
 def speed_metrics(model_name: str, image: InputImage, settings: dict[str, float], trace: Trace) -> None:
     """The theoretical speed-up (FLOPs) beside the realised one (latency on this server, where the model can
     time its executed path against its dense twin), and why they differ."""

@@ -20,6 +20,8 @@ with controls:
     st.caption("Raise θ and channels whose gate is less sure they are needed are skipped: cheaper, but riskier.")
 trace = ui.analyze(name, image, settings)
 summary = trace.summary()
+with controls:
+    ui.threshold_reach(name, trace)
 with chart:
     ui.answer_header(
         trace,

@@ -18,6 +18,8 @@ with controls:
     st.caption("Raise θ and blocks whose gate is less sure they are needed are skipped: cheaper, but riskier.")
 trace = ui.analyze(name, image, settings)
 blocks = trace.records_of(BlockRecord)
+with controls:
+    ui.threshold_reach(name, trace)
 with chart:
     ran = sum(b.executed for b in blocks)
     ui.answer_header(trace, f"{ran}/{len(blocks)}", f"{len(blocks) - ran} skipped", "Blocks run")

@@ -26,6 +26,8 @@ if view == "Pixel masks":
         show = st.toggle("Show the mask", True, key="mask_shown")
     trace = ui.analyze(name, image, settings)
     masks = trace.records_of(MaskRecord)
+    with controls:
+        ui.threshold_reach(name, trace)
     computed, positions = sum(sum(m.computed) for m in masks), sum(len(m.computed) for m in masks)
     with chart:
         ui.answer_header(trace, f"{computed / positions:.0%}", f"{computed} of {positions}", "Positions computed")

@@ -253,6 +253,11 @@ def test_spatial_page_draws_each_block_s_mask_and_its_speed_up(app):
     )
     assert metric(app, "Theoretical speed-up (FLOPs)").endswith("×")
     assert metric(app, "Realised speed-up (latency, this server)").endswith("×")
+    # Beside θ, how many of the positions its range can still switch (trained masks decide most of them firmly).
+    positions = next(m.delta for m in app.metric if m.label == "Positions computed").split(" of ")[1]
+    reach = next(c.value for c in app.caption if c.value.startswith("On this input"))
+    within, decisions = re.match(r"On this input ([\d,]+) of the ([\d,]+) gated decisions", reach).groups()
+    assert decisions.replace(",", "") == positions and int(within.replace(",", "")) <= int(positions)
     before = float(metric(app, "Positions computed").rstrip("%"))
     app.slider(key="dynconv_resnet_cifar:threshold").set_value(0.95).run()
     assert float(metric(app, "Positions computed").rstrip("%")) < before

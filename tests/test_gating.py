@@ -106,6 +106,15 @@ def test_skipped_channels_are_not_computed(channels, image, threshold):
         assert layer.active == tuple(p >= threshold for p in layer.probabilities)
 
 
+def test_a_trace_gives_the_probability_behind_every_gated_decision(skipping, channels, image):
+    """What the pages' "within θ's reach" counts: one probability per gated block or channel."""
+    blocks = skipping.analyze(image).records_of(BlockRecord)
+    gated = [b.probability for b in blocks if b.probability is not None]
+    assert skipping.analyze(image).gate_probabilities() == gated and len(gated) < len(blocks)
+    trace = channels.analyze(image)
+    assert len(trace.gate_probabilities()) == trace.summary()["channels"]
+
+
 def test_raising_the_threshold_switches_off_more_channels(channels, image):
     fractions = [channels.analyze(image, {"threshold": t}).summary()["active_channel_fraction"] for t in THRESHOLDS]
     assert fractions == sorted(fractions, reverse=True) and fractions[0] > fractions[-1]

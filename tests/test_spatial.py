@@ -86,6 +86,7 @@ def test_raising_the_threshold_computes_fewer_positions(masking, image):
         assert all(computed == (p >= threshold) for computed, p in decided)  # traces round p to 3 decimals
     assert traces[0].summary()["mask_density"] > traces[-1].summary()["mask_density"]
     assert traces[0].cost.flops > traces[-1].cost.flops
+    assert len(traces[0].gate_probabilities()) == sum(len(r.computed) for r in traces[0].records_of(MaskRecord))
 
 
 def test_mask_traces_round_trip_and_sit_on_the_input(masking, image):
