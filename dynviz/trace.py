@@ -565,8 +565,8 @@ class Trace:
         return row
 
     def gate_probabilities(self) -> list[float]:
-        """The probability behind each gated decision (block, channel, position) that a threshold on it makes:
-        of every record kind that declares ``gate_probabilities``."""
+        """The probability behind each decision that a gate threshold makes (a block, a channel, a position),
+        from every record kind that declares ``gate_probabilities``."""
         return [
             p
             for kind in RECORD_TYPES.values()

@@ -11,8 +11,8 @@ small direct kernel there, as oneDNN's computes 16 output channels at a time and
 
 The operators are built by ``torch.utils.cpp_extension`` (gcc and ninja) in a background thread
 (:func:`start`): the first build takes about a minute, later ones find it in :func:`build_directory` and take
-a second. One process builds at a time (:func:`_sole_builder`). Until it is loaded, and where it cannot be built (no
-compiler) or ``DYNVIZ_COMPILE=0``, the executed paths run the PyTorch operations, which compute the same
+a second; one process builds at a time (:func:`_sole_builder`). Until it is loaded, and where it cannot be
+built (no compiler) or ``DYNVIZ_COMPILE=0``, the executed paths run the PyTorch operations, which compute the same
 numbers (tests check both). The operators are registered with the dispatcher (``torch.ops.dynviz``), so
 FlopCounterMode sees them; :data:`dynviz.cost.FORMULAS` prices them.
 """
