@@ -196,6 +196,27 @@ def test_a_run_interrupted_after_an_epoch_and_resumed_ends_with_the_weights_of_a
     assert all(torch.equal(a, b) for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()))
 
 
+def test_a_run_killed_while_saving_its_checkpoint_resumes_from_the_last_whole_one(tmp_path, monkeypatch):
+    data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
+    checkpoint, schedule = tmp_path / "tiny.pt", Schedule(epochs=2, batch_size=8)
+    save, saves = torch.save, []
+
+    def killed_midway_through_the_second(state, path):
+        saves.append(path)
+        if len(saves) == 2:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt  # a session's end kills the run as it writes
+        save(state, path)
+
+    monkeypatch.setattr(torch, "save", killed_midway_through_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, schedule, checkpoint)
+    monkeypatch.undo()
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0  # the first epoch's, whole
+    resumed = fit(MSDNet(MSDNetConfig.tiny()), exit_losses, data, data, prepare, schedule, checkpoint, resume=True)
+    assert len(resumed) == 2
+
+
 def test_a_checkpoint_of_another_schedule_is_not_resumed(tmp_path):
     data = TensorSet(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 10)
     checkpoint = tmp_path / "tiny.pt"

@@ -36,6 +36,7 @@ from dynviz.train.loop import (
     TensorSet,
     TrainOptions,
     fit,
+    replaced_atomically,
     require_data,
 )
 from dynviz.zoo import load_weights
@@ -118,7 +119,8 @@ def save_weights(
 ) -> ModelCard:
     """Write ``pretrained/<name>.safetensors`` and the card's head (the eval command adds the figures)."""
     weights = PRETRAINED / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, weights, metadata=metadata)
+    with replaced_atomically(weights) as partial:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, partial, metadata=metadata)
     return ModelCard(name, about, flops_full, default_point, weights.name, sha256_of(weights))
 
 

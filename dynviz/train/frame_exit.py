@@ -32,7 +32,7 @@ from dynviz.models.frames import coarse_to_fine, frame_view
 from dynviz.progress import progress
 from dynviz.runtime import inference
 from dynviz.train.exits import fit_temperature
-from dynviz.train.loop import TrainOptions, require_data
+from dynviz.train.loop import TrainOptions, replaced_atomically, require_data
 from dynviz.video import InputVideo
 
 STEPS = (1, 2, 4, 8)
@@ -54,7 +54,8 @@ def fit_stop_temperature(model, first_looks: FirstLooks, options: TrainOptions) 
             labels += [clip.label] * len(STEPS)
     temperature = fit_temperature(torch.stack(logits), torch.tensor(labels))
     weights = PRETRAINED / f"{model.name}.safetensors"
-    save_file({"temperature": torch.tensor(temperature)}, weights, metadata={"calibration_clips": str(len(clips))})
+    with replaced_atomically(weights) as partial:
+        save_file({"temperature": torch.tensor(temperature)}, partial, metadata={"calibration_clips": str(len(clips))})
     print(f"temperature {temperature:.3f} from {len(clips)} clips", flush=True)
     return ModelCard(model.name, model.about, 0.0, model.default_point, weights.name, sha256_of(weights))
 

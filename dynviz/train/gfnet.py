@@ -63,7 +63,7 @@ from dynviz.progress import progress
 from dynviz.train.cifar import checkpoint_path, save_weights
 from dynviz.train.distill import WEIGHT_PULL, central_view, photo_squares, stack
 from dynviz.train.exits import budgeted_thresholds, calibrated_confidences, cumulative_flops, exit_index
-from dynviz.train.loop import CHECKPOINTS, TensorSet, TrainOptions, calibration_files
+from dynviz.train.loop import CHECKPOINTS, TensorSet, TrainOptions, calibration_files, replaced_atomically
 from dynviz.train.losses import distillation, distillation_per_input
 from dynviz.train.multi_exit import budget_name
 
@@ -137,7 +137,8 @@ def cached(name: str, squares: torch.Tensor, compute: Callable, resume: bool) ->
         else:
             start = time.perf_counter()
             chunk = compute(squares[first : first + CHUNK].contiguous(memory_format=torch.channels_last))
-            torch.save(chunk | {"seconds": torch.tensor(time.perf_counter() - start)}, path)
+            with replaced_atomically(path) as partial:
+                torch.save(chunk | {"seconds": torch.tensor(time.perf_counter() - start)}, partial)
         chunks.append(chunk)
     return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}, earlier
 
@@ -353,5 +354,6 @@ def train(options: TrainOptions) -> ModelCard:
         "validation_accuracy_after_focus_steps": json.dumps(stages),
     }
     seconds = time.perf_counter() - start + photos_seconds + validation_seconds
-    torch.save({"seconds": seconds}, checkpoint_path(model.name))
+    with replaced_atomically(checkpoint_path(model.name)) as partial:
+        torch.save({"seconds": seconds}, partial)
     return save_weights(model.name, tensors, model.about, model.flops_full, calibration.default, metadata)

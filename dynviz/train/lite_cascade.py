@@ -27,7 +27,7 @@ from dynviz.inputs import load_image_file
 from dynviz.models.lite_cascade import ABOUT, REFERENCE, LiteCascade
 from dynviz.progress import progress
 from dynviz.train.exits import HARM_CAPS, calibrate_exits, harm_point
-from dynviz.train.loop import TrainOptions, calibration_files
+from dynviz.train.loop import TrainOptions, calibration_files, replaced_atomically
 
 DEFAULT_CAP = 0.004
 
@@ -45,14 +45,15 @@ def calibrate(options: TrainOptions) -> ModelCard:
     stage_logits = [torch.stack(rows) for rows in logits]
     temperatures, thresholds = calibrate_exits(stage_logits, labels, [model.stage_flops(k) for k in range(stages)])
     weights = PRETRAINED / f"{LiteCascade.name}.safetensors"
-    save_file(
-        {"temperatures": temperatures, "thresholds": thresholds},
-        weights,
-        metadata={
-            "operating_points": json.dumps([harm_point(c) for c in HARM_CAPS]),
-            "calibration_images": str(len(files)),
-        },
-    )
+    with replaced_atomically(weights) as partial:
+        save_file(
+            {"temperatures": temperatures, "thresholds": thresholds},
+            partial,
+            metadata={
+                "operating_points": json.dumps([harm_point(c) for c in HARM_CAPS]),
+                "calibration_images": str(len(files)),
+            },
+        )
     return ModelCard(
         LiteCascade.name,
         ABOUT,

@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,16 @@ class TrainOptions:
     adapt_backbone: bool = False
     """Recipes that put decision units on a pretrained network: fine-tune that network too (at a low rate, held
     near its weights) instead of keeping it as it is."""
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A path beside ``path`` to write to, which replaces ``path`` in one step once written: a run killed while
+    saving (a session's end kills every process) leaves the last whole file, never a truncated one that
+    ``--resume`` could not read."""
+    partial = path.with_name(path.name + ".partial")
+    yield partial
+    os.replace(partial, path)
 
 
 def trained_seconds(checkpoint: Path) -> float | None:
@@ -326,20 +336,21 @@ def fit(
         history.append(validation_accuracy(net, validation, prepare, device))
         print(f"epoch {epoch + 1}: validation accuracy per exit {[round(a, 4) for a in history[-1]]}", file=sys.stderr)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "net": net.state_dict(),
-                "optimizer": step.optimizer.state_dict(),
-                "scheduler": step.scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "history": history,
-                "schedule": dataclasses.asdict(schedule),
-                "seconds": trained_before + time.perf_counter() - start,
-            },
-            checkpoint,
-        )
+        with replaced_atomically(checkpoint) as partial:
+            torch.save(
+                {
+                    "net": net.state_dict(),
+                    "optimizer": step.optimizer.state_dict(),
+                    "scheduler": step.scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "schedule": dataclasses.asdict(schedule),
+                    "seconds": trained_before + time.perf_counter() - start,
+                },
+                partial,
+            )
     net.to("cpu", memory_format=torch.contiguous_format).eval()
     if teacher is not None:
         teacher.to("cpu", memory_format=torch.contiguous_format)
