@@ -526,9 +526,11 @@ def realised_speed(model_name: str, digest: str, threshold: float, _image: Input
         return model(model_name).measure_speed(_image, threshold)
 
 
-def threshold_reach(model_name: str, trace: Trace) -> None:
-    """Under a gate threshold's slider: how many of this input's gated decisions its range can switch. A trained
-    gate makes most of them firmly, near 0 or 1, and θ then moves few (a DynConv mask unit: a few percent)."""
+def threshold_captions(model_name: str, trace: Trace, units: str) -> None:
+    """Under a gate threshold's slider: what raising it does to the gated ``units``, and how many of this input's
+    gated decisions its range can switch. A trained gate makes most of them firmly, near 0 or 1, and θ then
+    moves few (a DynConv mask unit: a few percent)."""
+    st.caption(f"Raise θ and {units} whose gate is less sure they are needed are skipped: cheaper, but riskier.")
     knob = next(k for k in model(model_name).knobs() if k.name == "threshold")
     probabilities = trace.gate_probabilities()
     within = sum(knob.low <= p < knob.high for p in probabilities)

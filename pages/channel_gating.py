@@ -17,11 +17,10 @@ name = st.selectbox("Model", list_models(emitting=ChannelRecord), key="channel_m
 controls, chart = st.columns([1, 3])
 with controls:
     settings = ui.knob_sliders(name)
-    st.caption("Raise θ and channels whose gate is less sure they are needed are skipped: cheaper, but riskier.")
 trace = ui.analyze(name, image, settings)
 summary = trace.summary()
 with controls:
-    ui.threshold_reach(name, trace)
+    ui.threshold_captions(name, trace, "channels")
 with chart:
     ui.answer_header(
         trace,

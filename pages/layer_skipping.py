@@ -15,11 +15,10 @@ name = st.selectbox("Model", list_models(emitting=BlockRecord), key="skip_model"
 controls, chart = st.columns([1, 3])
 with controls:
     settings = ui.knob_sliders(name)
-    st.caption("Raise θ and blocks whose gate is less sure they are needed are skipped: cheaper, but riskier.")
 trace = ui.analyze(name, image, settings)
 blocks = trace.records_of(BlockRecord)
 with controls:
-    ui.threshold_reach(name, trace)
+    ui.threshold_captions(name, trace, "blocks")
 with chart:
     ran = sum(b.executed for b in blocks)
     ui.answer_header(trace, f"{ran}/{len(blocks)}", f"{len(blocks) - ran} skipped", "Blocks run")

@@ -27,7 +27,7 @@ if view == "Pixel masks":
     trace = ui.analyze(name, image, settings)
     masks = trace.records_of(MaskRecord)
     with controls:
-        ui.threshold_reach(name, trace)
+        ui.threshold_captions(name, trace, "positions")
     computed, positions = sum(sum(m.computed) for m in masks), sum(len(m.computed) for m in masks)
     with chart:
         ui.answer_header(trace, f"{computed / positions:.0%}", f"{computed} of {positions}", "Positions computed")
@@ -46,7 +46,7 @@ if view == "Pixel masks":
     st.caption(
         "Each cell is one position of the block's output grid, laid over the part of the photo the network saw. "
         "Green: the block computed it. Dimmed: skipped, the block's input passed through unchanged. Hover for the "
-        "mask unit's probability; raise θ and fewer positions are computed."
+        "mask unit's probability."
     )
     st.plotly_chart(mask_density_chart(trace), key="densities")
     ui.speed_metrics(name, image, settings, trace)
