@@ -98,6 +98,13 @@ def operators() -> None:
         pytest.skip("the C++ operators cannot be built here (g++ or ninja missing, or DYNVIZ_COMPILE=0)")
 
 
+def test_operators_built_for_another_processor_are_not_loaded_here(monkeypatch):
+    """A home folder shared or moved between machines: what -march=native built for one is built again."""
+    here = native.build_directory()
+    monkeypatch.setattr(native, "instruction_sets", lambda: "flags : fpu sse2 avx2 avx512f avx512bw")
+    assert native.build_directory() != here and native.build_directory().parent == here.parent
+
+
 @pytest.mark.slow
 def test_a_build_killed_midway_does_not_stop_the_next(operators, tmp_path):
     """A server stopped, or a command that exits, while its build thread compiles leaves PyTorch's lock file

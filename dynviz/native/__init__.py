@@ -20,6 +20,7 @@ FlopCounterMode sees them; :data:`dynviz.cost.FORMULAS` prices them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -60,11 +61,22 @@ def ready() -> bool:
     return loaded() and compiled_paths_wanted()
 
 
+def instruction_sets() -> str:
+    """What ``-march=native`` compiles for: the processor's flags (Linux), else the vector instructions PyTorch
+    found (AVX2, AVX512…)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((line for line in lines if line.startswith("flags")), torch.backends.cpu.get_cpu_capability())
+
+
 def build_directory() -> Path:
     """Where the operators are built: beside PyTorch's own extensions (``TORCH_EXTENSIONS_DIR``, by default
-    ``~/.cache/torch_extensions``), a folder per PyTorch version, whose C++ interface they are built against."""
+    ``~/.cache/torch_extensions``), a folder per PyTorch version, whose C++ interface they are built against,
+    and per processor: a home folder may move to another machine, where operators built with the first one's
+    AVX-512 would stop the process with an illegal instruction."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(root) / f"dynviz_ops-torch{torch.__version__}"
+    processor = hashlib.sha256(instruction_sets().encode()).hexdigest()[:12]
+    return Path(root) / f"dynviz_ops-torch{torch.__version__}-{processor}"
 
 
 @contextlib.contextmanager
