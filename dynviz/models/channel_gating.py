@@ -329,8 +329,10 @@ class ChannelSkipping(GatedModel, nn.Module):
             dense += flops
             flops += parts[-1].fill_flops(channels)
             kernels = None
-            if isinstance(block, BasicBlock):
-                kernels = (*folded(block.conv1, block.bn1), *folded(block.conv2, block.bn2))
+            if isinstance(block, BasicBlock):  # in the layout the operator reads: it would copy them at every call
+                kernels = tuple(
+                    t.contiguous() for t in (*folded(block.conv1, block.bn1), *folded(block.conv2, block.bn2))
+                )
             self.layers.append(GatedLayer(i, f"block {i + 1}", self.sides[i], channels, flops, parts, kernels))
         self.fixed_flops = self.module_flops[""] - dense
         """Stem, head, ungated blocks and every gate: paid whatever the gates decide."""
@@ -352,7 +354,7 @@ class ChannelSkipping(GatedModel, nn.Module):
     def analyze(self, image: InputImage, settings: dict[str, float] | None = None, memo: Memo | None = None) -> Trace:
         threshold = self.threshold(settings)
         seen = self.network_input(image)
-        probabilities, active = {}, {}
+        probabilities = {}
         layers = {layer.block: layer for layer in self.layers}
         backbone = inference_path(self.net.backbone, seen.tensor.shape)  # the ungated parts
         with stopwatch() as watch:
@@ -362,8 +364,8 @@ class ChannelSkipping(GatedModel, nn.Module):
                     x = backbone.blocks[i](x)
                     continue
                 x, probabilities[i] = self.gated_block(block, layers[i], x, threshold)
-                active[i] = probabilities[i] >= threshold
             logits = backbone.classify(x)[0]
+        active = {i: p >= threshold for i, p in probabilities.items()}  # as the blocks decided: for the trace
         records = tuple(
             ChannelRecord(
                 layer.block,
