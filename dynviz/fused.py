@@ -52,6 +52,16 @@ def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.T
     return conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
 
 
+def padding_of(conv: nn.Conv2d) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, int]:
+    """How ``conv`` pads its input: TF "same" padding (Lite) where it is asymmetric (stride 2), as a function
+    applied to the input before a convolution that pads nothing; else the convolution's own padding on every
+    side (TF "same" at stride 1 pads (k − 1)/2 on every side, which the kernel does itself, without a copy)."""
+    tf_same = hasattr(conv, "pad")
+    if tf_same and conv.stride != (1, 1):
+        return conv.pad, 0
+    return None, (conv.kernel_size[0] - 1) // 2 if tf_same else conv.padding[0]
+
+
 InputSizes = dict[nn.Conv2d, torch.Size]
 """The size of each convolution's input, for one input size of the network."""
 
@@ -99,11 +109,8 @@ class FusedConv:
         weight, bias = folded(conv, norm)
         weight = weight.contiguous(memory_format=torch.channels_last)
         stride, groups = list(conv.stride), conv.groups
-        kernel = conv.kernel_size[0]
-        # TF "same" at stride 1 pads (k − 1)/2 on every side, which the kernel does itself.
-        tf_same = hasattr(conv, "pad")
-        same = conv.pad if tf_same and stride != [1, 1] else None
-        padding = [0, 0] if same else [(kernel - 1) // 2] * 2 if tf_same else list(conv.padding)
+        same, side = padding_of(conv)
+        padding = [side] * 2
         size = sizes[conv] if same is None else same(torch.zeros(sizes[conv])).shape
         weight = torch.ops.mkldnn._reorder_convolution_weight(weight, padding, stride, [1, 1], groups, list(size))
         name, scalars = ACTIVATIONS[type(activation)]

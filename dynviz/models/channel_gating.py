@@ -46,7 +46,7 @@ from torch import nn
 from dynviz import native
 from dynviz.cards import About
 from dynviz.cost import stopwatch
-from dynviz.fused import folded, inference_path
+from dynviz.fused import folded, inference_path, padding_of
 from dynviz.inputs import InputImage
 from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_LICENSE
@@ -141,7 +141,8 @@ class SlicedConv:
     stride: int
     padding: int
     same: Callable[[torch.Tensor], torch.Tensor] | None
-    """TF "same" padding (Lite), applied to the input; None: ``padding`` is the convolution's own."""
+    """TF "same" padding (Lite) where it is asymmetric, applied to the input; None: ``padding`` is the
+    convolution's own (:func:`dynviz.fused.padding_of`)."""
     activation: Callable[[torch.Tensor], torch.Tensor]
     by_input: torch.Tensor | None
     """A 1×1 convolution's weight as [in, out], in which its columns are rows; None for any other. A 1×1
@@ -156,7 +157,7 @@ class SlicedConv:
         cls, conv: nn.Conv2d, norm: nn.BatchNorm2d, activation: Callable = identity, fill: torch.Tensor | None = None
     ) -> SlicedConv:
         weight, bias = folded(conv, norm)
-        same = conv.pad if hasattr(conv, "pad") else None
+        same, padding = padding_of(conv)
         channels_last = weight.permute(0, 2, 3, 1).contiguous()
         # A 1×1 convolution with stride 1 pads nothing, "same" or not.
         pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
@@ -165,7 +166,6 @@ class SlicedConv:
             if by_input is None:
                 raise ValueError("a fill folds into the bias of a 1×1 convolution only")
             bias = torch.addmv(bias, weight.flatten(1), fill)
-        padding = 0 if same else conv.padding[0]
         return cls(channels_last, bias, conv.stride[0], padding, same, activation, by_input, fill)
 
     def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> torch.Tensor:
