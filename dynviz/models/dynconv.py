@@ -51,7 +51,7 @@ from torch import nn
 from dynviz import native
 from dynviz.cards import About
 from dynviz.cost import stopwatch
-from dynviz.fused import FusedNetwork, folded, inference_path
+from dynviz.fused import FusedNetwork, folded, inference_path, padding_of
 from dynviz.inputs import InputImage
 from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_LICENSE
@@ -237,7 +237,9 @@ class FoldedConv:
         weight, bias = folded(conv, layer.norm)
         depthwise = conv.groups > 1
         k = conv.kernel_size[0]
-        padding = (k - 1) // 2 if hasattr(conv, "pad") else conv.padding[0]  # TF "same" is symmetric at stride 1
+        same, padding = padding_of(conv)
+        if same is not None:  # TF "same" at stride 2: Lite's downsampling blocks, never masked (no identity shortcut)
+            raise ValueError("a masked block's convolutions pad symmetrically")
         return cls(
             weight if depthwise else weight.permute(2, 3, 1, 0).flatten(0, 2).contiguous(),
             bias,
