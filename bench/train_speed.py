@@ -35,7 +35,7 @@ from dynviz.models.msdnet import MSDNet  # noqa: E402
 from dynviz.models.ranet import RANet  # noqa: E402
 from dynviz.models.resnet_cifar import ResNetCifar  # noqa: E402
 from dynviz.models.vit import VisionTransformer  # noqa: E402
-from dynviz.runtime import every_core  # noqa: E402
+from dynviz.runtime import every_core, reuse_freed_memory  # noqa: E402
 from dynviz.train.cifar import PADDING, prepare, schedule  # noqa: E402
 from dynviz.train.gated import TARGET_RATES, decision_penalty  # noqa: E402
 from dynviz.train.loop import Schedule, TrainingStep, TrainOptions  # noqa: E402
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also time the step as it was before")
     args = parser.parse_args()
     shared = schedule(TrainOptions(None))
+    reuse_freed_memory()  # as the train command does
     with every_core():
         print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, batch {shared.batch_size}")
         print(f"{'model':<28}{'before':>10}{'eager':>10}{'compiled':>10}   {'compile time':>12}   (images/s)")

@@ -37,7 +37,7 @@ from dynviz.inputs import IMAGE_SUFFIXES, InputError
 from dynviz.models.base import ImageNetClassifier
 from dynviz.models.every_frame import EveryFrame, analyst
 from dynviz.progress import progress
-from dynviz.runtime import every_core, inference
+from dynviz.runtime import every_core, inference, reuse_freed_memory
 from dynviz.targets import target_table
 from dynviz.trace import FrameRecord
 from dynviz.train.cifar import checkpoint_path
@@ -347,6 +347,7 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
     if name not in RECIPES:
         print(f"no recipe for {name!r}; recipes: {', '.join(sorted(RECIPES))}", file=sys.stderr)
         return 2
+    reuse_freed_memory()
     start = time.perf_counter()
     with every_core():
         card = RECIPES[name](options)
