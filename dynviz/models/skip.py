@@ -217,7 +217,8 @@ LITE_ABOUT = About(
     summary=(
         "Each of Lite0's MBConv blocks with an identity shortcut (9 of 16) has a small gate that reads the "
         "block's input and decides whether to run it. The gates are trained by distillation from Lite0 itself, "
-        f"with hard decisions made as at inference and a target execution rate of {LITE_TARGET_RATE:.0%} per gate."
+        "with hard decisions sampled with Gumbel noise (straight-through gradients) and a target execution rate "
+        f"of {LITE_TARGET_RATE:.0%} per gate."
     ),
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,
