@@ -27,8 +27,9 @@ BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
 
 lite0_skip's gates decide with ConvNet-AIG's Gumbel noise in training, as the CIFAR gates do: decided as at
 inference instead, their probabilities bunched on either side of θ = 0.5–0.7 and θ switched the network from
-0.80× to 0.47× of Lite0's FLOPs at once; with the noise θ slides from 0.91× to 0.44× (docs/gating.md). The
-masks and channel gates, whose decisions are firm without it, decide as at inference.
+0.80× to 0.47× of Lite0's FLOPs at once; with the noise θ slides from 0.91× to 0.45× (docs/gating.md). The
+masks (firm without it, docs/spatial.md) and the channel gates (fitted to Lite0's salient channels first) decide
+as at inference.
 
 Channel selection first fits each gate to the channels that matter on Lite0
 itself (a dense target, one per channel and view, where the KL term gives one
