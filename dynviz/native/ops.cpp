@@ -48,6 +48,13 @@ inline float accumulate(Floats<8>& partial, const float* a, const float* b, int6
   return rest;
 }
 
+// The sum of a vector's eight lanes: the partial sums above, added up once.
+inline float lanes_sum(const Floats<8>& partial) {
+  float sum = 0.f;
+  for (int lane = 0; lane < 8; ++lane) sum += partial[lane];
+  return sum;
+}
+
 // Each channel's sum over the ``positions`` of a channels-last map (global pooling, before the division).
 std::vector<float> channel_sums(const float* map, int64_t positions, int64_t channels) {
   std::vector<float> sums(channels, 0.f);
@@ -73,8 +80,7 @@ std::vector<float> pooled_sums(const at::Tensor& x) {
     for (; i + 8 <= positions; i += 8) partial += load<8>(plane + i);
     float sum = 0.f;
     for (; i < positions; ++i) sum += plane[i];
-    for (int lane = 0; lane < 8; ++lane) sum += partial[lane];
-    sums[c] = sum;
+    sums[c] = sum + lanes_sum(partial);
   }
   return sums;
 }
@@ -195,7 +201,7 @@ at::Tensor mask_unit(const at::Tensor& x, const at::Tensor& unit_weight, const a
           logit += accumulate(partial, unit + (dy * 3 + dx) * channels, input + (row * width + column) * channels,
                               channels);
         }
-      for (int lane = 0; lane < 8; ++lane) logit += partial[lane];
+      logit += lanes_sum(partial);
       p[i * columns + j] = 1.f / (1.f + std::exp(-logit));
     }
   return probabilities;
