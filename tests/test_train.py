@@ -15,7 +15,7 @@ from dynviz.models.base import forced_exit
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
 from dynviz.train import CIFAR_ZOO, loop, training_order
-from dynviz.train.cifar import PADDING, augment, load_train_split, prepare
+from dynviz.train.cifar import PADDING, Ensemble, augment, load_train_split, prepare
 from dynviz.train.exits import (
     budgeted_thresholds,
     exit_index,
@@ -30,6 +30,7 @@ from dynviz.train.losses import (
     exit_losses,
     self_distilled_exit_losses,
     sparsity_criterion,
+    teacher_matching,
 )
 
 KEYS = Cifar10Classifier.class_keys()
@@ -110,6 +111,16 @@ def test_losses_sum_exits_and_distillation_vanishes_when_student_equals_teacher(
     assert torch.isclose(exit_losses(logits, labels), smoothed)
     assert distillation(logits[0], logits[0]).abs() < 1e-6
     assert self_distilled_exit_losses(logits, labels) > 0
+
+
+def test_an_ensemble_teacher_predicts_its_members_mean_and_every_exit_matches_it():
+    members = [torch.nn.Linear(4, 10) for _ in range(2)]
+    x = torch.randn(3, 4)
+    teacher = Ensemble(*members)(x)
+    assert torch.allclose(teacher.softmax(-1), sum(m(x).softmax(-1) for m in members) / 2, atol=1e-6)
+    assert teacher_matching([teacher, teacher], teacher).abs() < 1e-6
+    one_off = [teacher, torch.randn(3, 10)]
+    assert torch.isclose(teacher_matching(one_off, teacher), teacher_matching(one_off[1:], teacher))
 
 
 def test_dynconv_s_criterion_pulls_the_network_to_its_target_and_opens_the_block_bounds_over_a_third():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,19 @@ def trained(name: str, net: nn.Module) -> nn.Module:
     """``net`` with the bundled weights of ``name``: the trained twin that a dynamic CIFAR model starts from."""
     net.load_state_dict(load_weights(name)[0])
     return net
+
+
+class Ensemble(nn.Module):
+    """Trained networks as one teacher: its logits are the log of their mean softmax output, so that its softmax
+    is the ensemble's prediction."""
+
+    def __init__(self, *members: nn.Module):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probabilities = torch.stack([m(x).float().log_softmax(-1) for m in self.members])
+        return log_probabilities.logsumexp(0) - math.log(len(self.members))
 
 
 def checkpoint_path(name: str) -> Path:

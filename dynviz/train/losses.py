@@ -67,9 +67,9 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 
 
 def teacher_matching(logits: Sequence[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
-    """Distillation as function matching (Beyer et al., CVPR 2022): the student's only exit matches the teacher's
-    distribution on the very same augmented view, at temperature 1."""
-    return distillation(logits[0], teacher, temperature=1.0)
+    """Distillation as function matching (Beyer et al., CVPR 2022): every exit of the student matches the
+    teacher's distribution on the very same augmented view, at temperature 1."""
+    return sum(distillation(z, teacher, temperature=1.0) for z in logits)
 
 
 def self_distilled_exit_losses(

@@ -4,6 +4,11 @@ exits, then budgeted calibration.
 1. Train every exit at once on the shared CIFAR schedule: the last exit on the
    labels, the earlier ones on the labels and on the last exit's softened
    output (:func:`dynviz.train.losses.self_distilled_exit_losses`).
+   Where a recipe names ``teachers`` (trained static networks), every exit then
+   matches their ensemble on each augmented view for a fine-tune's epochs
+   (:func:`dynviz.train.losses.teacher_matching`): a network whose last exit
+   has stopped improving on the labels still learns from a teacher that is
+   better than any one of its members.
 2. On the 5,000 held-out validation images: one temperature per exit, then the
    exit thresholds of highest accuracy within each of a range of FLOPs budgets
    (:func:`dynviz.train.exits.budgeted_thresholds`), plus the anytime points that
@@ -16,16 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 
 import torch
+from torch import nn
 
 from dynviz.cards import ModelCard, anytime_point
 from dynviz.models.base import forced_exit
 from dynviz.models.multi_exit import CalibratedExits
 from dynviz.train.cifar import (
+    Ensemble,
+    fine_tune_schedule,
     prepare,
     save_weights,
     train_on_cifar,
+    trained,
     validation_metadata,
 )
 from dynviz.train.exits import (
@@ -35,7 +45,7 @@ from dynviz.train.exits import (
     exit_index,
 )
 from dynviz.train.loop import TrainOptions, predict
-from dynviz.train.losses import self_distilled_exit_losses
+from dynviz.train.losses import self_distilled_exit_losses, teacher_matching
 
 BUDGETS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5)
 """Mean FLOPs as shares of the static network's (a cascade of transformers may spend more)."""
@@ -46,11 +56,26 @@ def budget_name(budget: float) -> str:
     return f"budget: ≤ {100 * budget:.0f}% of static"
 
 
-def train(classifier: type[CalibratedExits], options: TrainOptions) -> ModelCard:
+DISTILLATION_EPOCHS = 12
+"""The ensemble stage: a fine-tune's length, as the gated networks' first fine-tune had."""
+
+
+def train(
+    classifier: type[CalibratedExits],
+    options: TrainOptions,
+    teachers: Mapping[str, Callable[[], nn.Module]] | None = None,
+) -> ModelCard:
+    """``teachers``: the trained static networks (name → untrained network) whose ensemble every exit matches
+    after the joint training."""
     name = classifier.name
     config = classifier.config()
     net = classifier.network(config)
     history, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
+    if teachers:
+        teacher = Ensemble(*(trained(member, network()) for member, network in teachers.items()))
+        schedule = fine_tune_schedule(options, DISTILLATION_EPOCHS)
+        distilled, _ = train_on_cifar(f"{name}-distilled", net, teacher_matching, options, None, schedule, teacher)
+        history += distilled
     logits = predict(net, validation, prepare)
     temperatures, confidences, correct = calibrated_confidences(logits, validation.labels)
     anytime = {anytime_point(k): forced_exit(config.exits, k) for k in range(config.exits)}
