@@ -51,7 +51,7 @@ class DynamicModel(Protocol):
     default_point: str
     """The operating point its knobs start at (and its card's headline figures)."""
     about: Any
-    """The card's description of the method (:class:`dynviz.zoo.About`)."""
+    """The card's description of the method (:class:`dynviz.cards.About`)."""
     baselines: tuple[str, ...]
     """Static zoo models evaluated beside it, on the same images, for its card."""
     labels: tuple[str, ...]
