@@ -40,7 +40,7 @@ from dynviz.progress import progress
 from dynviz.runtime import every_core, inference, reuse_freed_memory
 from dynviz.targets import target_table
 from dynviz.trace import FrameRecord
-from dynviz.train.cifar import checkpoint_path
+from dynviz.train.cifar import recipe_checkpoints
 from dynviz.train.loop import TrainOptions, machine_description, trained_seconds
 from dynviz.units import format_flops
 from dynviz.video import VIDEO_SUFFIXES, load_input_file
@@ -351,8 +351,8 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
     start = time.perf_counter()
     with every_core():
         card = RECIPES[name](options)
-    # A run resumed from a checkpoint: the training time of every stretch, not only the last one's.
-    seconds = trained_seconds(checkpoint_path(name)) or time.perf_counter() - start
+    # A run resumed from a checkpoint: the training time of every stretch and stage, not only the last one's.
+    seconds = sum(filter(None, map(trained_seconds, recipe_checkpoints(name)))) or time.perf_counter() - start
     card = dataclasses.replace(card, recipe=Recipe(command, round(seconds, 1), machine_description()))
     card.save()
     return main(["eval", name, "--data", str(options.data), "--split", "test", "--card"])

@@ -14,7 +14,7 @@ from dynviz.data import labelled_images
 from dynviz.models.base import forced_exit
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
-from dynviz.train import CIFAR_ZOO, loop, training_order
+from dynviz.train import CIFAR_ZOO, cifar, loop, training_order
 from dynviz.train.cifar import PADDING, Ensemble, augment, load_train_split, prepare
 from dynviz.train.exits import (
     budgeted_thresholds,
@@ -205,6 +205,17 @@ def test_a_run_interrupted_after_an_epoch_and_resumed_ends_with_the_weights_of_a
     assert len(history) == 2  # the first epoch's validation comes from the checkpoint
     assert loop.trained_seconds(checkpoint) > first_stretch  # the card's training time counts both stretches
     assert all(torch.equal(a, b) for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_the_card_s_training_time_counts_every_stage_of_a_recipe_and_no_other_model_s(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "CHECKPOINTS", tmp_path)
+    for file in ("ranet_cifar.pt", "ranet_cifar-distilled.pt", "ranet_cifar_wide.pt", "resnet32_cifar.pt"):
+        (tmp_path / file).touch()
+    assert cifar.checkpoint_path("ranet_cifar", "distilled") == tmp_path / "ranet_cifar-distilled.pt"
+    assert cifar.recipe_checkpoints("ranet_cifar") == [
+        tmp_path / "ranet_cifar.pt",
+        tmp_path / "ranet_cifar-distilled.pt",
+    ]
 
 
 def test_a_run_killed_while_saving_its_checkpoint_resumes_from_the_last_whole_one(tmp_path, monkeypatch):

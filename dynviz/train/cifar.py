@@ -119,8 +119,14 @@ class Ensemble(nn.Module):
         return log_probabilities.logsumexp(0) - math.log(len(self.members))
 
 
-def checkpoint_path(name: str) -> Path:
-    return CHECKPOINTS / f"{name}.pt"
+def checkpoint_path(name: str, stage: str = "") -> Path:
+    """Where recipe ``name`` keeps its checkpoint; a recipe of several stages keeps one for each later ``stage``."""
+    return CHECKPOINTS / (f"{name}-{stage}.pt" if stage else f"{name}.pt")
+
+
+def recipe_checkpoints(name: str) -> list[Path]:
+    """Every checkpoint recipe ``name`` has kept, its first stage's first."""
+    return [checkpoint_path(name), *sorted(CHECKPOINTS.glob(f"{name}-*.pt"))]
 
 
 def save_weights(
@@ -153,10 +159,11 @@ def train_on_cifar(
     regularizer: Regularizer | None = None,
     fine_tune: Schedule | None = None,
     teacher: nn.Module | None = None,
+    stage: str = "",
 ) -> tuple[list[list[float]], TensorSet]:
     """The shared CIFAR recipe: the train split less validation, the shared schedule (or the ``fine_tune``
-    one, for a network initialised from a trained one), checkpoints under ``name``; with a ``teacher``, the
-    loss reads its logits instead of the labels. Returns each exit's validation accuracy after each epoch,
+    one, for a network initialised from a trained one), checkpoints under ``name`` (and the recipe's
+    ``stage``); with a ``teacher``, the loss reads its logits instead of the labels. Returns each exit's validation accuracy after each epoch,
     and the validation set for calibration."""
     train_set, validation = load_train_split(options)
     history = fit(
@@ -166,7 +173,7 @@ def train_on_cifar(
         validation,
         prepare,
         fine_tune or schedule(options),
-        checkpoint_path(name),
+        checkpoint_path(name, stage),
         options.device,
         options.resume,
         regularizer,

@@ -74,7 +74,7 @@ def train(
     if teachers:
         teacher = Ensemble(*(trained(member, network()) for member, network in teachers.items()))
         schedule = fine_tune_schedule(options, DISTILLATION_EPOCHS)
-        distilled, _ = train_on_cifar(f"{name}-distilled", net, teacher_matching, options, None, schedule, teacher)
+        distilled, _ = train_on_cifar(name, net, teacher_matching, options, None, schedule, teacher, "distilled")
         history += distilled
     logits = predict(net, validation, prepare)
     temperatures, confidences, correct = calibrated_confidences(logits, validation.labels)
