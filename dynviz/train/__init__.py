@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dynviz.models.dvt import DVTClassifier, PlainCascadeClassifier
 from dynviz.models.msdnet import MSDNetClassifier
 from dynviz.models.ranet import RANetClassifier
-from dynviz.models.resnet_cifar import ResNetCifar
 from dynviz.train import (
     distill,
     frame_exit,
@@ -17,20 +16,15 @@ from dynviz.train import (
     multi_exit,
     scratch,
 )
+from dynviz.train.cifar import STATIC_ENSEMBLE, static_ensemble
 from dynviz.train.loop import TrainOptions
-
-RANET_TEACHERS = {
-    "resnet32_cifar": functools.partial(ResNetCifar, 32),
-    "resnet56_cifar": functools.partial(ResNetCifar, 56),
-}
-"""RANet's last exit stopped at 87.7% on validation after its 40 epochs; the ensemble of these two is at 90.3%."""
 
 RECIPES = {
     "lite_cascade": lite_cascade.calibrate,
     "frame_exit_lite": frame_exit.calibrate_frame_exit,
     "adaframe_lite": frame_exit.calibrate_adaframe,
     "msdnet_cifar": functools.partial(multi_exit.train, MSDNetClassifier),
-    "ranet_cifar": functools.partial(multi_exit.train, RANetClassifier, teachers=RANET_TEACHERS),
+    "ranet_cifar": functools.partial(multi_exit.train, RANetClassifier, teacher=static_ensemble),
     "dvt_cifar": functools.partial(multi_exit.train, DVTClassifier),
     "dvt_plain_cifar": functools.partial(multi_exit.train, PlainCascadeClassifier),
     "skip_resnet_cifar": gated.train_skip,
@@ -58,7 +52,7 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "resnet8_cifar": (),
     "resnet56_cifar": (),
     "msdnet_cifar": (),
-    "ranet_cifar": tuple(RANET_TEACHERS),
+    "ranet_cifar": tuple(STATIC_ENSEMBLE),
 }
 """Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32,
 DCN the trained ResNet-20, the mixture of experts the vision transformer, RANet learns from ResNet-32 and -56),

@@ -4,8 +4,9 @@ exits, then budgeted calibration.
 1. Train every exit at once on the shared CIFAR schedule: the last exit on the
    labels, the earlier ones on the labels and on the last exit's softened
    output (:func:`dynviz.train.losses.self_distilled_exit_losses`).
-   Where a recipe names ``teachers`` (trained static networks), every exit then
-   matches their ensemble on each augmented view for a fine-tune's epochs
+   Where a recipe names a ``teacher`` (the trained static ResNets' ensemble,
+   :func:`dynviz.train.cifar.static_ensemble`), every exit then matches it on
+   each augmented view for a fine-tune's epochs
    (:func:`dynviz.train.losses.teacher_matching`): a network whose last exit
    has stopped improving on the labels still learns from a teacher that is
    better than any one of its members.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,12 +31,10 @@ from dynviz.cards import ModelCard, anytime_point
 from dynviz.models.base import forced_exit
 from dynviz.models.multi_exit import CalibratedExits
 from dynviz.train.cifar import (
-    Ensemble,
     fine_tune_schedule,
     prepare,
     save_weights,
     train_on_cifar,
-    trained,
     validation_metadata,
 )
 from dynviz.train.exits import (
@@ -61,20 +60,16 @@ DISTILLATION_EPOCHS = 12
 
 
 def train(
-    classifier: type[CalibratedExits],
-    options: TrainOptions,
-    teachers: Mapping[str, Callable[[], nn.Module]] | None = None,
+    classifier: type[CalibratedExits], options: TrainOptions, teacher: Callable[[], nn.Module] | None = None
 ) -> ModelCard:
-    """``teachers``: the trained static networks (name → untrained network) whose ensemble every exit matches
-    after the joint training."""
+    """``teacher``: builds the trained network that every exit matches after the joint training."""
     name = classifier.name
     config = classifier.config()
     net = classifier.network(config)
     history, validation = train_on_cifar(name, net, self_distilled_exit_losses, options)
-    if teachers:
-        teacher = Ensemble(*(trained(member, network()) for member, network in teachers.items()))
+    if teacher is not None:
         schedule = fine_tune_schedule(options, DISTILLATION_EPOCHS)
-        distilled, _ = train_on_cifar(name, net, teacher_matching, options, None, schedule, teacher, "distilled")
+        distilled, _ = train_on_cifar(name, net, teacher_matching, options, None, schedule, teacher(), "distilled")
         history += distilled
     logits = predict(net, validation, prepare)
     temperatures, confidences, correct = calibrated_confidences(logits, validation.labels)
