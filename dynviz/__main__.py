@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="gated Lite0 models: fine-tune Lite0 with its gates (slowly, held near its weights) instead of fixing it",
     )
+    train.add_argument(
+        "--compile", action="store_true", help="CIFAR models on a CPU: compile the training step (always on a GPU)"
+    )
 
     train_all = commands.add_parser(
         "train-all", help="retrain the whole CIFAR-10 zoo in dependency order, each model then evaluated into its card"
@@ -157,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         return train_all_command(args.data, args.device, args.resume, args.only)
     return train_command(
         args.name,
-        TrainOptions(args.data, args.epochs, args.device, args.resume, tuple(args.photos), args.adapt_backbone),
+        TrainOptions(
+            args.data, args.epochs, args.device, args.resume, tuple(args.photos), args.adapt_backbone, args.compile
+        ),
         command,
     )
 

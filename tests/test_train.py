@@ -270,6 +270,12 @@ def test_train_all_puts_every_model_after_those_it_starts_from():
     assert real.index("vit_cifar") < real.index("moe_vit_cifar")
 
 
+def test_the_cifar_schedule_compiles_on_a_gpu_and_on_a_cpu_only_when_asked():
+    assert not cifar.schedule(TrainOptions(None)).compile
+    assert cifar.schedule(TrainOptions(None, compile=True)).compile
+    assert cifar.schedule(TrainOptions(None, device="cuda")).compile
+
+
 def test_a_recipe_without_data_says_what_it_needs():
     from dynviz.train import RECIPES
 

@@ -91,9 +91,10 @@ def prepare(batch: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
 
 
 def schedule(options: TrainOptions) -> Schedule:
-    """The shared schedule; compiled on a GPU, where torch.compile pays (on this project's 2-core CPU it bought
-    between −15% and +25% images/s by model, after a compile of up to 3 minutes: bench/train_speed.py)."""
-    return Schedule(epochs=options.epochs or EPOCHS, compile=options.device == "cuda")
+    """The shared schedule; compiled on a GPU, where torch.compile pays, and on a CPU where ``--compile`` asks (on
+    this project's 2-core CPUs it bought between −15% and +25% images/s by model, but 2.4× for MSDNet on one with
+    AMX, after a compile of up to 3 minutes: bench/train_speed.py)."""
+    return Schedule(epochs=options.epochs or EPOCHS, compile=options.device == "cuda" or options.compile)
 
 
 def fine_tune_schedule(options: TrainOptions, epochs: int) -> Schedule:

@@ -53,6 +53,8 @@ class TrainOptions:
     adapt_backbone: bool = False
     """Recipes that put decision units on a pretrained network: fine-tune that network too (at a low rate, held
     near its weights) instead of keeping it as it is."""
+    compile: bool = False
+    """CIFAR recipes on a CPU: run the training step through torch.compile, as they always do on a GPU."""
 
 
 @contextlib.contextmanager
