@@ -174,8 +174,8 @@ def train_on_cifar(
 ) -> tuple[list[list[float]], TensorSet]:
     """The shared CIFAR recipe: the train split less validation, the shared schedule (or the ``fine_tune``
     one, for a network initialised from a trained one), checkpoints under ``name`` (and the recipe's
-    ``stage``); with a ``teacher``, the loss reads its logits instead of the labels. Returns each exit's validation accuracy after each epoch,
-    and the validation set for calibration."""
+    ``stage``); with a ``teacher``, the loss reads its logits instead of the labels. Returns each exit's
+    validation accuracy after each epoch, and the validation set for calibration."""
     train_set, validation = load_train_split(options)
     history = fit(
         net,
