@@ -174,6 +174,10 @@ def test_training_decisions_are_hard_and_the_rate_loss_pulls_towards_the_target(
 
 @pytest.mark.parametrize("network", [SkipNetwork, ChannelGatedNetwork])
 def test_without_noise_training_decides_as_inference_does_and_the_gates_still_learn(network):
+    # The untrained backbone's weights set how large the gates' logits are. Drawn from whatever random state the
+    # tests before had left, about a quarter of them (55 of 200 states) saturated some skip gate's sigmoid in float32
+    # (p exactly 1), which then passes no gradient: the test failed or passed by the order the tests ran in.
+    torch.manual_seed(1)
     net = varied_gates(network(ResNetCifar(14), noise=False), 3).train()
     for norm in net.modules():  # batch statistics would change what the gates read
         if isinstance(norm, torch.nn.BatchNorm2d):
