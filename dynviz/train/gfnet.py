@@ -64,7 +64,7 @@ from dynviz.train.cifar import checkpoint_path, save_weights
 from dynviz.train.distill import WEIGHT_PULL, central_view, photo_squares, stack
 from dynviz.train.exits import budgeted_thresholds, calibrated_confidences, cumulative_flops, exit_index
 from dynviz.train.loop import CHECKPOINTS, TensorSet, TrainOptions, calibration_files, replaced_atomically
-from dynviz.train.losses import distillation, distillation_per_input
+from dynviz.train.losses import distillation_per_input, teacher_matching
 from dynviz.train.multi_exit import budget_name
 
 HEAD_EPOCHS = 10
@@ -235,7 +235,7 @@ def train_steps(steps: FocusSteps, train: Features, validation: Features, labels
 
     def on_random_candidates(batch: Features, generator: torch.Generator) -> torch.Tensor:
         order = torch.rand(len(batch), candidates, generator=generator).argsort(-1)
-        loss = sum(distillation(z, batch.teacher, temperature=1.0) for z in steps(batch, order))
+        loss = teacher_matching(steps(batch, order), batch.teacher)
         return loss + WEIGHT_PULL / 2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(fused.parameters(), start))
 
     random_order = torch.rand(len(validation), candidates, generator=torch.Generator().manual_seed(1)).argsort(-1)
