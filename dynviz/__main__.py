@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     train_all.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     train_all.add_argument("--resume", action="store_true", help="continue each model from its last checkpoint")
     train_all.add_argument("--only", nargs="+", metavar="NAME", help="only these models (still in dependency order)")
+    train_all.add_argument(
+        "--compile", action="store_true", help="on a CPU: compile each training step (always on a GPU)"
+    )
 
     args = parser.parse_args(argv)
     command = "python -m dynviz " + shlex.join(argv)
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         written = "card" if args.card else "check" if args.check else None
         return eval_command(args.name, args.data, args.split, args.out, written, command)
     if args.command == "train-all":
-        return train_all_command(args.data, args.device, args.resume, args.only)
+        return train_all_command(args.data, args.device, args.resume, args.only, args.compile)
     return train_command(
         args.name,
         TrainOptions(
@@ -363,7 +366,7 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
     return main(["eval", name, "--data", str(options.data), "--split", "test", "--card"])
 
 
-def train_all_command(data: Path, device: str, resume: bool, only: list[str] | None) -> int:
+def train_all_command(data: Path, device: str, resume: bool, only: list[str] | None, compile: bool) -> int:
     """Each CIFAR model's own ``train`` command, in dependency order; the card records that command."""
     from dynviz.train import CIFAR_ZOO, training_order
 
@@ -372,7 +375,8 @@ def train_all_command(data: Path, device: str, resume: bool, only: list[str] | N
         print(f"not in the CIFAR zoo: {', '.join(sorted(unknown))}; it holds {', '.join(CIFAR_ZOO)}", file=sys.stderr)
         return 2
     for name in [name for name in training_order(CIFAR_ZOO) if not only or name in only]:
-        argv = ["train", name, "--data", str(data), "--device", device] + (["--resume"] if resume else [])
+        flags = [flag for flag, asked in (("--resume", resume), ("--compile", compile)) if asked]
+        argv = ["train", name, "--data", str(data), "--device", device, *flags]
         print(f"train-all: {shlex.join(argv)}", file=sys.stderr, flush=True)
         if status := main(argv):
             return status

@@ -270,6 +270,16 @@ def test_train_all_puts_every_model_after_those_it_starts_from():
     assert real.index("vit_cifar") < real.index("moe_vit_cifar")
 
 
+def test_train_all_runs_each_model_s_own_train_command_with_its_flags(monkeypatch):
+    import dynviz.__main__ as cli
+
+    commands = []
+    monkeypatch.setattr(cli, "main", lambda argv: commands.append(argv) or 0)
+    assert cli.train_all_command(Path("cifar"), "cpu", True, ["resnet32_cifar", "skip_resnet_cifar"], True) == 0
+    assert [argv[1] for argv in commands] == ["resnet32_cifar", "skip_resnet_cifar"]
+    assert all({"--resume", "--compile"} <= set(argv) for argv in commands)
+
+
 def test_the_cifar_schedule_compiles_on_a_gpu_and_on_a_cpu_only_when_asked():
     assert not cifar.schedule(TrainOptions(None)).compile
     assert cifar.schedule(TrainOptions(None, compile=True)).compile
