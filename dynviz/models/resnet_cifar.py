@@ -33,6 +33,11 @@ DEPTHS = (8, 14, 20, 32, 56)
 WIDTHS = (16, 32, 64)
 
 
+def resnet_name(depth: int) -> str:
+    """The zoo's name for the static ResNet of that depth, e.g. ``resnet32_cifar``."""
+    return f"resnet{depth}_cifar"
+
+
 class BasicBlock(nn.Module):
     def __init__(self, width_in: int, width: int, stride: int):
         super().__init__()
@@ -112,7 +117,7 @@ def about(depth: int) -> About:
 class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
     def __init__(self, depth: int, net: ResNetCifar | None = None):
         super().__init__()
-        self.name = f"resnet{depth}_cifar"
+        self.name = resnet_name(depth)
         self.about = about(depth)
         self.net = self.served(net or ResNetCifar(depth))
         self.flops = module_macs(self.net, (1, 3, CIFAR_SIZE, CIFAR_SIZE))  # measured before any request
@@ -124,7 +129,7 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
         depth = config.pop("depth", registered_depth)
         net = ResNetCifar(depth, **config)
         if pretrained:
-            net.load_state_dict(load_weights(f"resnet{depth}_cifar")[0])
+            net.load_state_dict(load_weights(resnet_name(depth))[0])
         return cls(depth, net)
 
     def run(self, image: InputImage, settings: dict[str, float]) -> StaticOutput:
@@ -137,4 +142,4 @@ class StaticResNetCifar(Cifar10Classifier, StaticClassifier, nn.Module):
 
 
 for _depth in DEPTHS:
-    register_model(f"resnet{_depth}_cifar", tiny={"depth": 8})(functools.partial(StaticResNetCifar.build, _depth))
+    register_model(resnet_name(_depth), tiny={"depth": 8})(functools.partial(StaticResNetCifar.build, _depth))

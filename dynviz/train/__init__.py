@@ -52,7 +52,7 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "resnet8_cifar": (),
     "resnet56_cifar": (),
     "msdnet_cifar": (),
-    "ranet_cifar": tuple(STATIC_ENSEMBLE),
+    "ranet_cifar": STATIC_ENSEMBLE,
 }
 """Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32,
 DCN the trained ResNet-20, the mixture of experts the vision transformer, RANet learns from ResNet-32 and -56),

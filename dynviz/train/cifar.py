@@ -29,7 +29,7 @@ from torch import nn
 from dynviz.cards import PRETRAINED, About, ModelCard, sha256_of
 from dynviz.data import labelled_images
 from dynviz.models.cifar import Cifar10Classifier, cifar_view, normalize
-from dynviz.models.resnet_cifar import ResNetCifar
+from dynviz.models.resnet_cifar import ResNetCifar, resnet_name
 from dynviz.train.loop import (
     CHECKPOINTS,
     LossFunction,
@@ -121,13 +121,14 @@ class Ensemble(nn.Module):
         return log_probabilities.logsumexp(0) - math.log(len(self.members))
 
 
-STATIC_ENSEMBLE = {"resnet32_cifar": 32, "resnet56_cifar": 56}
-"""The trained static ResNets (name → depth) that teach together: 90.3% on the validation images, where ResNet-32
+ENSEMBLE_DEPTHS = (32, 56)
+STATIC_ENSEMBLE = tuple(map(resnet_name, ENSEMBLE_DEPTHS))
+"""The trained static ResNets that teach together: 90.3% on the validation images, where ResNet-32
 has 88.4% and ResNet-56 89.2%."""
 
 
 def static_ensemble() -> Ensemble:
-    return Ensemble(*(trained(name, ResNetCifar(depth)) for name, depth in STATIC_ENSEMBLE.items()))
+    return Ensemble(*(trained(resnet_name(depth), ResNetCifar(depth)) for depth in ENSEMBLE_DEPTHS))
 
 
 def checkpoint_path(name: str, stage: str = "") -> Path:

@@ -22,7 +22,7 @@ from dynviz.models.dat import DATCifar, DeformableVisionTransformer
 from dynviz.models.dcn import DEPTH as DCN_DEPTH
 from dynviz.models.dcn import DeformableResNetCifar, make_deformable
 from dynviz.models.moe import MoEViTCifar, balance_regularizer, upcycle
-from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar, StaticResNetCifar
+from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar, StaticResNetCifar, resnet_name
 from dynviz.models.vit import StaticViTCifar, VisionTransformer
 from dynviz.train.cifar import fine_tune_schedule, save_weights, train_on_cifar, trained, validation_metadata
 from dynviz.train.loop import Regularizer, Schedule, TrainOptions
@@ -75,8 +75,8 @@ def train_moe(options: TrainOptions) -> ModelCard:
 
 RECIPES = {
     **{
-        f"resnet{d}_cifar": recipe(
-            f"resnet{d}_cifar", functools.partial(ResNetCifar, d), functools.partial(StaticResNetCifar, d)
+        resnet_name(d): recipe(
+            resnet_name(d), functools.partial(ResNetCifar, d), functools.partial(StaticResNetCifar, d)
         )
         for d in DEPTHS
     },
