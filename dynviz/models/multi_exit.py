@@ -33,6 +33,14 @@ from dynviz.models.resnet_cifar import resnet_flops
 from dynviz.trace import Box, Cost, Trace, build
 from dynviz.zoo import load_weights
 
+ENSEMBLE_STAGE_PAPER = "Hinton et al., Distilling the knowledge in a neural network, 2015 (the ensemble stage)"
+ENSEMBLE_TAUGHT_DATA = (
+    "CIFAR-10 train split less 5,000 validation images (which calibrate the exits): 40 epochs on the labels, "
+    "then 12 in which every exit matches the ensemble of this project's ResNet-32 and ResNet-56 (trained on the "
+    "labels alone); measured on the 10,000 test images"
+)
+"""The data line of a card whose recipe ends with the ensemble stage (:func:`dynviz.train.multi_exit.train`)."""
+
 
 def exit_logits(net: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
     """Only what exit ``k`` needs: blocks 1..k and classifier k."""

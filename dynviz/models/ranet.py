@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynviz.cards import About
-from dynviz.models.multi_exit import CalibratedExits, every_exit
+from dynviz.models.multi_exit import ENSEMBLE_STAGE_PAPER, ENSEMBLE_TAUGHT_DATA, CalibratedExits, every_exit
 from dynviz.models.resnet_cifar import BasicBlock
 from dynviz.trace import ExitRecord
 from dynviz.zoo import register_model
@@ -58,15 +58,11 @@ ABOUT = About(
     ),
     papers=(
         "Yang et al., Resolution adaptive networks for efficient inference, CVPR 2020",
-        "Hinton et al., Distilling the knowledge in a neural network, 2015 (the ensemble stage)",
+        ENSEMBLE_STAGE_PAPER,
         "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §4.3",
     ),
     license="Weights: trained by this project (same license as the code)",
-    data=(
-        "CIFAR-10 train split less 5,000 validation images (which calibrate the exits): 40 epochs on the labels, "
-        "then 12 in which every exit matches the ensemble of this project's ResNet-32 and ResNet-56 (trained on the "
-        "labels alone); measured on the 10,000 test images"
-    ),
+    data=ENSEMBLE_TAUGHT_DATA,
 )
 
 
