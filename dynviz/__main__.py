@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +42,7 @@ from dynviz.progress import progress
 from dynviz.runtime import every_core, inference, reuse_freed_memory
 from dynviz.targets import target_table
 from dynviz.trace import FrameRecord
-from dynviz.train.cifar import recipe_checkpoints
+from dynviz.train.cifar import checkpoint_path, recipe_checkpoints
 from dynviz.train.loop import TrainOptions, machine_description, trained_seconds
 from dynviz.units import format_flops
 from dynviz.video import VIDEO_SUFFIXES, load_input_file
@@ -142,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     train_all.add_argument(
         "--compile", action="store_true", help="on a CPU: compile each training step (always on a GPU)"
     )
+    train_all.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="train this many models at once, each on its share of the cores (a GPU is shared; default 1)",
+    )
 
     args = parser.parse_args(argv)
     command = "python -m dynviz " + shlex.join(argv)
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         written = "card" if args.card else "check" if args.check else None
         return eval_command(args.name, args.data, args.split, args.out, written, command)
     if args.command == "train-all":
-        return train_all_command(args.data, args.device, args.resume, args.only, args.compile)
+        return train_all_command(args.data, args.device, args.resume, args.only, args.compile, args.jobs)
     return train_command(
         args.name,
         TrainOptions(
@@ -168,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         command,
     )
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def parse_settings(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
@@ -357,8 +371,12 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
         return 2
     reuse_freed_memory()
     start = time.perf_counter()
-    with every_core():
-        card = RECIPES[name](options)
+    try:
+        with every_core():
+            card = RECIPES[name](options)
+    except FileNotFoundError as error:
+        print(f"train {name}: {error}", file=sys.stderr)
+        return 2
     # A run resumed from a checkpoint: the training time of every stretch and stage, not only the last one's.
     seconds = sum(filter(None, map(trained_seconds, recipe_checkpoints(name)))) or time.perf_counter() - start
     card = dataclasses.replace(card, recipe=Recipe(command, round(seconds, 1), machine_description()))
@@ -366,20 +384,39 @@ def train_command(name: str, options: TrainOptions, command: str) -> int:
     return main(["eval", name, "--data", str(options.data), "--split", "test", "--card"])
 
 
-def train_all_command(data: Path, device: str, resume: bool, only: list[str] | None, compile: bool) -> int:
-    """Each CIFAR model's own ``train`` command, in dependency order; the card records that command."""
-    from dynviz.train import CIFAR_ZOO, training_order
+def train_all_command(data: Path, device: str, resume: bool, only: list[str] | None, compile: bool, jobs: int) -> int:
+    """Each CIFAR model's own ``train`` command, in dependency order, ``jobs`` at a time (each then on its share
+    of the cores, its output in a log beside its checkpoint); the card records that command."""
+    from dynviz.train import CIFAR_ZOO, train_in_order, training_order
 
     unknown = set(only or ()) - set(CIFAR_ZOO)
     if unknown:
         print(f"not in the CIFAR zoo: {', '.join(sorted(unknown))}; it holds {', '.join(CIFAR_ZOO)}", file=sys.stderr)
         return 2
-    for name in [name for name in training_order(CIFAR_ZOO) if not only or name in only]:
-        flags = [flag for flag, asked in (("--resume", resume), ("--compile", compile)) if asked]
+    flags = [flag for flag, asked in (("--resume", resume), ("--compile", compile)) if asked]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+
+    def start(name: str) -> subprocess.Popen:
         argv = ["train", name, "--data", str(data), "--device", device, *flags]
-        print(f"train-all: {shlex.join(argv)}", file=sys.stderr, flush=True)
-        if status := main(argv):
-            return status
+        command = [sys.executable, "-m", "dynviz", *argv]
+        if jobs == 1:
+            print(f"train-all: {shlex.join(argv)}", file=sys.stderr, flush=True)
+            return subprocess.Popen(command)
+        log = checkpoint_path(name).with_suffix(".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(
+            f"train-all: {shlex.join(argv)}  (OMP_NUM_THREADS={threads}; output in {log})", file=sys.stderr, flush=True
+        )
+        with log.open("a") as output:
+            return subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": threads}
+            )
+
+    names = [name for name in training_order(CIFAR_ZOO) if not only or name in only]
+    if failed := train_in_order(CIFAR_ZOO, names, start, jobs):
+        output = "above" if jobs == 1 else f"in {checkpoint_path(failed).with_suffix('.log')}"
+        print(f"train-all: {failed} failed (its output {output}); no model was started after it", file=sys.stderr)
+        return 1
     return 0
 
 

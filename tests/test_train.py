@@ -14,7 +14,7 @@ from dynviz.data import labelled_images
 from dynviz.models.base import forced_exit
 from dynviz.models.cifar import CIFAR10_CLASSES, Cifar10Classifier
 from dynviz.models.msdnet import MSDNet, MSDNetConfig
-from dynviz.train import CIFAR_ZOO, cifar, loop, training_order
+from dynviz.train import CIFAR_ZOO, cifar, loop, train_in_order, training_order
 from dynviz.train.cifar import PADDING, Ensemble, augment, load_train_split, prepare
 from dynviz.train.exits import (
     budgeted_thresholds,
@@ -270,14 +270,64 @@ def test_train_all_puts_every_model_after_those_it_starts_from():
     assert real.index("vit_cifar") < real.index("moe_vit_cifar")
 
 
-def test_train_all_runs_each_model_s_own_train_command_with_its_flags(monkeypatch):
+class FakeJob:
+    """A training that runs for ``polls`` polls, then ends with ``status`` (and calls ``ended``)."""
+
+    def __init__(self, polls: int, status: int = 0, ended=lambda: None):
+        self.polls, self.status, self.ended = polls, status, ended
+
+    def poll(self) -> int | None:
+        self.polls -= 1
+        if self.polls >= 0:
+            return None
+        self.ended()
+        return self.status
+
+
+def test_train_all_runs_jobs_at_once_each_after_those_it_starts_from():
+    zoo = {"twin": (), "gated": ("twin",), "other_gated": ("twin",), "alone": (), "last": ("gated",)}
+
+    def run(names, jobs):
+        running, finished, started, most = set(), set(), [], 0
+
+        def start(name):
+            nonlocal most
+            assert all(dependency in finished or dependency not in names for dependency in zoo[name])
+            running.add(name), started.append(name)
+            most = max(most, len(running))
+            return FakeJob(polls=2, ended=lambda: (running.discard(name), finished.add(name)))
+
+        assert train_in_order(zoo, names, start, jobs, wait_s=0) is None
+        return started, most
+
+    started, most = run(training_order(zoo), jobs=2)
+    assert sorted(started) == sorted(zoo) and most == 2
+    assert run(["gated", "last"], jobs=3) == (["gated", "last"], 1)  # "twin" is trained already
+
+
+def test_train_all_starts_nothing_after_a_failure_and_names_it():
+    zoo = {"twin": (), "gated": ("twin",), "alone": ()}
+    started = []
+
+    def start(name):
+        started.append(name)
+        return FakeJob(polls=1, status=1 if name == "twin" else 0)
+
+    assert train_in_order(zoo, list(zoo), start, jobs=1, wait_s=0) == "twin"
+    assert started == ["twin"]
+
+
+def test_train_all_runs_each_model_s_own_train_command_with_its_flags(monkeypatch, tmp_path):
     import dynviz.__main__ as cli
 
     commands = []
-    monkeypatch.setattr(cli, "main", lambda argv: commands.append(argv) or 0)
-    assert cli.train_all_command(Path("cifar"), "cpu", True, ["resnet32_cifar", "skip_resnet_cifar"], True) == 0
-    assert [argv[1] for argv in commands] == ["resnet32_cifar", "skip_resnet_cifar"]
-    assert all({"--resume", "--compile"} <= set(argv) for argv in commands)
+    monkeypatch.setattr(cli, "checkpoint_path", lambda name: tmp_path / f"{name}.pt")
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda command, **_: commands.append(command) or FakeJob(0))
+    assert cli.train_all_command(Path("cifar"), "cpu", True, ["skip_resnet_cifar", "resnet32_cifar"], True, 2) == 0
+    assert [command[4] for command in commands] == ["resnet32_cifar", "skip_resnet_cifar"]
+    assert all(
+        command[2:4] == ["dynviz", "train"] and {"--resume", "--compile"} <= set(command) for command in commands
+    )
 
 
 def test_the_cifar_schedule_compiles_on_a_gpu_and_on_a_cpu_only_when_asked():

@@ -2,7 +2,9 @@
 its recipes depend on one another: ``python -m dynviz train-all``."""
 
 import functools
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from dynviz.models.dvt import DVTClassifier, PlainCascadeClassifier
 from dynviz.models.msdnet import MSDNetClassifier
@@ -78,4 +80,35 @@ def training_order(zoo: Mapping[str, tuple[str, ...]]) -> list[str]:
     return order
 
 
-__all__ = ["CIFAR_ZOO", "RECIPES", "TrainOptions", "training_order"]
+class Job(Protocol):
+    def poll(self) -> int | None:
+        """None while the job runs, then its exit status (as :class:`subprocess.Popen`'s)."""
+
+
+def train_in_order(
+    zoo: Mapping[str, tuple[str, ...]], names: list[str], start: Callable[[str], Job], jobs: int, wait_s: float = 1.0
+) -> str | None:
+    """Starts each of ``names`` (in the order given) once every model of ``names`` it starts from has finished,
+    with at most ``jobs`` running at a time. Returns the first model whose job failed, after the jobs running
+    then have finished (none is started after a failure), or None when every job succeeded."""
+    waiting, running, finished = list(names), dict[str, Job](), set[str]()
+    failed: str | None = None
+    while running or (waiting and failed is None):
+        for name, job in list(running.items()):
+            if (status := job.poll()) is not None:
+                del running[name]
+                if status:
+                    failed = failed or name
+                else:
+                    finished.add(name)
+        ready = [n for n in waiting if all(d in finished or d not in names for d in zoo[n])]
+        if failed is None:
+            for name in ready[: jobs - len(running)]:
+                waiting.remove(name)
+                running[name] = start(name)
+        if running:
+            time.sleep(wait_s)
+    return failed
+
+
+__all__ = ["CIFAR_ZOO", "RECIPES", "TrainOptions", "train_in_order", "training_order"]
