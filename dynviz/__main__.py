@@ -396,25 +396,29 @@ def train_all_command(data: Path, device: str, resume: bool, only: list[str] | N
     flags = [flag for flag, asked in (("--resume", resume), ("--compile", compile)) if asked]
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
 
+    def log(name: str) -> Path:
+        return checkpoint_path(name).with_suffix(".log")
+
     def start(name: str) -> subprocess.Popen:
         argv = ["train", name, "--data", str(data), "--device", device, *flags]
         command = [sys.executable, "-m", "dynviz", *argv]
         if jobs == 1:
             print(f"train-all: {shlex.join(argv)}", file=sys.stderr, flush=True)
             return subprocess.Popen(command)
-        log = checkpoint_path(name).with_suffix(".log")
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log(name).parent.mkdir(parents=True, exist_ok=True)
         print(
-            f"train-all: {shlex.join(argv)}  (OMP_NUM_THREADS={threads}; output in {log})", file=sys.stderr, flush=True
+            f"train-all: {shlex.join(argv)}  (OMP_NUM_THREADS={threads}; output in {log(name)})",
+            file=sys.stderr,
+            flush=True,
         )
-        with log.open("a") as output:
+        with log(name).open("a") as output:
             return subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": threads}
             )
 
     names = [name for name in training_order(CIFAR_ZOO) if not only or name in only]
     if failed := train_in_order(CIFAR_ZOO, names, start, jobs):
-        output = "above" if jobs == 1 else f"in {checkpoint_path(failed).with_suffix('.log')}"
+        output = "above" if jobs == 1 else f"in {log(failed)}"
         print(f"train-all: {failed} failed (its output {output}); no model was started after it", file=sys.stderr)
         return 1
     return 0
