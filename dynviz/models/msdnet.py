@@ -42,7 +42,7 @@ from torch import nn
 from dynviz.cards import About
 from dynviz.models.base import Memo
 from dynviz.models.cifar import CIFAR_SIZE
-from dynviz.models.multi_exit import CalibratedExits, every_exit
+from dynviz.models.multi_exit import ENSEMBLE_STAGE_PAPER, ENSEMBLE_TAUGHT_DATA, CalibratedExits, every_exit
 from dynviz.trace import Box, ExitRecord, NodeRecord
 from dynviz.zoo import register_model
 
@@ -58,10 +58,11 @@ ABOUT = About(
     papers=(
         "Huang et al., Multi-scale dense networks for resource efficient image classification, ICLR 2018",
         "Li et al., Improved techniques for training adaptive deep networks, ICCV 2019 (in-place distillation)",
+        ENSEMBLE_STAGE_PAPER,
         "Han et al., Dynamic Neural Networks: A Survey, TPAMI 2021, §3.1",
     ),
     license="Weights: trained by this project (same license as the code)",
-    data="CIFAR-10 train split less 5,000 validation images (which calibrate the exits); measured on the 10,000 test images",
+    data=ENSEMBLE_TAUGHT_DATA,
 )
 
 

@@ -25,7 +25,7 @@ RECIPES = {
     "lite_cascade": lite_cascade.calibrate,
     "frame_exit_lite": frame_exit.calibrate_frame_exit,
     "adaframe_lite": frame_exit.calibrate_adaframe,
-    "msdnet_cifar": functools.partial(multi_exit.train, MSDNetClassifier),
+    "msdnet_cifar": functools.partial(multi_exit.train, MSDNetClassifier, teacher=static_ensemble),
     "ranet_cifar": functools.partial(multi_exit.train, RANetClassifier, teacher=static_ensemble),
     "dvt_cifar": functools.partial(multi_exit.train, DVTClassifier),
     "dvt_plain_cifar": functools.partial(multi_exit.train, PlainCascadeClassifier),
@@ -53,11 +53,12 @@ CIFAR_ZOO: dict[str, tuple[str, ...]] = {
     "resnet14_cifar": (),
     "resnet8_cifar": (),
     "resnet56_cifar": (),
-    "msdnet_cifar": (),
+    "msdnet_cifar": STATIC_ENSEMBLE,
     "ranet_cifar": STATIC_ENSEMBLE,
 }
 """Every CIFAR-10 model with the models its recipe starts from (the gated ones fine-tune the trained ResNet-32,
-DCN the trained ResNet-20, the mixture of experts the vision transformer, RANet learns from ResNet-32 and -56),
+DCN the trained ResNet-20, the mixture of experts the vision transformer, MSDNet and RANet learn from ResNet-32
+and -56 at the end),
 in the order ``train-all`` takes them: ResNet-32 and the models fine-tuned from it first, so that a run stopped
 part-way leaves the gated models and their twin trained alike."""
 
