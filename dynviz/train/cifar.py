@@ -128,7 +128,7 @@ has 88.4% and ResNet-56 89.2%."""
 
 
 def static_ensemble() -> Ensemble:
-    return Ensemble(*(trained(resnet_name(depth), ResNetCifar(depth)) for depth in ENSEMBLE_DEPTHS))
+    return Ensemble(*(trained(name, ResNetCifar(depth)) for name, depth in zip(STATIC_ENSEMBLE, ENSEMBLE_DEPTHS)))
 
 
 def checkpoint_path(name: str, stage: str = "") -> Path:
