@@ -58,7 +58,7 @@ from dynviz.zoo import load_weights
 
 GATE_WIDTH = 16
 DEFAULT_THRESHOLD = 0.5
-THRESHOLDS = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+THRESHOLDS = (0.1, 0.3, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 """The operating points each gated model is evaluated at."""
 
 
