@@ -54,7 +54,7 @@ from dynviz.zoo import register_model
 
 TARGET_RATE = 0.45
 """Each gate's execution rate in training (CIFAR). At 60% the first nine gates learnt to run at random (the Gumbel
-noise) and at inference switched off all at once between θ = 0.6 and 0.7; at 45% the curve lies 1–3 points higher
+noise) and at inference switched off all at once between θ = 0.6 and 0.7; at 45% the curve lies 0.9–3 points higher
 below 0.6× the twin's FLOPs (docs/gating.md)."""
 LITE_TARGET_RATE = 0.5
 
