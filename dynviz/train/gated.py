@@ -47,7 +47,7 @@ FINE_TUNE_EPOCHS = {
 """Each gated CIFAR model's fine-tune. Every one's validation accuracy still climbed at the 12th epoch (skip, at its
 earlier 60% rate, 87.2%; channel selection 86.7%, DynConv 87.1%); 24 epochs gave 87.4%, 87.3% and 87.4%
 (docs/gating.md, docs/spatial.md). The skip network at its 45% rate gained 0.4–1.3 points below 0.45× the twin's
-FLOPs from 36 epochs instead of 24, and kept its curve above."""
+FLOPs from 36 epochs instead of 24, and stayed within 0.2 points above."""
 
 
 TARGET_RATES = {
