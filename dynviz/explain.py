@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from dynviz.runtime import exclusive
@@ -64,6 +63,10 @@ class Heatmap:
 
 
 def grad_cam(target: ExplainTarget) -> Heatmap:
+    # captum is imported where an attribution is made, not by every model that can be explained: training and
+    # evaluation run without it (a GPU machine lent for training has torch but not captum).
+    from captum.attr import LayerAttribution, LayerGradCam
+
     # Hooks attach to the shared model while captum runs: hold it alone, with gradients on.
     with exclusive(target.model), torch.enable_grad():
         inputs = target.inputs.clone().requires_grad_(True)
@@ -76,6 +79,8 @@ def grad_cam(target: ExplainTarget) -> Heatmap:
 def pushed_towards(target: ExplainTarget, steps: int = 32) -> Heatmap:
     """Which input pixels pushed ``target.forward``'s output up: Integrated Gradients (Sundararajan et al.,
     ICML 2017; captum) from a black image, summed over colour channels, positive part only."""
+    from captum.attr import IntegratedGradients  # where an attribution is made (grad_cam says why)
+
     with exclusive(target.model), torch.enable_grad():
         inputs = target.inputs.clone().requires_grad_(True)
         attributions = IntegratedGradients(target.forward).attribute(

@@ -3,6 +3,8 @@ and one tiny epoch to check checkpoints and resume."""
 
 import itertools
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -328,6 +330,14 @@ def test_train_all_runs_each_model_s_own_train_command_with_its_flags(monkeypatc
     assert all(
         command[2:4] == ["dynviz", "train"] and {"--resume", "--compile"} <= set(command) for command in commands
     )
+
+
+def test_training_and_evaluation_import_neither_the_app_nor_captum():
+    """A GPU machine lent for training has torch, pandas and OpenCV but not streamlit, plotly or captum: the
+    train and eval commands, every recipe and every model must load without them."""
+    script = "import sys, dynviz.__main__, dynviz.train, dynviz.models; print(*sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert not {module.split(".")[0] for module in loaded.split()} & {"streamlit", "plotly", "captum"}
 
 
 def test_the_cifar_schedule_compiles_on_a_gpu_and_on_a_cpu_only_when_asked():
