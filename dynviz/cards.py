@@ -125,6 +125,10 @@ class ClassUsage:
     """Evaluated images per class."""
     rates: tuple[tuple[float, ...], ...]
     """[class][unit]: the mean share of the unit that ran."""
+    gate_spread: tuple[tuple[float, float, float] | None, ...] | None = None
+    """[unit]: the 10th, 50th and 90th percentiles of its gate's probability of running over the evaluated images,
+    for a unit that one gate decides (a block; None for a block without a gate). A narrow range is a gate that
+    decides about the same for every image: it thins the network rather than choosing by input."""
 
 
 @dataclass(frozen=True)

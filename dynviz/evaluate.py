@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dynviz.cards import STATIC, BaselineMatch, ClassUsage, OperatingPoint, PointResult
 from dynviz.data import LabelledClip, LabelledImage
 from dynviz.inputs import InputError
@@ -59,27 +61,41 @@ class _Tally:
         self.cuts_found += sum(any(0 <= f - cut <= CUT_TOLERANCE for f in found) for cut in clip.cuts)
 
 
-def unit_usage(trace: Trace) -> dict[str, float]:
-    """Unit name → the share of it that ran, from every record kind that gates units."""
-    usage: dict[str, float] = {}
+def unit_measure(trace: Trace, measure: str) -> dict[str, float]:
+    """Unit name → ``measure``, from every record kind that gates units and declares it: "usage", the share of the
+    unit that ran; "gates", the probability of the one gate that decides it (:meth:`BlockRecord.gates`)."""
+    values: dict[str, float] = {}
     for kind in RECORD_TYPES.values():
-        if hasattr(kind, "usage") and (records := trace.records_of(kind)):
-            usage |= kind.usage(records)
-    return usage
+        if hasattr(kind, measure) and (records := trace.records_of(kind)):
+            values |= getattr(kind, measure)(records)
+    return values
 
 
 @dataclass
 class _UsageTally:
     sums: dict[int, dict[str, float]] = field(default_factory=dict)
     images: Counter = field(default_factory=Counter)
+    gate_probabilities: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, trace: Trace, label: int) -> None:
-        usage = unit_usage(trace)
+        usage = unit_measure(trace, "usage")
         if usage:
             row = self.sums.setdefault(label, dict.fromkeys(usage, 0.0))
             for unit, share in usage.items():
                 row[unit] += share
             self.images[label] += 1
+        for unit, probability in unit_measure(trace, "gates").items():
+            self.gate_probabilities.setdefault(unit, []).append(probability)
+
+    def gate_spread(self, units: tuple[str, ...]) -> tuple[tuple[float, float, float] | None, ...] | None:
+        if not self.gate_probabilities:
+            return None
+        return tuple(
+            tuple(round(float(q), 4) for q in np.percentile(self.gate_probabilities[unit], (10, 50, 90)))
+            if unit in self.gate_probabilities
+            else None
+            for unit in units
+        )
 
     def result(self, point: str, labels: tuple[str, ...]) -> ClassUsage | None:
         if not self.sums:
@@ -92,6 +108,7 @@ class _UsageTally:
             tuple(labels[c] for c in present),
             tuple(self.images[c] for c in present),
             tuple(tuple(round(self.sums[c][u] / self.images[c], 4) for u in units) for c in present),
+            self.gate_spread(units),
         )
 
 

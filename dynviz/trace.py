@@ -173,6 +173,12 @@ class BlockRecord:
         return [r.probability for r in records if r.probability is not None]
 
     @staticmethod
+    def gates(records: list[BlockRecord]) -> dict[str, float]:
+        """Unit name → the probability of the one gate that decides it, for how each gate varies over a test set
+        (a unit with many gates, a layer's channels or a block's positions, has no single one to follow)."""
+        return {r.name: r.probability for r in records if r.probability is not None}
+
+    @staticmethod
     def usage(records: list[BlockRecord]) -> dict[str, float]:
         """Unit name → how much of it ran (1 or 0), for per-class rates."""
         return {r.name: float(r.executed) for r in records}

@@ -20,7 +20,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
-from dynviz.cards import ModelCard, load_card, model_table
+from dynviz.cards import ClassUsage, ModelCard, load_card, model_table
 from dynviz.clips import EXAMPLE_CLIPS, ExampleClip
 from dynviz.compare import Family, family_of
 from dynviz.explain import Heatmap, grad_cam, pushed_towards
@@ -604,21 +604,28 @@ def card_table() -> pd.DataFrame:
     return pd.DataFrame(model_table())
 
 
+def card_usage(model_name: str) -> tuple[ClassUsage | None, str]:
+    """The gated units' usage on the model's card (None where it has none), and what it was measured on: "the
+    10000 cifar10 test images at “θ = 0.5”"."""
+    card = load_card(model_name)
+    evaluation = card.evaluation if card is not None else None
+    if evaluation is None or evaluation.class_usage is None:
+        return None, ""
+    usage = evaluation.class_usage
+    return usage, f"the {evaluation.images} {evaluation.data} {evaluation.split} {evaluation.unit} at “{usage.point}”"
+
+
 def card_with_class_usage(model_name: str, unit: str, measure: str | None = None) -> None:
     """The per-class usage heatmap from the model's card (if its evaluation has one), then the card; ``measure``:
     what the usage is, where it is not the share of the unit that ran (:func:`class_usage_heatmap`)."""
     card = load_card(model_name)
     if card is None:
         return
-    evaluation = card.evaluation
-    if evaluation is not None and evaluation.class_usage is not None:
-        usage = evaluation.class_usage
+    usage, measured_on = card_usage(model_name)
+    if usage is not None:
         st.plotly_chart(class_usage_heatmap(usage, unit, measure), key="class_usage")
         what = f"the share of each {unit} that each class ran" if measure is None else f"each class's mean {measure}"
-        st.caption(
-            f"From the model card: on the {evaluation.images} {evaluation.data} {evaluation.split} {evaluation.unit}, "
-            f"{what} at “{usage.point}” (in brackets: its images)."
-        )
+        st.caption(f"From the model card: on {measured_on}, {what} (in brackets: its images).")
     card_expander(card)
 
 

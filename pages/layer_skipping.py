@@ -24,11 +24,19 @@ with chart:
     ui.answer_header(trace, f"{ran}/{len(blocks)}", f"{len(blocks) - ran} skipped", "Blocks run")
     for note in trace.notes:
         st.info(ui.text(note), icon=":material/info:")
-st.plotly_chart(block_grid(trace), key="blocks")
+usage, measured_on = ui.card_usage(name)
+st.plotly_chart(block_grid(trace, usage, measured_on), key="blocks")
+spread = (
+    f" Grey whiskers, from the model card: where each gate's probability lies for 80% of {measured_on} (the tick: "
+    "the median). A short whisker is a gate that decides about the same for every image: it thins the network "
+    "rather than choosing by input."
+    if usage is not None and usage.gate_spread is not None
+    else ""
+)
 st.caption(
     f"Top: each block's gate, the probability that it should run, against θ; a dotted bar is a block without "
-    f"a gate (it changes the feature map's shape, so it always runs). Bottom: what each block cost. This input "
-    f"cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
+    f"a gate (it changes the feature map's shape, so it always runs).{spread} Bottom: what each block cost. This "
+    f"input cost {spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
 )
 ui.speed_metrics(name, image, settings, trace)
 

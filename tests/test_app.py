@@ -189,6 +189,8 @@ def test_layer_skipping_page_shows_the_blocks_the_gate_attribution_and_the_class
     ran = sum(text != "always" and text.endswith("ran") for text in probabilities["text"])
     always = probabilities["text"].count("always")
     assert metric(app, "Blocks run") == f"{ran + always}/15"
+    whiskers = next(trace for trace in grid["data"] if trace["type"] == "scatter")  # the card's spread of each gate
+    assert len(whiskers["x"]) == 15 - always and "10000 cifar10 test images" in whiskers["hovertext"][0]
     theoretical = float(metric(app, "Theoretical speed-up (FLOPs)").removesuffix("×"))
     assert theoretical == pytest.approx(15 / (ran + always), rel=0.3)  # blocks cost alike; stem and gates extra
     assert float(metric(app, "Realised speed-up (latency, this server)").removesuffix("×")) > 0

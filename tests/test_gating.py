@@ -1,6 +1,7 @@
 """Layer skipping and channel gating on tiny, untrained networks: what is skipped is not computed, the sparse
 executed path equals the masked dense one, decisions follow the knob, and the card's per-class rates."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import encode, pattern, tiny_lite
@@ -158,6 +159,18 @@ def test_the_card_gets_each_class_s_execution_rates_and_its_baselines_on_the_sam
     assert all(0.0 <= rate <= 1.0 for row in usage.rates for rate in row)
     ungated = [i for i, part in enumerate(skipping.parts) if str(i) not in skipping.net.gates]
     assert all(row[i] == 1.0 for row in usage.rates for i in ungated)
+    # Where each gate's probability lies over the images, for a visitor to tell deciding gates from coin flips.
+    probabilities = [
+        {b.name: b.probability for b in skipping.analyze(f.load(), {"threshold": 0.5}).records_of(BlockRecord)}
+        for f in files
+    ]
+    assert len(usage.gate_spread) == len(usage.units)
+    for unit, spread in zip(usage.units, usage.gate_spread):
+        seen = [p[unit] for p in probabilities]
+        if seen[0] is None:
+            assert spread is None
+        else:
+            assert spread == pytest.approx(np.percentile(seen, (10, 50, 90)), abs=1e-4)
 
 
 def test_training_decisions_are_hard_and_the_rate_loss_pulls_towards_the_target():
@@ -242,6 +255,24 @@ def test_an_mbconv_channel_that_never_leaves_its_mean_is_not_salient_and_costs_n
         assert torch.allclose(masked_block(block, x, off, fill), masked_block(block, x, on, fill), atol=1e-5)
         off[:, 6] = 0.0  # a channel that varies: holding its mean changes the block's output
         assert not torch.allclose(masked_block(block, x, off, fill), masked_block(block, x, on, fill), atol=1e-5)
+
+
+def test_the_block_chart_draws_each_gate_s_spread_from_the_card_beside_this_input_s_probability(skipping, image):
+    from dynviz.cards import ClassUsage
+    from dynviz.viz.gates import block_grid
+
+    trace = skipping.analyze(image, {"threshold": 0.5})
+    blocks = trace.records_of(BlockRecord)
+    assert len(block_grid(trace).data) == 3  # gates, FLOPs spent, FLOPs saved: no card, no spread
+    spread = tuple(None if b.probability is None else (0.1, 0.3 + 0.01 * b.index, 0.9) for b in blocks)
+    usage = ClassUsage("θ = 0.5", tuple(b.name for b in blocks), ("c0",), (1,), ((1.0,) * len(blocks),), spread)
+    whiskers = next(t for t in block_grid(trace, usage, "the 3 test images").data if t.type == "scatter")
+    gated = [b for b in blocks if b.probability is not None]
+    assert list(whiskers.x) == [b.name for b in gated]
+    assert list(whiskers.y) == pytest.approx([0.3 + 0.01 * b.index for b in gated])
+    assert list(whiskers.y + whiskers.error_y.array) == pytest.approx([0.9] * len(gated))
+    assert list(whiskers.y - whiskers.error_y.arrayminus) == pytest.approx([0.1] * len(gated))
+    assert "on the 3 test images" in whiskers.hovertext[0]
 
 
 def test_the_per_class_chart_names_ten_classes_in_order_and_sorts_hundreds_by_their_path_s_cost():

@@ -15,8 +15,9 @@ RAN = exit_color(2)
 ONLY_FIRST, ONLY_SECOND = exit_color(0), exit_color(1)
 
 
-def block_grid(trace: Trace) -> go.Figure:
-    """The blocks over depth: the gate's probability against θ (top), the FLOPs each block spent (bottom)."""
+def block_grid(trace: Trace, usage: ClassUsage | None = None, measured_on: str = "") -> go.Figure:
+    """The blocks over depth: the gate's probability against θ (top), and with a card's ``usage``, where each gate's
+    probability lies over the images it was ``measured_on``; the FLOPs each block spent (bottom)."""
     records = trace.records_of(BlockRecord)
     names = [r.name for r in records]
     colors = [RAN if r.executed else SKIPPED for r in records]
@@ -36,6 +37,8 @@ def block_grid(trace: Trace) -> go.Figure:
         row=1,
         col=1,
     )
+    if usage is not None and usage.gate_spread is not None:
+        _add_gate_spread(figure, usage, measured_on)
     threshold = trace.settings.get("threshold")
     if threshold is not None:
         figure.add_hline(
@@ -74,6 +77,26 @@ def block_grid(trace: Trace) -> go.Figure:
     ran = sum(r.executed for r in records)
     titled(figure, f"Which blocks ran? {ran} of {len(records)}, stage by stage", height=480)
     return figure.update_layout(margin_r=60)  # room for the θ label
+
+
+def _add_gate_spread(figure: go.Figure, usage: ClassUsage, measured_on: str) -> None:
+    gated = [(unit, p) for unit, p in zip(usage.units, usage.gate_spread) if p is not None]
+    low, middle, high = (np.array([p[i] for _, p in gated]) for i in range(3))
+    figure.add_scatter(
+        x=[unit for unit, _ in gated],
+        y=middle,
+        mode="markers",
+        marker=dict(symbol="line-ew-open", size=14, color=STATIC, line_width=2),
+        error_y=dict(type="data", symmetric=False, array=high - middle, arrayminus=middle - low, color=STATIC, width=6),
+        name="p(run) on the card's images: 10th–90th percentile, median",
+        hovertext=[
+            f"{unit}: on {measured_on}, p(run) lies in {lo:.2f}–{hi:.2f} for 80% of them (median {mid:.2f})"
+            for (unit, _), lo, mid, hi in zip(gated, low, middle, high)
+        ],
+        hoverinfo="text",
+        row=1,
+        col=1,
+    )
 
 
 def _verdict(record: BlockRecord) -> str:
