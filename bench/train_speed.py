@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from dynviz.models.dvt import DVT, DVTConfig, PlainCascadeConfig  # noqa: E402
 from dynviz.models.moe import MoEVisionTransformer, balance_regularizer  # noqa: E402
 from dynviz.models.msdnet import MSDNet  # noqa: E402
 from dynviz.models.ranet import RANet  # noqa: E402
-from dynviz.models.resnet_cifar import ResNetCifar  # noqa: E402
+from dynviz.models.resnet_cifar import DEPTHS, ResNetCifar, resnet_name  # noqa: E402
 from dynviz.models.vit import VisionTransformer  # noqa: E402
 from dynviz.runtime import every_core, reuse_freed_memory  # noqa: E402
 from dynviz.train.cifar import PADDING, prepare, schedule  # noqa: E402
@@ -41,14 +42,12 @@ from dynviz.train.gated import TARGET_RATES, decision_penalty  # noqa: E402
 from dynviz.train.loop import Schedule, TrainingStep, TrainOptions  # noqa: E402
 from dynviz.train.losses import exit_losses, self_distilled_exit_losses  # noqa: E402
 
-NETWORKS = {
-    "resnet20_cifar": lambda: ResNetCifar(20),
-    "resnet32_cifar": lambda: ResNetCifar(32),
-    "resnet56_cifar": lambda: ResNetCifar(56),
+NETWORKS = {  # each CIFAR recipe's training network, as its recipe builds it (a test checks that none is missing)
+    **{resnet_name(depth): functools.partial(ResNetCifar, depth) for depth in DEPTHS},
     "msdnet_cifar": MSDNet,
     "ranet_cifar": RANet,
-    "skip_resnet_cifar": lambda: skip.SkipNetwork(ResNetCifar(32), noise=False),
-    "channel_gate_resnet_cifar": lambda: channel_gating.ChannelGatedNetwork(ResNetCifar(32), noise=False),
+    "skip_resnet_cifar": lambda: skip.SkipNetwork(ResNetCifar(32)),
+    "channel_gate_resnet_cifar": lambda: channel_gating.ChannelGatedNetwork(ResNetCifar(32)),
     "dynconv_resnet_cifar": lambda: dynconv.DynConvNetwork(ResNetCifar(32)),
     "dcn_resnet_cifar": deformable_resnet,
     "condconv_resnet_cifar": condconv_resnet,

@@ -1,6 +1,8 @@
 """The training pipeline without training: data layouts, augmentation, losses, budgeted calibration,
 and one tiny epoch to check checkpoints and resume."""
 
+import dataclasses
+import importlib.util
 import itertools
 import pickle
 import subprocess
@@ -338,6 +340,17 @@ def test_training_and_evaluation_import_neither_the_app_nor_captum():
     script = "import sys, dynviz.__main__, dynviz.train, dynviz.models; print(*sorted(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert not {module.split(".")[0] for module in loaded.split()} & {"streamlit", "plotly", "captum"}
+
+
+def test_the_training_speed_bench_times_every_cifar_recipe_s_network():
+    path = Path(__file__).parents[1] / "bench" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert set(bench.NETWORKS) == set(CIFAR_ZOO)
+    shared = dataclasses.replace(cifar.schedule(TrainOptions(None)), batch_size=8)
+    images_per_second, _ = bench.images_per_second("resnet8_cifar", shared, "cpu", 1, False)
+    assert images_per_second > 0
 
 
 def test_the_cifar_schedule_compiles_on_a_gpu_and_on_a_cpu_only_when_asked():
