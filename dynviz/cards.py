@@ -129,6 +129,9 @@ class ClassUsage:
     """[unit]: the 10th, 50th and 90th percentiles of its gate's probability of running over the evaluated images,
     for a unit that one gate decides (a block; None for a block without a gate). A narrow range is a gate that
     decides about the same for every image: it thins the network rather than choosing by input."""
+    varying_gates: tuple[float, ...] | None = None
+    """[unit]: the share of the unit's gates (a layer's channels) that decide differently for different images,
+    each on for at least 10% and at most 90% of them. Near 0, the gates chose one subnetwork for every image."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from dynviz.trace import PROCESSED, RECORD_TYPES, ExitRecord, FrameRecord, Trace
 
 CUT_TOLERANCE = 2
 """A scene cut counts as found when a model flags it at most this many frames late."""
+VARYING = 0.1
+"""A gate decides by input when it is on for at least this share of the images, and off for as many."""
 
 
 @dataclass
@@ -61,10 +64,11 @@ class _Tally:
         self.cuts_found += sum(any(0 <= f - cut <= CUT_TOLERANCE for f in found) for cut in clip.cuts)
 
 
-def unit_measure(trace: Trace, measure: str) -> dict[str, float]:
+def unit_measure(trace: Trace, measure: str) -> dict[str, Any]:
     """Unit name → ``measure``, from every record kind that gates units and declares it: "usage", the share of the
-    unit that ran; "gates", the probability of the one gate that decides it (:meth:`BlockRecord.gates`)."""
-    values: dict[str, float] = {}
+    unit that ran; "gates", the probability of the one gate that decides it (:meth:`BlockRecord.gates`);
+    "decisions", each of its gates' decision (:meth:`ChannelRecord.decisions`)."""
+    values: dict[str, Any] = {}
     for kind in RECORD_TYPES.values():
         if hasattr(kind, measure) and (records := trace.records_of(kind)):
             values |= getattr(kind, measure)(records)
@@ -76,6 +80,9 @@ class _UsageTally:
     sums: dict[int, dict[str, float]] = field(default_factory=dict)
     images: Counter = field(default_factory=Counter)
     gate_probabilities: dict[str, list[float]] = field(default_factory=dict)
+    decisions_on: dict[str, np.ndarray] = field(default_factory=dict)
+    """Unit → how many images each of its gates was on for."""
+    decided: int = 0
 
     def add(self, trace: Trace, label: int) -> None:
         usage = unit_measure(trace, "usage")
@@ -86,6 +93,16 @@ class _UsageTally:
             self.images[label] += 1
         for unit, probability in unit_measure(trace, "gates").items():
             self.gate_probabilities.setdefault(unit, []).append(probability)
+        if decisions := unit_measure(trace, "decisions"):
+            self.decided += 1
+            for unit, on in decisions.items():
+                self.decisions_on[unit] = self.decisions_on.get(unit, 0) + np.array(on, dtype=np.int64)
+
+    def varying_gates(self, units: tuple[str, ...]) -> tuple[float, ...] | None:
+        if not self.decisions_on:
+            return None
+        shares = (self.decisions_on[unit] / self.decided for unit in units)
+        return tuple(round(float(((share >= VARYING) & (share <= 1 - VARYING)).mean()), 4) for share in shares)
 
     def gate_spread(self, units: tuple[str, ...]) -> tuple[tuple[float, float, float] | None, ...] | None:
         if not self.gate_probabilities:
@@ -109,6 +126,7 @@ class _UsageTally:
             tuple(self.images[c] for c in present),
             tuple(tuple(round(self.sums[c][u] / self.images[c], 4) for u in units) for c in present),
             self.gate_spread(units),
+            self.varying_gates(units),
         )
 
 

@@ -218,6 +218,12 @@ class ChannelRecord:
     def usage(records: list[ChannelRecord]) -> dict[str, float]:
         return {r.name: r.active_fraction for r in records}
 
+    @staticmethod
+    def decisions(records: list[ChannelRecord]) -> dict[str, tuple[bool, ...]]:
+        """Unit name → each of its gates' decision for this input, for how many of a layer's gates decide
+        differently for different images (a block's one gate has its spread instead: :meth:`BlockRecord.gates`)."""
+        return {r.name: r.active for r in records}
+
 
 @record_kind
 @dataclass(frozen=True)

@@ -30,9 +30,17 @@ with chart:
     )
     for note in trace.notes:
         st.info(ui.text(note), icon=":material/info:")
-st.plotly_chart(active_fraction_chart(trace), key="fractions")
+usage, measured_on = ui.card_usage(name)
+st.plotly_chart(active_fraction_chart(trace, usage, measured_on), key="fractions")
+varying = (
+    f" Circles, from the model card: the share of each layer's channel gates that decide by input, on for at least "
+    f"10% and at most 90% of {measured_on}; the other gates are on, or off, for nearly every image, a fixed "
+    "subnetwork rather than a choice."
+    if usage is not None and usage.varying_gates is not None
+    else ""
+)
 st.caption(
-    f"Bars: the share of each layer's gated channels that were computed for this input. This input cost "
+    f"Bars: the share of each layer's gated channels that were computed for this input.{varying} This input cost "
     f"{spent_of_full(trace.cost.flops, trace.cost.flops_full)} of the static network."
 )
 ui.speed_metrics(name, image, settings, trace)

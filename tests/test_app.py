@@ -214,6 +214,9 @@ def test_channel_gating_page_compares_two_inputs(app):
     assert not app.exception
     figures = charts(app)
     assert {"How much of each layer ran?", "Which channels ran, layer by layer?"} <= set(figures)
+    layers = figures["How much of each layer ran?"]["data"]
+    varying = next(trace for trace in layers if trace["name"].startswith("share of the layer's gates that decide"))
+    assert len(varying["x"]) == len(layers[0]["x"]) and all(0 <= share <= 1 for share in varying["y"])
     difference = next(f for title, f in figures.items() if title.startswith("Which channels differ"))
     assert len(difference["data"][0]["y"]) == len(figures["How much of each layer ran?"]["data"][0]["x"])
     assert metric(app, "Channels computed").endswith("%")

@@ -173,6 +173,21 @@ def test_the_card_gets_each_class_s_execution_rates_and_its_baselines_on_the_sam
             assert spread == pytest.approx(np.percentile(seen, (10, 50, 90)), abs=1e-4)
 
 
+def test_the_card_gets_the_share_of_each_layer_s_channel_gates_that_decide_by_input(channels, tmp_path):
+    files = []
+    for i in range(10):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
+        files.append(LabelledFile(path, i % 3))
+    _, _, usage = evaluate(channels, files, channels.operating_points(), "θ = 0.5")
+    decisions = [channels.analyze(f.load(), {"threshold": 0.5}).records_of(ChannelRecord) for f in files]
+    for unit, varying in zip(usage.units, usage.varying_gates):
+        on = np.mean([next(r.active for r in records if r.name == unit) for records in decisions], axis=0)
+        assert varying == pytest.approx(np.mean((on >= 0.1) & (on <= 0.9)), abs=1e-4)
+    assert 0 < max(usage.varying_gates)  # the varied gates of these tiny networks do differ between the images
+    assert usage.gate_spread is None  # a layer of channels has no single gate to follow
+
+
 def test_training_decisions_are_hard_and_the_rate_loss_pulls_towards_the_target():
     bias = torch.full((8,), 3.0, requires_grad=True)  # a gate's bias, shared by the batch
     optimizer = torch.optim.SGD([bias], lr=20.0)
@@ -273,6 +288,20 @@ def test_the_block_chart_draws_each_gate_s_spread_from_the_card_beside_this_inpu
     assert list(whiskers.y + whiskers.error_y.array) == pytest.approx([0.9] * len(gated))
     assert list(whiskers.y - whiskers.error_y.arrayminus) == pytest.approx([0.1] * len(gated))
     assert "on the 3 test images" in whiskers.hovertext[0]
+
+
+def test_the_layer_chart_marks_the_share_of_each_layer_s_gates_that_decide_by_input_from_the_card(channels, image):
+    from dynviz.cards import ClassUsage
+    from dynviz.viz.gates import active_fraction_chart
+
+    trace = channels.analyze(image, {"threshold": 0.5})
+    layers = [r.name for r in trace.records_of(ChannelRecord)]
+    assert len(active_fraction_chart(trace).data) == 2  # no card: this input's shares only
+    varying = tuple(0.1 * i for i in range(len(layers)))
+    usage = ClassUsage("θ = 0.5", tuple(layers), ("c0",), (1,), ((1.0,) * len(layers),), None, varying)
+    circles = active_fraction_chart(trace, usage, "the 3 test images").data[-1]
+    assert list(circles.x) == layers and list(circles.y) == pytest.approx(varying)
+    assert "of the 3 test images" in circles.hovertext[0]
 
 
 def test_the_per_class_chart_names_ten_classes_in_order_and_sorts_hundreds_by_their_path_s_cost():

@@ -185,8 +185,9 @@ def channel_heatmap(trace: Trace) -> go.Figure:
     return titled(figure, "Which channels ran, layer by layer?", height=height)
 
 
-def active_fraction_chart(trace: Trace) -> go.Figure:
-    """Share of each layer's channels that ran, with the FLOPs the layer spent and saved."""
+def active_fraction_chart(trace: Trace, usage: ClassUsage | None = None, measured_on: str = "") -> go.Figure:
+    """Share of each layer's channels that ran, with the FLOPs the layer spent and saved; with a card's ``usage``,
+    the share of each layer's channel gates that decide differently for the images it was ``measured_on``."""
     records = trace.records_of(ChannelRecord)
     figure = go.Figure()
     figure.add_bar(
@@ -210,6 +211,21 @@ def active_fraction_chart(trace: Trace) -> go.Figure:
         marker=dict(color=STATIC, symbol="diamond"),
         name="share of the layer's FLOPs spent",
     )
+    if usage is not None and usage.varying_gates is not None:
+        varying = dict(zip(usage.units, usage.varying_gates))
+        figure.add_scatter(
+            x=[r.name for r in records],
+            y=[varying[r.name] for r in records],
+            mode="markers",
+            marker=dict(color=THRESHOLD, symbol="circle-open", size=9, line_width=2),
+            name="share of the layer's gates that decide by input (card)",
+            hovertext=[
+                f"{r.name}: {varying[r.name]:.0%} of its {len(r.active)} channel gates are on for some and off for "
+                f"others of {measured_on} (each for 10–90% of them)"
+                for r in records
+            ],
+            hoverinfo="text",
+        )
     figure.update_yaxes(range=[0, 1.15], tickformat=".0%", title="share")
     figure.update_xaxes(title="layer (input side first)")
     return titled(figure, "How much of each layer ran?")
