@@ -112,6 +112,10 @@ class BaselineMatch:
         return f"Reaches {best} at {self.flops_ratio:.2f}× its FLOPs, with “{self.point}”."
 
 
+VARYING = 0.1
+"""A gate decides by input when it is on for at least this share of the images, and off for as many."""
+
+
 @dataclass(frozen=True)
 class ClassUsage:
     """How much of each gated unit (block, channel group) ran, per class, at one operating point: the
@@ -131,7 +135,7 @@ class ClassUsage:
     decides about the same for every image: it thins the network rather than choosing by input."""
     varying_gates: tuple[float, ...] | None = None
     """[unit]: the share of the unit's gates (a layer's channels) that decide differently for different images,
-    each on for at least 10% and at most 90% of them. Near 0, the gates chose one subnetwork for every image."""
+    each on for at least :data:`VARYING` of them and off for as many. Near 0, the gates chose one subnetwork for every image."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dynviz.cards import STATIC, BaselineMatch, ClassUsage, OperatingPoint, PointResult
+from dynviz.cards import STATIC, VARYING, BaselineMatch, ClassUsage, OperatingPoint, PointResult
 from dynviz.data import LabelledClip, LabelledImage
 from dynviz.inputs import InputError
 from dynviz.models.base import DynamicModel
@@ -20,8 +20,6 @@ from dynviz.trace import PROCESSED, RECORD_TYPES, ExitRecord, FrameRecord, Trace
 
 CUT_TOLERANCE = 2
 """A scene cut counts as found when a model flags it at most this many frames late."""
-VARYING = 0.1
-"""A gate decides by input when it is on for at least this share of the images, and off for as many."""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 import streamlit as st
 
 from dynviz import ui
+from dynviz.cards import VARYING
 from dynviz.trace import ChannelRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.gates import (
@@ -34,8 +35,8 @@ usage, measured_on = ui.card_usage(name)
 st.plotly_chart(active_fraction_chart(trace, usage, measured_on), key="fractions")
 varying = (
     f" Circles, from the model card: the share of each layer's channel gates that decide by input, on for at least "
-    f"10% and at most 90% of {measured_on}; the other gates are on, or off, for nearly every image, a fixed "
-    "subnetwork rather than a choice."
+    f"{VARYING:.0%} and at most {1 - VARYING:.0%} of {measured_on}; the other gates are on, or off, for nearly every "
+    "image, a fixed subnetwork rather than a choice."
     if usage is not None and usage.varying_gates is not None
     else ""
 )

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dynviz.cards import ClassUsage
+from dynviz.cards import VARYING, ClassUsage
 from dynviz.trace import BlockRecord, ChannelRecord, Trace
 from dynviz.units import FLOPS_UNIT, format_flops
 from dynviz.viz.style import SKIPPED, STATIC, THRESHOLD, exit_color, titled
@@ -221,7 +221,7 @@ def active_fraction_chart(trace: Trace, usage: ClassUsage | None = None, measure
             name="share of the layer's gates that decide by input (card)",
             hovertext=[
                 f"{r.name}: {varying[r.name]:.0%} of its {len(r.active)} channel gates are on for some and off for "
-                f"others of {measured_on} (each for 10–90% of them)"
+                f"others of {measured_on} (each for {VARYING:.0%}–{1 - VARYING:.0%} of them)"
                 for r in records
             ],
             hoverinfo="text",
