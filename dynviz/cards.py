@@ -134,7 +134,8 @@ class ClassUsage:
     for a unit that one gate decides (a block; None for a block without a gate). A narrow range is a gate that
     decides about the same for every image: it thins the network rather than choosing by input."""
     varying_gates: tuple[float, ...] | None = None
-    """[unit]: the share of the unit's gates (a layer's channels) that decide differently for different images,
+    """[unit]: the share of the unit's gates (a layer's channels, a block's positions) that decide differently for
+    different images,
     each on for at least :data:`VARYING` of them and off for as many. Near 0, the gates chose one subnetwork for every image."""
 
 

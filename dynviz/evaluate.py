@@ -65,7 +65,7 @@ class _Tally:
 def unit_measure(trace: Trace, measure: str) -> dict[str, Any]:
     """Unit name → ``measure``, from every record kind that gates units and declares it: "usage", the share of the
     unit that ran; "gates", the probability of the one gate that decides it (:meth:`BlockRecord.gates`);
-    "decisions", each of its gates' decision (:meth:`ChannelRecord.decisions`)."""
+    "decisions", each of its gates' decision (:meth:`ChannelRecord.decisions`, :meth:`MaskRecord.decisions`)."""
     values: dict[str, Any] = {}
     for kind in RECORD_TYPES.values():
         if hasattr(kind, measure) and (records := trace.records_of(kind)):

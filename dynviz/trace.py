@@ -220,8 +220,9 @@ class ChannelRecord:
 
     @staticmethod
     def decisions(records: list[ChannelRecord]) -> dict[str, tuple[bool, ...]]:
-        """Unit name → each of its gates' decision for this input, for how many of a layer's gates decide
-        differently for different images (a block's one gate has its spread instead: :meth:`BlockRecord.gates`)."""
+        """Unit name → each of its gates' decision for this input, for how many of a unit's gates (a layer's
+        channels, a block's positions) decide differently for different images (a block's one gate has its spread
+        instead: :meth:`BlockRecord.gates`)."""
         return {r.name: r.active for r in records}
 
 
@@ -267,6 +268,11 @@ class MaskRecord:
     @staticmethod
     def usage(records: list[MaskRecord]) -> dict[str, float]:
         return {r.name: r.density for r in records}
+
+    @staticmethod
+    def decisions(records: list[MaskRecord]) -> dict[str, tuple[bool, ...]]:
+        """Block name → whether each position was computed for this input (:meth:`ChannelRecord.decisions`)."""
+        return {r.name: r.computed for r in records}
 
 
 @record_kind

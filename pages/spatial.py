@@ -1,6 +1,7 @@
 import streamlit as st
 
 from dynviz import ui
+from dynviz.cards import VARYING
 from dynviz.trace import ExitRecord, FocusRecord, MaskRecord
 from dynviz.units import spent_of_full
 from dynviz.viz.exits import cost_bars, exit_timeline
@@ -48,7 +49,14 @@ if view == "Pixel masks":
         "Green: the block computed it. Dimmed: skipped, the block's input passed through unchanged. Hover for the "
         "mask unit's probability."
     )
-    st.plotly_chart(mask_density_chart(trace), key="densities")
+    usage, measured_on = ui.card_usage(name)
+    st.plotly_chart(mask_density_chart(trace, usage, measured_on), key="densities")
+    if usage is not None and usage.varying_gates is not None:
+        st.caption(
+            f"Circles, from the model card (right axis): the share of each block's positions whose mask decides by "
+            f"input, computed for at least {VARYING:.0%} and at most {1 - VARYING:.0%} of {measured_on}; the "
+            "other positions are computed, or skipped, for nearly every image."
+        )
     ui.speed_metrics(name, image, settings, trace)
     ui.card_with_class_usage(name, "block")
 

@@ -256,6 +256,11 @@ def test_spatial_page_draws_each_block_s_mask_and_its_speed_up(app):
         )
         == 15
     )
+    densities = figures[
+        "How sparse was each block? " + metric(app, "Positions computed") + " of positions computed overall"
+    ]
+    varying = next(trace for trace in densities["data"] if trace.get("yaxis") == "y2")  # from the card
+    assert len(varying["x"]) == 15 and all(0 <= share <= 1 for share in varying["y"])
     assert metric(app, "Theoretical speed-up (FLOPs)").endswith("×")
     assert metric(app, "Realised speed-up (latency, this server)").endswith("×")
     # Beside θ, how many of the positions its range can still switch (trained masks decide most of them firmly).

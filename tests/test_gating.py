@@ -4,7 +4,7 @@ executed path equals the masked dense one, decisions follow the knob, and the ca
 import numpy as np
 import pytest
 import torch
-from conftest import encode, pattern, tiny_lite
+from conftest import encode, pattern, tiny_dynconv, tiny_lite
 
 from dynviz.cost import count_macs
 from dynviz.data import LabelledFile
@@ -23,7 +23,7 @@ from dynviz.models.dynconv import DynConvNetwork
 from dynviz.models.gates import sample_decisions
 from dynviz.models.resnet_cifar import ResNetCifar, StaticResNetCifar
 from dynviz.models.skip import SkipNetwork, SkipResNetCifar
-from dynviz.trace import BlockRecord, ChannelRecord, Trace
+from dynviz.trace import BlockRecord, ChannelRecord, MaskRecord, Trace
 from dynviz.train.losses import execution_rate_loss
 from dynviz.zoo import ready_to_serve
 
@@ -173,19 +173,22 @@ def test_the_card_gets_each_class_s_execution_rates_and_its_baselines_on_the_sam
             assert spread == pytest.approx(np.percentile(seen, (10, 50, 90)), abs=1e-4)
 
 
-def test_the_card_gets_the_share_of_each_layer_s_channel_gates_that_decide_by_input(channels, tmp_path):
+@pytest.mark.parametrize("kind", [ChannelRecord, MaskRecord])
+def test_the_card_gets_the_share_of_each_unit_s_gates_that_decide_by_input(kind, channels, tmp_path):
+    """A layer's channel gates, a block's positions: how many decide differently for different images."""
+    model = channels if kind is ChannelRecord else tiny_dynconv(ResNetCifar(14))
     files = []
     for i in range(10):
         path = tmp_path / f"{i}.png"
         path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
         files.append(LabelledFile(path, i % 3))
-    _, _, usage = evaluate(channels, files, channels.operating_points(), "θ = 0.5")
-    decisions = [channels.analyze(f.load(), {"threshold": 0.5}).records_of(ChannelRecord) for f in files]
+    _, _, usage = evaluate(model, files, model.operating_points(), "θ = 0.5")
+    decisions = [kind.decisions(model.analyze(f.load(), {"threshold": 0.5}).records_of(kind)) for f in files]
     for unit, varying in zip(usage.units, usage.varying_gates):
-        on = np.mean([next(r.active for r in records if r.name == unit) for records in decisions], axis=0)
+        on = np.mean([d[unit] for d in decisions], axis=0)
         assert varying == pytest.approx(np.mean((on >= 0.1) & (on <= 0.9)), abs=1e-4)
     assert 0 < max(usage.varying_gates)  # the varied gates of these tiny networks do differ between the images
-    assert usage.gate_spread is None  # a layer of channels has no single gate to follow
+    assert usage.gate_spread is None  # a layer of channels, a block of positions: no single gate to follow
 
 
 def test_training_decisions_are_hard_and_the_rate_loss_pulls_towards_the_target():

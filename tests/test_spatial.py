@@ -48,6 +48,20 @@ def image():
     return load_image(encode(pattern(40, 32, seed=5), "PNG"), "tiny.png")
 
 
+def test_the_density_chart_marks_the_share_of_each_block_s_positions_that_decide_by_input_from_the_card(masking, image):
+    from dynviz.cards import ClassUsage
+    from dynviz.viz.spatial import mask_density_chart
+
+    trace = masking.analyze(image, {"threshold": 0.5})
+    blocks = [r.name for r in trace.records_of(MaskRecord)]
+    assert len(mask_density_chart(trace).data) == 2  # no card: FLOPs spent and saved only
+    varying = tuple(0.05 * i for i in range(len(blocks)))
+    usage = ClassUsage("θ = 0.5", tuple(blocks), ("c0",), (1,), ((1.0,) * len(blocks),), None, varying)
+    circles = mask_density_chart(trace, usage, "the 3 test images").data[-1]
+    assert circles.yaxis == "y2" and list(circles.y) == pytest.approx(varying)
+    assert "of the 3 test images" in circles.hovertext[0]
+
+
 @pytest.mark.parametrize("threshold", THRESHOLDS)
 def test_masked_positions_are_not_computed(masking, image, threshold):
     """FlopCounterMode on the executed path counts exactly the positions each (dilated) mask lets through."""

@@ -212,23 +212,41 @@ def active_fraction_chart(trace: Trace, usage: ClassUsage | None = None, measure
         name="share of the layer's FLOPs spent",
     )
     if usage is not None and usage.varying_gates is not None:
-        varying = dict(zip(usage.units, usage.varying_gates))
-        figure.add_scatter(
-            x=[r.name for r in records],
-            y=[varying[r.name] for r in records],
-            mode="markers",
-            marker=dict(color=THRESHOLD, symbol="circle-open", size=9, line_width=2),
-            name="share of the layer's gates that decide by input (card)",
-            hovertext=[
-                f"{r.name}: {varying[r.name]:.0%} of its {len(r.active)} channel gates are on for some and off for "
-                f"others of {measured_on} (each for {VARYING:.0%}–{1 - VARYING:.0%} of them)"
-                for r in records
-            ],
-            hoverinfo="text",
+        figure.add_trace(
+            deciding_by_input(
+                usage,
+                [r.name for r in records],
+                [r.name for r in records],
+                [f"{len(r.active)} channel gates are on for some and off for" for r in records],
+                measured_on,
+                "share of the layer's gates that decide by input (card)",
+            )
         )
     figure.update_yaxes(range=[0, 1.15], tickformat=".0%", title="share")
     figure.update_xaxes(title="layer (input side first)")
     return titled(figure, "How much of each layer ran?")
+
+
+def deciding_by_input(
+    usage: ClassUsage, units: list[str], x: list[str], gates: list[str], measured_on: str, name: str
+) -> go.Scatter:
+    """Circles at the card's share of each unit's gates that decide by input (:attr:`ClassUsage.varying_gates`),
+    over ``x``; ``gates`` says, per unit, what its gates are and do ("16 channel gates are on for some and off
+    for")."""
+    varying = dict(zip(usage.units, usage.varying_gates))
+    return go.Scatter(
+        x=x,
+        y=[varying[unit] for unit in units],
+        mode="markers",
+        marker=dict(color=THRESHOLD, symbol="circle-open", size=9, line_width=2),
+        name=name,
+        hovertext=[
+            f"{unit}: {varying[unit]:.0%} of its {what} others of {measured_on} (each for {VARYING:.0%}–"
+            f"{1 - VARYING:.0%} of them)"
+            for unit, what in zip(units, gates)
+        ],
+        hoverinfo="text",
+    )
 
 
 def channel_difference(first: Trace, second: Trace) -> go.Figure:

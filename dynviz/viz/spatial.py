@@ -6,8 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
+from dynviz.cards import ClassUsage
 from dynviz.trace import Box, ExitRecord, FocusRecord, MaskRecord, Trace
 from dynviz.units import FLOPS_UNIT, format_flops
+from dynviz.viz.gates import deciding_by_input
 from dynviz.viz.image import RELEVANCE, boxed_picture, photo, with_box
 from dynviz.viz.style import SKIPPED, exit_color, titled
 
@@ -60,8 +62,10 @@ def mask_overlay(image: Image.Image, record: MaskRecord, show: bool = True) -> g
     return grid_overlay(figure, computed, record.box, MASK_COLORS, hover, zmin=0, zmax=1, showscale=False)
 
 
-def mask_density_chart(trace: Trace) -> go.Figure:
-    """Per masked block: the share of positions computed and the FLOPs spent against the dense price."""
+def mask_density_chart(trace: Trace, usage: ClassUsage | None = None, measured_on: str = "") -> go.Figure:
+    """Per masked block: the share of positions computed and the FLOPs spent against the dense price; with a card's
+    ``usage``, the share of each block's positions whose mask decides differently for the images it was
+    ``measured_on`` (on a second axis)."""
     records = trace.records_of(MaskRecord)
     names = [f"{r.name} ({r.resolution}²)" for r in records]
     figure = go.Figure()
@@ -86,8 +90,29 @@ def mask_density_chart(trace: Trace) -> go.Figure:
         name=f"{FLOPS_UNIT} saved",
         hoverinfo="skip",
     )
-    figure.update_layout(barmode="stack")
-    figure.update_yaxes(title="FLOPs")
+    if usage is not None and usage.varying_gates is not None:
+        figure.add_trace(
+            deciding_by_input(
+                usage,
+                [r.name for r in records],
+                names,
+                [f"{len(r.computed)} positions are computed for some and skipped for" for r in records],
+                measured_on,
+                "positions deciding by input (card; right axis)",
+            ).update(yaxis="y2")
+        )
+        figure.update_layout(
+            yaxis2=dict(
+                overlaying="y",
+                side="right",
+                range=[0, 1.05],
+                tickvals=[0, 0.25, 0.5, 0.75, 1],
+                tickformat=".0%",
+                showgrid=False,
+                title="positions deciding by input",
+            )
+        )
+    figure.update_layout(barmode="stack", yaxis_title="FLOPs")
     figure.update_xaxes(title="masked block (input side first; label: share of positions computed)")
     density = sum(sum(r.computed) for r in records) / sum(len(r.computed) for r in records)
     return titled(figure, f"How sparse was each block? {density:.0%} of positions computed overall", height=380)
