@@ -135,8 +135,8 @@ class ClassUsage:
     decides about the same for every image: it thins the network rather than choosing by input."""
     varying_gates: tuple[float, ...] | None = None
     """[unit]: the share of the unit's gates (a layer's channels, a block's positions) that decide differently for
-    different images,
-    each on for at least :data:`VARYING` of them and off for as many. Near 0, the gates chose one subnetwork for every image."""
+    different images, each on for at least :data:`VARYING` of them and off for as many. Near 0, the gates chose
+    one subnetwork for every image."""
 
 
 @dataclass(frozen=True)
