@@ -607,7 +607,10 @@ def card_table() -> pd.DataFrame:
 def card_usage(model_name: str) -> tuple[ClassUsage | None, str]:
     """The gated units' usage on the model's card (None where it has none), and what it was measured on: "the
     10000 cifar10 test images at “θ = 0.5”"."""
-    card = load_card(model_name)
+    return _usage_on(load_card(model_name))
+
+
+def _usage_on(card: ModelCard | None) -> tuple[ClassUsage | None, str]:
     evaluation = card.evaluation if card is not None else None
     if evaluation is None or evaluation.class_usage is None:
         return None, ""
@@ -621,7 +624,7 @@ def card_with_class_usage(model_name: str, unit: str, measure: str | None = None
     card = load_card(model_name)
     if card is None:
         return
-    usage, measured_on = card_usage(model_name)
+    usage, measured_on = _usage_on(card)
     if usage is not None:
         st.plotly_chart(class_usage_heatmap(usage, unit, measure), key="class_usage")
         what = f"the share of each {unit} that each class ran" if measure is None else f"each class's mean {measure}"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from dynviz.data import LabelledFile
 from dynviz.inputs import InputImage, load_image
 from dynviz.models.dynconv import DynConvNetwork, DynConvResNetCifar
 from dynviz.models.efficientnet_lite import BlockSpec, EfficientNetLite
@@ -75,6 +78,16 @@ def pattern(width: int = 96, height: int = 72, seed: int = 0) -> Image.Image:
     pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], axis=-1).astype(np.uint8)
     pixels[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = rng.integers(0, 255, 3, dtype=np.uint8)
     return Image.fromarray(pixels)
+
+
+def labelled_patterns(folder: Path, labels: Sequence[int]) -> list[LabelledFile]:
+    """32×32 PNG patterns written to ``folder``, one per label, as an evaluation set."""
+    files = []
+    for i, label in enumerate(labels):
+        path = folder / f"{i}.png"
+        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
+        files.append(LabelledFile(path, label))
+    return files
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,9 @@ executed path equals the masked dense one, decisions follow the knob, and the ca
 import numpy as np
 import pytest
 import torch
-from conftest import encode, pattern, tiny_dynconv, tiny_lite
+from conftest import encode, labelled_patterns, pattern, tiny_dynconv, tiny_lite
 
 from dynviz.cost import count_macs
-from dynviz.data import LabelledFile
 from dynviz.evaluate import evaluate
 from dynviz.fused import inference_path
 from dynviz.inputs import load_image
@@ -144,11 +143,7 @@ def test_gated_traces_round_trip_through_json(skipping, channels, image):
 
 
 def test_the_card_gets_each_class_s_execution_rates_and_its_baselines_on_the_same_inputs(skipping, tmp_path):
-    files = []
-    for i, label in enumerate((0, 0, 3)):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
-        files.append(LabelledFile(path, label))
+    files = labelled_patterns(tmp_path, (0, 0, 3))
     points, baselines, usage = evaluate(skipping, files, skipping.operating_points(), "θ = 0.5", {"twin": skipping})
     assert len(points) == len(baselines) == len(skipping.operating_points())
     for point, baseline in zip(points, baselines):  # a baseline taking turns on each input gets its own figures
@@ -177,11 +172,7 @@ def test_the_card_gets_each_class_s_execution_rates_and_its_baselines_on_the_sam
 def test_the_card_gets_the_share_of_each_unit_s_gates_that_decide_by_input(kind, channels, tmp_path):
     """A layer's channel gates, a block's positions: how many decide differently for different images."""
     model = channels if kind is ChannelRecord else tiny_dynconv(ResNetCifar(14))
-    files = []
-    for i in range(10):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
-        files.append(LabelledFile(path, i % 3))
+    files = labelled_patterns(tmp_path, [i % 3 for i in range(10)])
     _, _, usage = evaluate(model, files, model.operating_points(), "θ = 0.5")
     decisions = [kind.decisions(model.analyze(f.load(), {"threshold": 0.5}).records_of(kind)) for f in files]
     for unit, varying in zip(usage.units, usage.varying_gates):

@@ -5,11 +5,10 @@ import itertools
 
 import pytest
 import torch
-from conftest import encode, pattern
+from conftest import encode, labelled_patterns, pattern
 
 from dynviz.cards import ANYTIME, BUDGET, STATIC, OperatingPoint
 from dynviz.cost import count_macs
-from dynviz.data import LabelledFile
 from dynviz.evaluate import evaluate
 from dynviz.inputs import load_image
 from dynviz.models.base import forced_exit
@@ -124,11 +123,7 @@ def test_ranet_answers_from_the_resolution_its_exit_saw(cifar_photo):
 
 
 def test_eval_gives_exit_shares_to_the_exit_model_and_none_to_its_static_baseline(tiny_msdnet, tmp_path):
-    files = []
-    for i in range(3):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(encode(pattern(32, 32, seed=i), "PNG"))
-        files.append(LabelledFile(path, i))
+    files = labelled_patterns(tmp_path, range(3))
     middle = {"middle": OperatingPoint("middle", {})}
     points, baselines, _ = evaluate(tiny_msdnet, files, middle, baselines={"resnet": StaticResNetCifar(8)})
     assert len(points[0].exit_rates) == EXITS and sum(points[0].exit_rates) == pytest.approx(1.0)
