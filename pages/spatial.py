@@ -82,6 +82,7 @@ if view == "Regions":
                 f"{trace.prediction.confidence:.0%}",
                 f"stopped at {answered.name.split(':')[0]} · {spent_of_full(trace.cost.flops, trace.cost.flops_full)}",
                 delta_color="off",
+                delta_arrow="off",
             )
             picture, question = focus_steps(image.image, trace)
             st.image(picture, caption=question)

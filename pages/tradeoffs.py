@@ -73,16 +73,36 @@ if curves := {c.name: curve for c in [*same_data, *statics] if (curve := validat
             )
 
 top1, flops, versus = st.columns(3)
-top1.metric("Top-1 at this point", f"{chosen.top1:.1%}", f"{chosen.top1 - default.top1:+.1%} vs default")
+against_default = {"delta": f"{chosen.top1 - default.top1:+.1%} vs default"}
+if chosen == default:  # "↑ +0.0%" would read as a gain
+    against_default = {"delta": "the default point", "delta_color": "off", "delta_arrow": "off"}
+top1.metric("Top-1 at this point", f"{chosen.top1:.1%}", **against_default)
 flops.metric(
-    f"Mean {FLOPS_UNIT}", format_flops(chosen.mean_flops), f"{chosen.mean_flops / card.flops_full:.0%} of static"
+    f"Mean {FLOPS_UNIT}",
+    format_flops(chosen.mean_flops),
+    f"{chosen.mean_flops / card.flops_full:.0%} of static",
+    delta_color="off",  # a share of the static cost, not a rise
+    delta_arrow="off",
 )
-if chosen.exit_rates:
-    versus.metric("Answered at each exit", " · ".join(f"{r:.0%}" for r in chosen.exit_rates))
+if rates := chosen.exit_rates:
+    # Seven exits' shares do not fit a metric's value: the first one there, the later ones beneath it.
+    versus.metric(
+        "Answered at each exit",
+        f"{rates[0]:.0%} at the first",
+        "then " + " · ".join(f"{r:.0%}" for r in rates[1:]) if len(rates) > 1 else None,
+        delta_color="off",
+        delta_arrow="off",
+    )
 
 if name not in list_models(emitting=ExitRecord):
     st.stop()  # the gallery below groups images by exit
 st.subheader("Which images change their exit?")
+if chosen == default:  # nothing to compare, and no reason to run the gallery for it
+    st.caption(
+        f"Move the operating point away from the default “{default.name}” to see which gallery images leave "
+        "at another exit."
+    )
+    st.stop()
 st.caption(f"The gallery's images, decided at “{chosen.name}” against the default “{default.name}”.")
 before = ui.gallery(name, None, default.settings)
 after = ui.gallery(name, None, chosen.settings)

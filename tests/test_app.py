@@ -173,9 +173,14 @@ def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes
         history = json.loads(weights.metadata()["validation_history"])
     resnet32 = next(line for line in learning if line["name"] == "resnet32_cifar")
     assert resnet32["y"] == pytest.approx([100 * exits[-1] for exits in history]) and len(history) == 40
+    assert any("Move the operating point" in caption.value for caption in app.caption)  # at the default: no gallery
     cheapest = min(load_card("msdnet_cifar").evaluation.points, key=lambda p: p.mean_flops)
     app.select_slider(key="tradeoff_point:msdnet_cifar").set_value(cheapest.name).run()
     assert not app.exception
+    # Seven exits' shares: the first as the value (it fits the metric), the later ones beneath it.
+    exits = next(m for m in app.metric if m.label == "Answered at each exit")
+    assert exits.value == f"{cheapest.exit_rates[0]:.0%} at the first"
+    assert exits.delta == "then " + " · ".join(f"{r:.0%}" for r in cheapest.exit_rates[1:])
     assert any("images change" in md.value for md in app.markdown)
 
 
