@@ -17,7 +17,7 @@ from dynviz.inputs import load_image
 from dynviz.runtime import inference
 from dynviz.trace import RECORD_TYPES, Trace
 from dynviz.video import load_video
-from dynviz.viz.tradeoff import twins_chart
+from dynviz.viz.tradeoff import label_positions, twins_chart
 from dynviz.zoo import (
     VIDEO,
     accepts,
@@ -97,3 +97,12 @@ def test_the_labels_of_two_models_at_the_same_place_on_homes_chart_do_not_overla
     positions = dict(zip(figure.data[0].text, figure.data[0].textposition))
     assert {positions["first"], positions["second"]} == {"top center", "bottom center"}
     assert positions["far"] == "top center"
+
+
+def test_a_label_on_homes_chart_moves_off_the_reference_lines_and_inside_the_plot():
+    points = {"left": (10.0, 1.0), "just_under_the_line": (50.0, -0.3), "rightmost_model_name": (110.0, -1.0)}
+    points |= {"highest": (30.0, 3.0), "lowest": (60.0, -6.0)}
+    positions = label_positions(points, lines=(100, 0))
+    assert positions["left"] == "top center"
+    assert positions["just_under_the_line"] == "bottom center"  # above it, the label would sit on y = 0
+    assert positions["rightmost_model_name"] != "middle right"  # it would run off the plot's right edge

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import plotly.graph_objects as go
 
 from dynviz.cards import ANYTIME, AgainstTwin, ModelCard, PointResult, static_frontier
@@ -148,30 +150,73 @@ def training_curves(
 SURVEY_FAMILIES = ("sample-wise", "spatial-wise", "temporal-wise")
 
 
-def _crowded_labels(rows: list[AgainstTwin], near_share: float = 0.06, near_change: float = 0.006) -> set[str]:
-    """The models whose label goes under their point: every other one of points that lie close together
-    (labels sit above their points, and those of two near points would print over each other)."""
-    below, placed = set(), []
-    for row in sorted(rows, key=lambda r: r.flops_share):
-        neighbour = next(
-            (
-                other
-                for other in reversed(placed)
-                if abs(other.flops_share - row.flops_share) < near_share
-                and abs(other.top1_change - row.top1_change) < near_change
-            ),
-            None,
-        )
-        if neighbour and neighbour.model not in below:
-            below.add(row.model)
-        placed.append(row)
-    return below
+@dataclass(frozen=True)
+class LabelBox:
+    """A rectangle in the chart's pixels (y up)."""
+
+    left: float
+    bottom: float
+    right: float
+    top: float
+
+    def overlap(self, other: LabelBox) -> float:
+        width = min(self.right, other.right) - max(self.left, other.left)
+        height = min(self.top, other.top) - max(self.bottom, other.bottom)
+        return max(width, 0.0) * max(height, 0.0)
+
+
+PLOT_PIXELS = (760, 340)
+"""The plotting area of a chart in the page's main column, wide layout (width, height): where labels are placed."""
+CHARACTER_PIXELS, LINE_PIXELS, MARKER_PIXELS = 5.6, 12, 6
+"""A 10-px label's mean character width and line height, and a marker's radius."""
+LABEL_SIDES = ("top center", "bottom center", "middle right", "middle left")
+
+
+def label_positions(points: dict[str, tuple[float, float]], lines: tuple[float, float]) -> dict[str, str]:
+    """Where each point's label goes (a plotly ``textposition``): above it, unless that label would print over an
+    earlier label, another point, the reference ``lines`` (x, y) or the plot's edge; then below, right or left,
+    whichever overlaps least. Points are placed left to right."""
+    xs, ys = [x for x, _ in points.values()], [y for _, y in points.values()]
+    x_low, y_low = min(0.0, *xs), min(ys)
+    x_span, y_span = (max(xs) - x_low) * 1.1 or 1.0, (max(ys) - y_low) * 1.1 or 1.0
+    x_scale, y_scale = PLOT_PIXELS[0] / x_span, PLOT_PIXELS[1] / y_span
+    pixels = {name: ((x - x_low) * x_scale, (y - y_low + 0.05 * y_span) * y_scale) for name, (x, y) in points.items()}
+    plot = LabelBox(0, 0, *PLOT_PIXELS)
+    vertical, horizontal = (lines[0] - x_low) * x_scale, (lines[1] - y_low + 0.05 * y_span) * y_scale
+    fixed = [
+        LabelBox(vertical - 1, 0, vertical + 1, PLOT_PIXELS[1]),
+        LabelBox(0, horizontal - 1, PLOT_PIXELS[0], horizontal + 1),
+        *(
+            LabelBox(x - MARKER_PIXELS, y - MARKER_PIXELS, x + MARKER_PIXELS, y + MARKER_PIXELS)
+            for x, y in pixels.values()
+        ),
+    ]
+
+    def label_box(name: str, side: str) -> LabelBox:
+        (x, y), width, gap = pixels[name], CHARACTER_PIXELS * len(name), MARKER_PIXELS + 1
+        return {
+            "top center": LabelBox(x - width / 2, y + gap, x + width / 2, y + gap + LINE_PIXELS),
+            "bottom center": LabelBox(x - width / 2, y - gap - LINE_PIXELS, x + width / 2, y - gap),
+            "middle right": LabelBox(x + gap, y - LINE_PIXELS / 2, x + gap + width, y + LINE_PIXELS / 2),
+            "middle left": LabelBox(x - gap - width, y - LINE_PIXELS / 2, x - gap, y + LINE_PIXELS / 2),
+        }[side]
+
+    def clash(box: LabelBox, placed: list[LabelBox]) -> float:
+        outside = (box.right - box.left) * (box.top - box.bottom) - box.overlap(plot)
+        return outside + sum(box.overlap(other) for other in (*fixed, *placed))
+
+    placed: list[LabelBox] = []
+    positions = {}
+    for name in sorted(pixels, key=lambda n: pixels[n]):
+        positions[name] = min(LABEL_SIDES, key=lambda side: clash(label_box(name, side), placed))
+        placed.append(label_box(name, positions[name]))
+    return positions
 
 
 def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
     """Every dynamic model's default operating point against its static twin: the share of the twin's FLOPs it
     spends and the accuracy it gains or loses, coloured by the survey's family."""
-    label_below = _crowded_labels(rows)
+    sides = label_positions({row.model: (100 * row.flops_share, 100 * row.top1_change) for row in rows}, (100, 0))
     figure = go.Figure()
     for index, family in enumerate(SURVEY_FAMILIES):
         members = [row for row in rows if row.survey_family == family]
@@ -182,7 +227,7 @@ def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
             y=[100 * row.top1_change for row in members],
             mode="markers+text",
             text=[row.model for row in members],
-            textposition=["bottom center" if row.model in label_below else "top center" for row in members],
+            textposition=[sides[row.model] for row in members],
             textfont=dict(size=10),
             marker=dict(size=10, color=exit_color(index)),
             name=family,
