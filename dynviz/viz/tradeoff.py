@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -16,6 +17,88 @@ FOCUS_BELOW = 10
 
 def _hover(model: str, point: PointResult) -> str:
     return f"{model} · {point.name}: {100 * point.top1:.1f}% at {format_flops(point.mean_flops)} FLOPs"
+
+
+@dataclass(frozen=True)
+class LabelBox:
+    """A rectangle in the chart's pixels (y up)."""
+
+    left: float
+    bottom: float
+    right: float
+    top: float
+
+    def overlap(self, other: LabelBox) -> float:
+        width = min(self.right, other.right) - max(self.left, other.left)
+        height = min(self.top, other.top) - max(self.bottom, other.bottom)
+        return max(width, 0.0) * max(height, 0.0)
+
+
+PLOT_PIXELS = (760, 340)
+"""The plotting area of a chart in the page's main column, wide layout (width, height): where labels are placed."""
+CHARACTER_PIXELS, LINE_PIXELS, MARKER_PIXELS = 5.6, 12, 6
+"""A 10-px label's mean character width and line height, and a marker's radius."""
+LABEL_SIDES = ("top center", "bottom center", "middle right", "middle left")
+
+
+def padded(values: list[float]) -> tuple[float, float]:
+    """An axis's range over ``values`` as plotly's autorange pads it (about 5% a side)."""
+    pad = 0.05 * (max(values) - min(values)) or 0.5
+    return min(values) - pad, max(values) + pad
+
+
+def label_positions(
+    labelled: dict[str, tuple[float, float]],
+    others: Sequence[tuple[float, float]] = (),
+    lines: tuple[float | None, float | None] = (None, None),
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
+) -> dict[str, str]:
+    """Where each labelled point's label goes (a plotly ``textposition``): above it, unless that label would print
+    over an earlier label, a point (labelled or among ``others``), a reference line (``lines``: x, y) or the plot's
+    edge; then below, right or left, whichever overlaps least. Points are placed left to right. ``x_range``,
+    ``y_range``: the axes' ranges where the chart sets them (else the points' own, padded as plotly pads them)."""
+    points = [*labelled.values(), *others]
+    x_range = x_range or padded([x for x, _ in points])
+    y_range = y_range or padded([y for _, y in points])
+    x_scale = PLOT_PIXELS[0] / (x_range[1] - x_range[0])
+    y_scale = PLOT_PIXELS[1] / (y_range[1] - y_range[0])
+
+    def pixel(x: float, y: float) -> tuple[float, float]:
+        return (x - x_range[0]) * x_scale, (y - y_range[0]) * y_scale
+
+    pixels = {name: pixel(x, y) for name, (x, y) in labelled.items()}
+    plot = LabelBox(0, 0, *PLOT_PIXELS)
+    fixed = [
+        LabelBox(x - MARKER_PIXELS, y - MARKER_PIXELS, x + MARKER_PIXELS, y + MARKER_PIXELS)
+        for x, y in (pixel(*point) for point in points)
+    ]
+    if lines[0] is not None:
+        vertical = pixel(lines[0], y_range[0])[0]
+        fixed.append(LabelBox(vertical - 1, 0, vertical + 1, PLOT_PIXELS[1]))
+    if lines[1] is not None:
+        horizontal = pixel(x_range[0], lines[1])[1]
+        fixed.append(LabelBox(0, horizontal - 1, PLOT_PIXELS[0], horizontal + 1))
+
+    def label_box(name: str, side: str) -> LabelBox:
+        (x, y), width, gap = pixels[name], CHARACTER_PIXELS * len(name), MARKER_PIXELS + 1
+        return {
+            "top center": LabelBox(x - width / 2, y + gap, x + width / 2, y + gap + LINE_PIXELS),
+            "bottom center": LabelBox(x - width / 2, y - gap - LINE_PIXELS, x + width / 2, y - gap),
+            "middle right": LabelBox(x + gap, y - LINE_PIXELS / 2, x + gap + width, y + LINE_PIXELS / 2),
+            "middle left": LabelBox(x - gap - width, y - LINE_PIXELS / 2, x - gap, y + LINE_PIXELS / 2),
+        }[side]
+
+    def clash(box: LabelBox, placed: list[LabelBox]) -> float:
+        outside = (box.right - box.left) * (box.top - box.bottom) - box.overlap(plot)
+        return outside + sum(box.overlap(other) for other in (*fixed, *placed))
+
+    placed: list[LabelBox] = []
+    positions = {}
+    for name in sorted(pixels, key=lambda n: pixels[n]):
+        positions[name] = min(LABEL_SIDES, key=lambda side: clash(label_box(name, side), placed))
+        placed.append(label_box(name, positions[name]))
+    return positions
 
 
 def tradeoff_chart(
@@ -98,16 +181,25 @@ def tradeoff_chart(
             name="best static network at each cost",
             hoverinfo="skip",
         )
+    curves = [(x, y) for trace in figure.data for x, y in zip(trace.x, trace.y)]
+    labelled = {name: (p.mean_flops / 1e6, 100 * p.top1) for name, p in statics.items()}
+    # Open on where the networks differ: a gated curve's cheapest points (10–40% on CIFAR-10) would squeeze the
+    # static networks and the default points into a few pixels. Plotly's autoscale (double-click) shows all.
+    defaults = [p for card in cards if (p := card.point(card.default_point))]
+    y_range = None
+    if shown := [100 * p.top1 for p in (*statics.values(), *defaults)]:
+        top = max(y for _, y in (*curves, *labelled.values()))
+        y_range = (max(0.0, min(shown) - FOCUS_BELOW), min(100.0, top + 2))
+        figure.update_yaxes(range=y_range)
     if statics:
-        costliest = max(p.mean_flops for p in statics.values())
+        sides = label_positions(labelled, others=curves, y_range=y_range)
         figure.add_scatter(
-            x=[p.mean_flops / 1e6 for p in statics.values()],
-            y=[100 * p.top1 for p in statics.values()],
+            x=[x for x, _ in labelled.values()],
+            y=[y for _, y in labelled.values()],
             mode="markers+text",
             marker=dict(symbol="diamond", size=11, color=STATIC),
-            text=list(statics),
-            # Labels run towards the middle of the chart: the costliest network's would leave the plot.
-            textposition=["bottom left" if p.mean_flops > costliest / 2 else "bottom right" for p in statics.values()],
+            text=list(labelled),
+            textposition=[sides[name] for name in labelled],
             name="static networks",
             hovertext=[_hover(name, p) for name, p in statics.items()],
             hoverinfo="text",
@@ -115,12 +207,6 @@ def tradeoff_chart(
     unit = cards[0].evaluation.unit.removesuffix("s") if cards else "image"
     figure.update_xaxes(title=f"mean {FLOPS_UNIT} per {unit}, M")
     figure.update_yaxes(title="top-1 accuracy, %")
-    # Open on where the networks differ: a gated curve's cheapest points (10–40% on CIFAR-10) would squeeze the
-    # static networks and the default points into a few pixels. Plotly's autoscale (double-click) shows all.
-    defaults = [p for card in cards if (p := card.point(card.default_point))]
-    if shown := [100 * p.top1 for p in (*statics.values(), *defaults)]:
-        top = max(y for trace in figure.data for y in trace.y)
-        figure.update_yaxes(range=[max(0.0, min(shown) - FOCUS_BELOW), min(100.0, top + 2)])
     titled(figure, "How much accuracy for how much computation?", height=520)
     return legend_below(figure, gap=0.18)  # a legend of every model's curves takes several rows
 
@@ -150,73 +236,12 @@ def training_curves(
 SURVEY_FAMILIES = ("sample-wise", "spatial-wise", "temporal-wise")
 
 
-@dataclass(frozen=True)
-class LabelBox:
-    """A rectangle in the chart's pixels (y up)."""
-
-    left: float
-    bottom: float
-    right: float
-    top: float
-
-    def overlap(self, other: LabelBox) -> float:
-        width = min(self.right, other.right) - max(self.left, other.left)
-        height = min(self.top, other.top) - max(self.bottom, other.bottom)
-        return max(width, 0.0) * max(height, 0.0)
-
-
-PLOT_PIXELS = (760, 340)
-"""The plotting area of a chart in the page's main column, wide layout (width, height): where labels are placed."""
-CHARACTER_PIXELS, LINE_PIXELS, MARKER_PIXELS = 5.6, 12, 6
-"""A 10-px label's mean character width and line height, and a marker's radius."""
-LABEL_SIDES = ("top center", "bottom center", "middle right", "middle left")
-
-
-def label_positions(points: dict[str, tuple[float, float]], lines: tuple[float, float]) -> dict[str, str]:
-    """Where each point's label goes (a plotly ``textposition``): above it, unless that label would print over an
-    earlier label, another point, the reference ``lines`` (x, y) or the plot's edge; then below, right or left,
-    whichever overlaps least. Points are placed left to right."""
-    xs, ys = [x for x, _ in points.values()], [y for _, y in points.values()]
-    x_low, y_low = min(0.0, *xs), min(ys)
-    x_span, y_span = (max(xs) - x_low) * 1.1 or 1.0, (max(ys) - y_low) * 1.1 or 1.0
-    x_scale, y_scale = PLOT_PIXELS[0] / x_span, PLOT_PIXELS[1] / y_span
-    pixels = {name: ((x - x_low) * x_scale, (y - y_low + 0.05 * y_span) * y_scale) for name, (x, y) in points.items()}
-    plot = LabelBox(0, 0, *PLOT_PIXELS)
-    vertical, horizontal = (lines[0] - x_low) * x_scale, (lines[1] - y_low + 0.05 * y_span) * y_scale
-    fixed = [
-        LabelBox(vertical - 1, 0, vertical + 1, PLOT_PIXELS[1]),
-        LabelBox(0, horizontal - 1, PLOT_PIXELS[0], horizontal + 1),
-        *(
-            LabelBox(x - MARKER_PIXELS, y - MARKER_PIXELS, x + MARKER_PIXELS, y + MARKER_PIXELS)
-            for x, y in pixels.values()
-        ),
-    ]
-
-    def label_box(name: str, side: str) -> LabelBox:
-        (x, y), width, gap = pixels[name], CHARACTER_PIXELS * len(name), MARKER_PIXELS + 1
-        return {
-            "top center": LabelBox(x - width / 2, y + gap, x + width / 2, y + gap + LINE_PIXELS),
-            "bottom center": LabelBox(x - width / 2, y - gap - LINE_PIXELS, x + width / 2, y - gap),
-            "middle right": LabelBox(x + gap, y - LINE_PIXELS / 2, x + gap + width, y + LINE_PIXELS / 2),
-            "middle left": LabelBox(x - gap - width, y - LINE_PIXELS / 2, x - gap, y + LINE_PIXELS / 2),
-        }[side]
-
-    def clash(box: LabelBox, placed: list[LabelBox]) -> float:
-        outside = (box.right - box.left) * (box.top - box.bottom) - box.overlap(plot)
-        return outside + sum(box.overlap(other) for other in (*fixed, *placed))
-
-    placed: list[LabelBox] = []
-    positions = {}
-    for name in sorted(pixels, key=lambda n: pixels[n]):
-        positions[name] = min(LABEL_SIDES, key=lambda side: clash(label_box(name, side), placed))
-        placed.append(label_box(name, positions[name]))
-    return positions
-
-
 def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
     """Every dynamic model's default operating point against its static twin: the share of the twin's FLOPs it
     spends and the accuracy it gains or loses, coloured by the survey's family."""
-    sides = label_positions({row.model: (100 * row.flops_share, 100 * row.top1_change) for row in rows}, (100, 0))
+    points = {row.model: (100 * row.flops_share, 100 * row.top1_change) for row in rows}
+    widest = max(max(x for x, _ in points.values()), 100)  # the x-axis starts at 0 and shows the twin's 100%
+    sides = label_positions(points, lines=(100, 0), x_range=(0.0, 1.05 * widest))
     figure = go.Figure()
     for index, family in enumerate(SURVEY_FAMILIES):
         members = [row for row in rows if row.survey_family == family]
