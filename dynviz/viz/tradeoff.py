@@ -36,8 +36,8 @@ class LabelBox:
 
 PLOT_PIXELS = (760, 340)
 """The plotting area of a chart in the page's main column, wide layout (width, height): where labels are placed."""
-CHARACTER_PIXELS, LINE_PIXELS, MARKER_PIXELS = 5.6, 12, 6
-"""A 10-px label's mean character width and line height, and a marker's radius."""
+CHARACTER_WIDTH, LINE_HEIGHT, MARKER_PIXELS = 0.56, 1.2, 6
+"""A label's mean character width and its line height, in font sizes; a marker's radius in pixels."""
 LABEL_SIDES = ("top center", "bottom center", "middle right", "middle left")
 
 
@@ -53,11 +53,13 @@ def label_positions(
     lines: tuple[float | None, float | None] = (None, None),
     x_range: tuple[float, float] | None = None,
     y_range: tuple[float, float] | None = None,
+    font_size: float = 12,
 ) -> dict[str, str]:
     """Where each labelled point's label goes (a plotly ``textposition``): above it, unless that label would print
     over an earlier label, a point (labelled or among ``others``), a reference line (``lines``: x, y) or the plot's
     edge; then below, right or left, whichever overlaps least. Points are placed left to right. ``x_range``,
-    ``y_range``: the axes' ranges where the chart sets them (else the points' own, padded as plotly pads them)."""
+    ``y_range``: the axes' ranges where the chart sets them (else the points' own, padded as plotly pads them);
+    ``font_size``: the labels' (plotly's default is 12)."""
     points = [*labelled.values(), *others]
     x_range = x_range or padded([x for x, _ in points])
     y_range = y_range or padded([y for _, y in points])
@@ -81,12 +83,13 @@ def label_positions(
         fixed.append(LabelBox(0, horizontal - 1, PLOT_PIXELS[0], horizontal + 1))
 
     def label_box(name: str, side: str) -> LabelBox:
-        (x, y), width, gap = pixels[name], CHARACTER_PIXELS * len(name), MARKER_PIXELS + 1
+        (x, y), gap = pixels[name], MARKER_PIXELS + 1
+        width, height = CHARACTER_WIDTH * font_size * len(name), LINE_HEIGHT * font_size
         return {
-            "top center": LabelBox(x - width / 2, y + gap, x + width / 2, y + gap + LINE_PIXELS),
-            "bottom center": LabelBox(x - width / 2, y - gap - LINE_PIXELS, x + width / 2, y - gap),
-            "middle right": LabelBox(x + gap, y - LINE_PIXELS / 2, x + gap + width, y + LINE_PIXELS / 2),
-            "middle left": LabelBox(x - gap - width, y - LINE_PIXELS / 2, x - gap, y + LINE_PIXELS / 2),
+            "top center": LabelBox(x - width / 2, y + gap, x + width / 2, y + gap + height),
+            "bottom center": LabelBox(x - width / 2, y - gap - height, x + width / 2, y - gap),
+            "middle right": LabelBox(x + gap, y - height / 2, x + gap + width, y + height / 2),
+            "middle left": LabelBox(x - gap - width, y - height / 2, x - gap, y + height / 2),
         }[side]
 
     def clash(box: LabelBox, placed: list[LabelBox]) -> float:
@@ -234,6 +237,8 @@ def training_curves(
 
 
 SURVEY_FAMILIES = ("sample-wise", "spatial-wise", "temporal-wise")
+LABEL_SIZE = 10
+"""Home's chart labels every model: a smaller font than plotly's 12 keeps nineteen names apart."""
 
 
 def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
@@ -241,7 +246,7 @@ def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
     spends and the accuracy it gains or loses, coloured by the survey's family."""
     points = {row.model: (100 * row.flops_share, 100 * row.top1_change) for row in rows}
     widest = max(max(x for x, _ in points.values()), 100)  # the x-axis starts at 0 and shows the twin's 100%
-    sides = label_positions(points, lines=(100, 0), x_range=(0.0, 1.05 * widest))
+    sides = label_positions(points, lines=(100, 0), x_range=(0.0, 1.05 * widest), font_size=LABEL_SIZE)
     figure = go.Figure()
     for index, family in enumerate(SURVEY_FAMILIES):
         members = [row for row in rows if row.survey_family == family]
@@ -253,7 +258,7 @@ def twins_chart(rows: list[AgainstTwin]) -> go.Figure:
             mode="markers+text",
             text=[row.model for row in members],
             textposition=[sides[row.model] for row in members],
-            textfont=dict(size=10),
+            textfont=dict(size=LABEL_SIZE),
             marker=dict(size=10, color=exit_color(index)),
             name=family,
             hovertext=[
