@@ -14,7 +14,7 @@ from dynviz.zoo import list_models
 st.title("Channel selection: compute only the channels this input needs")
 image = ui.required_input()
 
-name = st.selectbox("Model", list_models(emitting=ChannelRecord), key="channel_model")
+name = ui.model_choice(list_models(emitting=ChannelRecord), "lite0_channels", "channel_model")
 controls, chart = st.columns([1, 3])
 with controls:
     settings = ui.knob_sliders(name)

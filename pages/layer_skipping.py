@@ -11,7 +11,7 @@ from dynviz.zoo import list_models
 st.title("Layer skipping: run only the blocks this input needs")
 image = ui.required_input()
 
-name = st.selectbox("Model", list_models(emitting=BlockRecord), key="skip_model")
+name = ui.model_choice(list_models(emitting=BlockRecord), "lite0_skip", "skip_model")
 controls, chart = st.columns([1, 3])
 with controls:
     settings = ui.knob_sliders(name)

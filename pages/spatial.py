@@ -20,7 +20,7 @@ if view is None:
     st.stop()
 
 if view == "Pixel masks":
-    name = st.selectbox("Model", list_models(emitting=MaskRecord), key="mask_model")
+    name = ui.model_choice(list_models(emitting=MaskRecord), "lite0_dynconv", "mask_model")
     controls, chart = st.columns([1, 3])
     with controls:
         settings = ui.knob_sliders(name)

@@ -186,6 +186,7 @@ def test_the_trade_off_explorer_moves_the_operating_point_and_lists_exit_changes
 
 def test_layer_skipping_page_shows_the_blocks_the_gate_attribution_and_the_class_paths(app):
     app.switch_page("pages/layer_skipping.py").run()
+    assert app.selectbox(key="skip_model").value == "lite0_skip"  # a photo opens on the photo model
     app.selectbox(key="skip_model").set_value("skip_resnet_cifar").run()
     assert not app.exception
     figures = charts(app)
@@ -217,6 +218,7 @@ def test_raising_the_gate_threshold_skips_blocks_on_the_page(app):
 def test_channel_gating_page_compares_two_inputs(app):
     app.switch_page("pages/channel_gating.py").run()
     assert not app.exception
+    assert app.selectbox(key="channel_model").value == "lite0_channels"  # not a CIFAR model, first by name
     figures = charts(app)
     assert {"How much of each layer ran?", "Which channels ran, layer by layer?"} <= set(figures)
     layers = figures["How much of each layer ran?"]["data"]
@@ -246,6 +248,7 @@ def test_trade_offs_show_the_gated_models_beside_msdnet_and_the_resnets(app):
 
 def test_spatial_page_draws_each_block_s_mask_and_its_speed_up(app):
     app.switch_page("pages/spatial.py").run()
+    assert app.selectbox(key="mask_model").value == "lite0_dynconv"  # not a CIFAR model, first by name
     app.selectbox(key="mask_model").set_value("dynconv_resnet_cifar").run()
     assert not app.exception
     figures = charts(app)
