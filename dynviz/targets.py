@@ -165,24 +165,71 @@ TARGETS: tuple[Target, ...] = (
 )
 
 
-def report(target: Target) -> TargetReport:
-    """``target`` against the bundled cards."""
-    card = load_card(target.model)
+def _references(target: Target) -> tuple[str, ...]:
+    return target.statics if isinstance(target, CurveTarget) else tuple(filter(None, (target.reference,)))
+
+
+def report(target: Target, check: tuple[str, str] | None = None) -> TargetReport:
+    """``target`` against the bundled cards: on their evaluation split, or on their ``check`` (data, split)."""
+    cards = [load_card(name) for name in (target.model, *_references(target))]
+    if check is not None:
+        cards = [card and card.measured_on(*check) for card in cards]
+    card, *references = cards
     if isinstance(target, CurveTarget):
-        return target.report(card, [load_card(name) for name in target.statics])
-    return target.report(card, load_card(target.reference) if target.reference else None)
+        return target.report(card, references)
+    return target.report(card, references[0] if references else None)
 
 
-def reports_for(model: str) -> list[TargetReport]:
-    return [report(target) for target in TARGETS if target.model == model]
+def checks_of(target: Target) -> list[tuple[str, str]]:
+    """The (data, split) of every check that ``target``'s model and all its references were measured on: the
+    photos on which the same target is checked (issue 22: "the same ratios are checked on photos the project
+    does not have")."""
+    cards = [load_card(name) for name in (target.model, *_references(target))]
+    if any(card is None for card in cards):
+        return []
+    shared = set.intersection(*({(c.data, c.split) for c in card.checks} for card in cards))
+    return sorted(shared)
+
+
+@dataclass(frozen=True)
+class CheckedReport:
+    """A target on the cards' evaluation split, and the same target on each of their shared checks."""
+
+    main: TargetReport
+    checks: tuple[tuple[str, TargetReport], ...]
+    """(what the check measured on, e.g. "imagenet-val (test, 644 images)", its report)."""
+
+
+def checked_report(target: Target) -> CheckedReport:
+    card = load_card(target.model)
+    checks = []
+    for data, split in checks_of(target):
+        evaluation = card.measured_on(data, split).evaluation
+        checks.append((f"{data} ({split}, {evaluation.images} {evaluation.unit})", report(target, (data, split))))
+    return CheckedReport(report(target), tuple(checks))
+
+
+def reports_for(model: str) -> list[CheckedReport]:
+    return [checked_report(target) for target in TARGETS if target.model == model]
 
 
 def target_table() -> list[dict[str, str]]:
     """Every target and how far its model got, formatted for people (README, ``python -m dynviz targets``)."""
-    return [
-        {"model": r.model, "target": r.claim, "issue": str(r.issue), "met?": r.verdict, "how far": r.how_far}
-        for r in map(report, TARGETS)
-    ]
+    rows = []
+    for checked in map(checked_report, TARGETS):
+        r = checked.main
+        on_other_photos = "; ".join(f"{c.verdict} on {where}: {c.how_far}" for where, c in checked.checks)
+        rows.append(
+            {
+                "model": r.model,
+                "target": r.claim,
+                "issue": str(r.issue),
+                "met?": r.verdict,
+                "how far": r.how_far,
+                "on other photos": on_other_photos,
+            }
+        )
+    return rows
 
 
 def _not_comparable(card: ModelCard | None, reference: ModelCard | None) -> str | None:

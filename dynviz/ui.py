@@ -37,7 +37,7 @@ from dynviz.models.base import MeasuresSpeed
 from dynviz.models.every_frame import EveryFrame
 from dynviz.progress import reporting
 from dynviz.runtime import SERVER, inference, settings_key
-from dynviz.targets import reports_for
+from dynviz.targets import TargetReport, reports_for
 from dynviz.trace import Trace
 from dynviz.units import FLOPS_UNIT, format_flops, spent_of_full
 from dynviz.video import (
@@ -674,7 +674,13 @@ def show_card(card: ModelCard) -> None:
             st.markdown(evaluation.match.describe())
     if reports := reports_for(card.name):
         colours = {True: "green", False: "red", None: "gray"}
-        st.markdown(
-            "**Targets** (the project's, from its issues; read from the cards):\n"
-            + "\n".join(f"- {r.claim} (issue {r.issue}): :{colours[r.met]}[{r.verdict}] — {r.how_far}" for r in reports)
-        )
+
+        def verdict(r: TargetReport) -> str:
+            return f":{colours[r.met]}[{r.verdict}] — {r.how_far}"
+
+        lines = []
+        for checked in reports:
+            r = checked.main
+            lines.append(f"- {r.claim} (issue {r.issue}): {verdict(r)}")
+            lines += [f"  - on {where}: {verdict(c)}" for where, c in checked.checks]
+        st.markdown("**Targets** (the project's, from its issues; read from the cards):\n" + "\n".join(lines))

@@ -77,6 +77,7 @@ def test_the_card_and_the_stage_table_are_built_only_once_opened(app):
     assert any("Measured" in m.value for m in folded["Model card"].markdown)
     targets = next(m.value for m in folded["Model card"].markdown if m.value.startswith("**Targets**"))
     assert "within 0.5 pt of lite2" in targets and ":green[met]" in targets  # lite_cascade's, from the cards
+    assert "  - on imagenet-val (test, 644 images): :green[met]" in targets  # and checked on other photos
     stages = folded["Stage by stage (table and downloads)"].dataframe[0].value
     assert len(stages) == 3  # lite_cascade's three stages
 

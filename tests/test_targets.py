@@ -78,5 +78,20 @@ def test_every_target_names_bundled_cards_and_each_has_a_row(capsys):
         assert result.met is not None or "no point within" in result.how_far
     assert main(["targets", "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| model | target | issue | met? | how far |" and len(lines) == 2 + len(TARGETS)
+    assert lines[0] == "| model | target | issue | met? | how far | on other photos |"
+    assert len(lines) == 2 + len(TARGETS)
     assert any(line.startswith("| lite_cascade | within 0.5 pt of lite2") and "| met |" in line for line in lines)
+
+
+def test_a_target_is_checked_again_on_the_photos_of_a_check_that_the_model_and_its_reference_share():
+    target = PointTarget("dyn", 1, reference="twin", within_points=1, flops_share=0.6)
+    check = Evaluation("eval --check", "other", "test", 10, (PointResult("θ = 0.5", {}, 0.80, 0.80, 5e7, 1.0),))
+    reference_check = Evaluation(
+        "eval --check", "other", "test", 10, (PointResult("static", {}, 0.85, 0.85, 1e8, 1.0),)
+    )
+    model = card("dyn", {"θ = 0.5": (0.895, 50.0)}).with_check(check)
+    twin = TWIN.with_check(reference_check)
+    assert target.report(model, twin).met is True
+    assert model.measured_on("elsewhere", "test") is None
+    on_check = target.report(model.measured_on("other", "test"), twin.measured_on("other", "test"))
+    assert on_check.met is False and "needs 84.0%" in on_check.how_far
