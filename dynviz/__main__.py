@@ -43,7 +43,7 @@ from dynviz.runtime import every_core, inference, reuse_freed_memory
 from dynviz.targets import target_table
 from dynviz.trace import FrameRecord
 from dynviz.train.cifar import checkpoint_path, recipe_checkpoints
-from dynviz.train.loop import TrainOptions, machine_description, trained_seconds
+from dynviz.train.loop import ADAPTABLE, TrainOptions, machine_description, trained_seconds
 from dynviz.units import format_flops
 from dynviz.video import VIDEO_SUFFIXES, load_input_file
 from dynviz.zoo import VIDEO, accepts, create_model
@@ -124,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         "calibrating ones from those with an ImageNet label; labelled images of a test half are left out",
     )
     train.add_argument(
-        "--adapt-backbone",
-        action="store_true",
-        help="gated Lite0 models: fine-tune Lite0 with its gates (slowly, held near its weights) instead of fixing it",
+        "--adapt",
+        choices=ADAPTABLE,
+        default="none",
+        help="gated Lite0 models: what of Lite0 learns with its gates (slowly, held near its weights): nothing "
+        "(default), its BatchNorm scales and shifts, or all its weights",
     )
     train.add_argument(
         "--compile", action="store_true", help="CIFAR models on a CPU: compile the training step (always on a GPU)"
@@ -171,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return train_all_command(args.data, args.device, args.resume, args.only, args.compile, args.jobs)
     return train_command(
         args.name,
-        TrainOptions(
-            args.data, args.epochs, args.device, args.resume, tuple(args.photos), args.adapt_backbone, args.compile
-        ),
+        TrainOptions(args.data, args.epochs, args.device, args.resume, tuple(args.photos), args.adapt, args.compile),
         command,
     )
 

@@ -26,7 +26,7 @@ from dynviz.train.exits import (
     fit_temperature,
     search_thresholds,
 )
-from dynviz.train.loop import Schedule, TensorSet, TrainOptions, fit
+from dynviz.train.loop import ADAPTABLE, Schedule, TensorSet, TrainOptions, fit
 from dynviz.train.losses import (
     ANNEALED_FRACTION,
     LABEL_SMOOTHING,
@@ -499,10 +499,8 @@ def test_the_validation_curve_a_recipe_writes_is_the_one_the_card_shows(tmp_path
     assert validation_curve(ModelCard("none", about, 1.0, "default")) == ()
 
 
-@pytest.mark.parametrize("adapt_backbone", [False, True])
-def test_distilling_gates_changes_lite0_only_where_it_adapts_and_its_card_says_so(
-    tmp_path, monkeypatch, adapt_backbone
-):
+@pytest.mark.parametrize("adapt", ADAPTABLE)
+def test_distilling_gates_changes_lite0_only_where_it_adapts_and_its_card_says_so(tmp_path, monkeypatch, adapt):
     from dynviz.models import skip
     from dynviz.train import distill
 
@@ -510,13 +508,16 @@ def test_distilling_gates_changes_lite0_only_where_it_adapts_and_its_card_says_s
     monkeypatch.setattr(distill, "save_gated", lambda net, model, metadata, about: about or model.about)
     monkeypatch.setattr(distill, "Schedule", lambda **recipe: Schedule(**(recipe | {"batch_size": 2})))
     net = skip.SkipNetwork(skip.Lite0Skip.backbone(), constant_start=True, noise=False)
-    lite0 = [p.detach().clone() for p in net.backbone.parameters()]
+    norms = {id(p) for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    lite0 = [(p.detach().clone(), id(p) in norms) for p in net.backbone.parameters()]
     gates = [p.detach().clone() for p in net.gates.parameters()]
     squares = torch.randint(0, 255, (4, 3, distill.STORED_SIDE, distill.STORED_SIDE), dtype=torch.uint8)
     labelled = TensorSet(squares[:2], torch.tensor([0, 1]))
-    options = TrainOptions(tmp_path, epochs=1, adapt_backbone=adapt_backbone)
+    options = TrainOptions(tmp_path, epochs=1, adapt=adapt)
     about = distill.distill("lite0_skip", net, 0.5, options, skip.Lite0Skip, (labelled, squares))
     assert any(not torch.equal(p, g) for p, g in zip(net.gates.parameters(), gates))
-    lite0_moved = any(not torch.equal(p, w) for p, w in zip(net.backbone.parameters(), lite0))
-    assert lite0_moved == adapt_backbone
-    assert ("fine-tuned" in about.license) == adapt_backbone  # the card says what happened to Lite0's weights
+    moved = [(not torch.equal(p, w), is_norm) for p, (w, is_norm) in zip(net.backbone.parameters(), lite0)]
+    assert any(m for m, is_norm in moved if is_norm) == (adapt != "none")
+    assert any(m for m, is_norm in moved if not is_norm) == (adapt == "backbone")
+    assert ("fine-tuned" in about.license) == (adapt != "none")  # the card says what happened to Lite0's weights
+    assert ("BatchNorm" in about.license) == (adapt == "norms")

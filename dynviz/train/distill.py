@@ -19,11 +19,13 @@ The gates and masks read Lite0's features without reshaping them
 (:func:`~dynviz.models.gates.unit_input`): with the gradient attached, the rate penalty
 rewrote Lite0's features to suit the units, and an adapting Lite0 drifted away from its
 teacher within a hundred steps (docs/spatial.md). By default Lite0 stays as it is and the
-weight pull (α) is 0; with ``--adapt-backbone`` Lite0 learns at :data:`BACKBONE_LR_SCALE`
-of the units' rate, held near its weights: lite0_dynconv (its 1×1 mask units then) gained 2.5
-points at the same FLOPs that way, lite0_skip lost 1.3 (docs/gating.md). Lite0 tuned freely on the 250
-labelled images alone memorised them (9 points higher on them than on the test half).
-BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`).
+weight pull (α) is 0; with ``--adapt`` its BatchNorm scales and shifts (``norms``) or all its weights
+(``backbone``) learn at :data:`ADAPT_LR_SCALE` of the units' rate, held near their pretrained values:
+lite0_dynconv (its 1×1 mask units then) gained 2.5 points at the same FLOPs with all of Lite0 adapting, and
+lite0_skip's layers skipped cost 1–1.5 points less below 0.8× Lite0's FLOPs with its norms adapting
+(docs/gating.md). Lite0 tuned freely on the 250 labelled images alone memorised them (9 points higher on them
+than on the test half). BatchNorm keeps ImageNet's statistics (:class:`FrozenNorms`): recomputed on 4,000 of the
+photos with every block running, they cost lite0_skip 12 points at θ = 0.1 on the sample's test half.
 
 lite0_skip's gates decide with ConvNet-AIG's Gumbel noise in training, as the CIFAR gates do: decided as at
 inference instead, their probabilities bunched on either side of θ = 0.5–0.7 and θ switched the network from
@@ -74,8 +76,10 @@ EPOCHS = 2
 """Every photo once an epoch: about 10,000 photos, 20 minutes an epoch on a 2-core CPU."""
 GATES_PEAK_LR = 0.1
 """Gates learning, their last layer from zero, take a from-scratch rate rather than a fine-tuning one."""
-BACKBONE_LR_SCALE = 0.003
-"""Lite0's weights adapt at 0.3% of the gates' rate (a peak of 3·10⁻⁴): at 3% its loss rose again within 30 steps."""
+ADAPT_LR_SCALE = {"none": 1.0, "norms": 0.1, "backbone": 0.003}
+"""The rate of Lite0's adapting part, as a share of the gates': all its weights at 0.3% (a peak of 3·10⁻⁴; at 3% its
+loss rose again within 30 steps), its BatchNorm scales and shifts alone at 10% (a peak of 10⁻²: 86.2% on the calib
+images after the second epoch, 85.0% at 3%; docs/gating.md)."""
 WEIGHT_PULL = 0.01
 """α of the L2-SP pull: L2-SP's own range is 0.001–0.1."""
 STORED_SIDE = 256
@@ -187,10 +191,13 @@ def distill(
     metadata: dict[str, str] | None = None,
 ) -> ModelCard:
     """Distil ``net`` (Lite0 with gates) from Lite0 on ``data`` (:func:`training_images`, read here if not given):
-    its Lite0 fixed, or fine-tuned and held near its weights with ``--adapt-backbone``."""
+    its Lite0 fixed, or partly or wholly fine-tuned and held near its weights (``--adapt``)."""
     labelled, images = data or training_images(options)
-    adapts = options.adapt_backbone
-    net.backbone.requires_grad_(adapts)
+    adapts = options.adapt != "none"
+    net.backbone.requires_grad_(options.adapt == "backbone")
+    if options.adapt == "norms":
+        for norm in (m for m in net.backbone.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.requires_grad_(True)
     net.units_shape_features = False
     train = TensorSet(images, torch.full((len(images),), -1))
 
@@ -199,7 +206,7 @@ def distill(
         batch_size=64,
         peak_lr=GATES_PEAK_LR,
         weight_decay=1e-5,
-        pretrained_lr_scale=BACKBONE_LR_SCALE if adapts else 1.0,
+        pretrained_lr_scale=ADAPT_LR_SCALE[options.adapt],
         pretrained_pull=WEIGHT_PULL if adapts else 0.0,
     )
     *_, (accuracy,) = fit(
@@ -217,7 +224,7 @@ def distill(
         pretrained=net.backbone if adapts else None,
     )
     metadata = (metadata or {}) | {"calib_accuracy": f"{accuracy:.4f}", "target_rate": str(target)}
-    return save_gated(net, model, metadata, adapted_lite0(model.about) if adapts else None)
+    return save_gated(net, model, metadata, adapted_lite0(model.about, options.adapt) if adapts else None)
 
 
 def train_lite0_skip(options: TrainOptions) -> ModelCard:

@@ -38,6 +38,9 @@ Regularizer = Callable[[Any, float], torch.Tensor]
 execution-rate loss, DynConv's annealed sparsity criterion, the experts' load balance)."""
 
 
+ADAPTABLE = ("none", "norms", "backbone")
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """What ``python -m dynviz train`` passes to a recipe."""
@@ -50,9 +53,10 @@ class TrainOptions:
     photos: tuple[Path, ...] = ()
     """Folders of more photos: recipes that distil learn from all of them (a teacher labels each view), recipes
     that calibrate from those with a known ImageNet label; never from a labelled image of a test half."""
-    adapt_backbone: bool = False
-    """Recipes that put decision units on a pretrained network: fine-tune that network too (at a low rate, held
-    near its weights) instead of keeping it as it is."""
+    adapt: str = "none"
+    """Recipes that put decision units on a pretrained network: what of that network learns with them (at a low
+    rate, held near its weights): "none" keeps it as it is, "norms" its BatchNorm scales and shifts, "backbone"
+    all its weights (:data:`ADAPTABLE`)."""
     compile: bool = False
     """CIFAR recipes on a CPU: run the training step through torch.compile, as they always do on a GPU."""
 
