@@ -165,35 +165,28 @@ TARGETS: tuple[Target, ...] = (
 )
 
 
-def _references(target: Target) -> tuple[str, ...]:
-    return target.statics if isinstance(target, CurveTarget) else tuple(filter(None, (target.reference,)))
+def _cards(target: Target) -> list[ModelCard | None]:
+    """``target``'s model's card, then its references' cards."""
+    references = target.statics if isinstance(target, CurveTarget) else tuple(filter(None, (target.reference,)))
+    return [load_card(name) for name in (target.model, *references)]
 
 
-def report(target: Target, check: tuple[str, str] | None = None) -> TargetReport:
-    """``target`` against the bundled cards: on their evaluation split, or on their ``check`` (data, split)."""
-    cards = [load_card(name) for name in (target.model, *_references(target))]
-    if check is not None:
-        cards = [card and card.measured_on(*check) for card in cards]
+def _report_on(target: Target, cards: list[ModelCard | None]) -> TargetReport:
     card, *references = cards
     if isinstance(target, CurveTarget):
         return target.report(card, references)
     return target.report(card, references[0] if references else None)
 
 
-def checks_of(target: Target) -> list[tuple[str, str]]:
-    """The (data, split) of every check that ``target``'s model and all its references were measured on: the
-    photos on which the same target is checked (issue 22: "the same ratios are checked on photos the project
-    does not have")."""
-    cards = [load_card(name) for name in (target.model, *_references(target))]
-    if any(card is None for card in cards):
-        return []
-    shared = set.intersection(*({(c.data, c.split) for c in card.checks} for card in cards))
-    return sorted(shared)
+def report(target: Target) -> TargetReport:
+    """``target`` against the bundled cards."""
+    return _report_on(target, _cards(target))
 
 
 @dataclass(frozen=True)
 class CheckedReport:
-    """A target on the cards' evaluation split, and the same target on each of their shared checks."""
+    """A target on the cards' evaluation split, and the same target on every check that its model and all its
+    references were measured on (issue 22: "the same ratios are checked on photos the project does not have")."""
 
     main: TargetReport
     checks: tuple[tuple[str, TargetReport], ...]
@@ -201,12 +194,14 @@ class CheckedReport:
 
 
 def checked_report(target: Target) -> CheckedReport:
-    card = load_card(target.model)
+    cards = _cards(target)
     checks = []
-    for data, split in checks_of(target):
-        evaluation = card.measured_on(data, split).evaluation
-        checks.append((f"{data} ({split}, {evaluation.images} {evaluation.unit})", report(target, (data, split))))
-    return CheckedReport(report(target), tuple(checks))
+    if all(cards):
+        for data, split in sorted(set.intersection(*({(c.data, c.split) for c in card.checks} for card in cards))):
+            measured = [card.measured_on(data, split) for card in cards]
+            evaluation = measured[0].evaluation
+            checks.append((f"{data} ({split}, {evaluation.images} {evaluation.unit})", _report_on(target, measured)))
+    return CheckedReport(_report_on(target, cards), tuple(checks))
 
 
 def reports_for(model: str) -> list[CheckedReport]:
