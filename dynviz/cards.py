@@ -35,6 +35,9 @@ class About:
     license: str
     data: str
     """What the weights were trained or calibrated on."""
+    caveats: str = ""
+    """What to know before reading the figures as the method's own (a model card's "caveats and recommendations",
+    Mitchell et al., FAT* 2019); empty where there is nothing beyond the data line."""
 
 
 @dataclass(frozen=True)

@@ -642,6 +642,8 @@ def show_card(card: ModelCard) -> None:
     st.write(about.summary)
     st.markdown("**Papers**\n" + "\n".join(f"- {p}" for p in about.papers))
     st.markdown(f"**Data**: {about.data}  \n**License**: {about.license}")
+    if about.caveats:
+        st.markdown(f"**Caveats**: {about.caveats}")
     if card.recipe:
         st.markdown(f"**Recipe** ({card.recipe.seconds:.0f} s on {card.recipe.machine}):")
         st.code(card.recipe.command, language="bash")

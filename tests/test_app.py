@@ -82,6 +82,17 @@ def test_the_card_and_the_stage_table_are_built_only_once_opened(app):
     assert len(stages) == 3  # lite_cascade's three stages
 
 
+def test_a_card_tells_its_caveats_where_its_model_has_some(app):
+    def card_lines(page: str) -> list[str]:
+        app.switch_page(page).run()
+        return [m.value for m in {e.label: e for e in app.expander}["Model card"].markdown]
+
+    app.session_state["model_card"] = True
+    skipping = card_lines("pages/layer_skipping.py")  # opens on lite0_skip: Lite0's weights as published
+    assert any(line.startswith("**Caveats**") and "lite0_resized" in line for line in skipping)
+    assert not any(line.startswith("**Caveats**") for line in card_lines("pages/early_exit.py"))  # lite_cascade
+
+
 def test_moving_the_thresholds_re_decides(app):
     app.switch_page("pages/early_exit.py").run()
     app.slider(key="lite_cascade:tau_1").set_value(1.0)

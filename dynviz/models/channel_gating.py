@@ -57,6 +57,7 @@ from dynviz.models.gates import (
     CIFAR_DATA,
     DEFAULT_THRESHOLD,
     GATE_WIDTH,
+    LITE0_CAVEATS,
     LITE0_LICENSE,
     LITE0_PHOTOS_DATA,
     Gate,
@@ -420,6 +421,7 @@ LITE_ABOUT = About(
     papers=(*ABOUT.papers, "Evci et al., Mean replacement pruning, 2018"),
     license=LITE0_LICENSE,
     data=LITE0_PHOTOS_DATA,
+    caveats=LITE0_CAVEATS,
 )
 
 

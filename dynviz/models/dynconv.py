@@ -60,6 +60,7 @@ from dynviz.models.gates import (
     CIFAR_DATA,
     DEFAULT_THRESHOLD,
     FUNCTION_MATCHING,
+    LITE0_CAVEATS,
     LITE0_LICENSE,
     LITE0_PHOTOS_DATA,
     GatedModel,
@@ -483,6 +484,7 @@ LITE_ABOUT = About(
     papers=(*ABOUT.papers, FUNCTION_MATCHING),
     license=LITE0_LICENSE,
     data=LITE0_PHOTOS_DATA,
+    caveats=LITE0_CAVEATS,
 )
 
 

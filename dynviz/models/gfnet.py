@@ -67,6 +67,7 @@ from dynviz.models.efficientnet_lite import (
     efficientnet_lite,
     image_to_tensor,
 )
+from dynviz.models.gates import LITE0_CAVEATS
 from dynviz.trace import Box, Cost, ExitRecord, FocusRecord, Trace, rounded
 from dynviz.zoo import load_weights, register_model
 
@@ -271,6 +272,7 @@ ABOUT = About(
     data="Classifiers and policy distilled from Lite0 on 6,754 unlabelled everyday photos; thresholds fitted on the "
     "labelled calib halves (the ImageNet sample's, the validation images', the labelled photos'); measured on the "
     "sample's test half",
+    caveats=LITE0_CAVEATS,
 )
 
 
