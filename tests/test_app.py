@@ -88,7 +88,7 @@ def test_a_card_tells_its_caveats_where_its_model_has_some(app):
         return [m.value for m in {e.label: e for e in app.expander}["Model card"].markdown]
 
     app.session_state["model_card"] = True
-    skipping = card_lines("pages/layer_skipping.py")  # opens on lite0_skip: Lite0's weights as published
+    skipping = card_lines("pages/layer_skipping.py")  # opens on lite0_skip, a dynamic Lite0
     assert any(line.startswith("**Caveats**") and "lite0_resized" in line for line in skipping)
     assert not any(line.startswith("**Caveats**") for line in card_lines("pages/early_exit.py"))  # lite_cascade
 

@@ -282,9 +282,8 @@ LITE0_CAVEATS = (
     "Lite0's weights are the published ones, trained without these decisions, or only nudged toward them (the data "
     "line says which). The papers train the network with its decisions on ImageNet's 1.28 million training images; "
     "this project has about 10,000 photos, on which fine-tuning Lite0 more freely lost accuracy on ImageNet images. "
-    "So what the decisions leave out costs about what a "
-    "lower input resolution costs: compare the curve with lite0_resized's on the Trade-offs page before reading it "
-    "as the method's (docs/gating.md, docs/spatial.md)."
+    "So what the decisions leave out costs about what a lower input resolution costs: compare the curve with "
+    "lite0_resized's on the Trade-offs page before reading it as the method's (docs/gating.md, docs/spatial.md)."
 )
 
 
