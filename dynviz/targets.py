@@ -178,11 +178,6 @@ def _report_on(target: Target, cards: list[ModelCard | None]) -> TargetReport:
     return target.report(card, references[0] if references else None)
 
 
-def report(target: Target) -> TargetReport:
-    """``target`` against the bundled cards."""
-    return _report_on(target, _cards(target))
-
-
 @dataclass(frozen=True)
 class CheckedReport:
     """A target on the cards' evaluation split, and the same target on every check that its model and all its
@@ -194,6 +189,7 @@ class CheckedReport:
 
 
 def checked_report(target: Target) -> CheckedReport:
+    """``target`` against the bundled cards, and against every check they all hold."""
     cards = _cards(target)
     checks = []
     if all(cards):

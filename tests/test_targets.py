@@ -2,7 +2,7 @@
 
 from dynviz.__main__ import main
 from dynviz.cards import ANYTIME, STATIC, About, Evaluation, ModelCard, PointResult, load_card, static_frontier
-from dynviz.targets import TARGETS, CurveTarget, PointTarget, report
+from dynviz.targets import TARGETS, CurveTarget, PointTarget, checked_report
 
 ABOUT = About("t", "f", "s", (), "l", "d")
 
@@ -74,7 +74,7 @@ def test_every_target_names_bundled_cards_and_each_has_a_row(capsys):
         references = target.statics if isinstance(target, CurveTarget) else (target.reference,)
         for name in (target.model, *filter(None, references)):
             assert load_card(name) is not None, name
-        result = report(target)
+        result = checked_report(target).main
         assert result.met is not None or "no point within" in result.how_far
     assert main(["targets", "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
