@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from dynviz.assets import FAVICON
 from dynviz.runtime import timed_rerun
 from dynviz.trace import (
     DeformableAttentionRecord,
@@ -11,7 +12,7 @@ from dynviz.trace import (
 )
 from dynviz.ui import input_sidebar, offered, prefetch_after_the_page, warm_up
 
-st.set_page_config(page_title="dynviz", page_icon=":material/alt_route:", layout="wide")
+st.set_page_config(page_title="dynviz", page_icon=str(FAVICON), layout="wide")
 # Every url_path differs from its file's name on purpose: while a pages/ folder sits beside
 # app.py, Streamlit's legacy multipage discovery maps /<file name> to that file and runs it
 # alone, without this script, so the sidebar's input picker would vanish.
