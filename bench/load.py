@@ -15,8 +15,10 @@ app has stopped running; visits are split into first visits (the session had not
 page with its input) and later ones. Prints:
 
 - errors: pages that showed an exception, and visits that timed out (both must be 0);
-- p50 / p95 page time, first and later visits (and the slowest first visits, with their session and when
-  they started); the upload's time to its first answer; the time from
+- p50 / p95 page time, first and later visits (and the slowest of each, with their session, when they started
+  and how long the server's script run for them took), and the server's script runs for each kind of visit (a
+  visit is paired with the run of its page that ended while it waited); the upload's time to its first answer;
+  the time from
   moving the Early-exit page's first threshold to the page showing where the input stops now, and to the first
   sign that the app took it (that, or its running indicator);
 - the server's peak resident memory, sampled every 0.2 s;
@@ -51,7 +53,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, RunningApp, running_app  # noqa: E402
+from dynviz.appserver import CHROMIUM, CHROMIUM_ARGS, RunningApp, ScriptRun, running_app  # noqa: E402
 from dynviz.warmup import WARMED_UP  # noqa: E402
 
 PAGES = {  # link text → a text the page shows once its main chart is drawn
@@ -94,6 +96,15 @@ class Visit:
     took_s: float
     first: bool
     """The session had not seen this page with its input before."""
+    clicked: float
+    """When the click came, wall clock (as the server logs its script runs)."""
+
+    def script_run(self, runs: list[ScriptRun]) -> ScriptRun | None:
+        """The run of this page that ended while the visit waited, or within a second after it settled (the script
+        logs its time after the page's last element: the prefetch of a new photo starts in between); of several
+        (another session on the same page at once), the one that started nearest the click."""
+        during = [r for r in runs if r.page == self.page and self.clicked <= r.ended <= self.clicked + self.took_s + 1]
+        return min(during, key=lambda r: abs(r.ended - r.seconds - self.clicked), default=None)
 
 
 @dataclass(frozen=True)
@@ -180,14 +191,15 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
             if time.monotonic() > deadline:
                 break
             link = order[visit % len(order)]
-            start = time.monotonic()
+            start, clicked = time.monotonic(), time.time()
             await page.get_by_role("link", name=link, exact=True).click()
             try:
                 await settled(page, PAGES[link])
             except Exception as error:  # noqa: BLE001 - a timeout is a failure the report counts
                 tally.errors.append(f"session {index}, {link}: {type(error).__name__}")
                 continue
-            tally.visits.append(Visit(index, link, start - tally.start, time.monotonic() - start, link not in seen))
+            took = time.monotonic() - start
+            tally.visits.append(Visit(index, link, start - tally.start, took, link not in seen, clicked))
             seen.add(link)
             if link == "Early exit":
                 try:
@@ -409,11 +421,19 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         usage.stopped.set()
     visits = max(1, len(tally.visits))
 
+    def server_part(visit: Visit) -> str:
+        run = visit.script_run(reruns)
+        return "" if run is None else f", its script run {run.seconds:.1f} s"
+
     def slowest(first: bool) -> str:
         kept = sorted((v for v in tally.visits if v.first == first), key=lambda v: -v.took_s)[:8]
         return "  slowest: " + ", ".join(
-            f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s)" for v in kept
+            f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s{server_part(v)})" for v in kept
         )
+
+    def script_runs(first: bool) -> str:
+        runs = [run.seconds for v in tally.visits if v.first == first and (run := v.script_run(reruns))]
+        return f"  their script runs on the server: {percentiles(runs)}" if runs else "  (no script run paired)"
 
     per_visit = (server_cpu + browsers_cpu) / visits
     pace = (
@@ -426,13 +446,15 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
         f"first visit of a page: {percentiles(tally.times(first=True))}",
         slowest(first=True),
+        script_runs(first=True),
         f"later visits:          {percentiles(tally.times(first=False))}",
         slowest(first=False),
+        script_runs(first=False),
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles([c.effect_s for c in tally.widget_changes])}",
         f"  to its effect or the running indicator: {percentiles([c.feedback_s for c in tally.widget_changes])}",
-        f"the server's part (a script run, clicks and threshold moves): {percentiles([s for _, s in reruns])}",
-        "  slowest: " + ", ".join(f"{page} {took:.1f} s" for page, took in sorted(reruns, key=lambda r: -r[1])[:6]),
+        f"the server's part (a script run, clicks and threshold moves): {percentiles([r.seconds for r in reruns])}",
+        "  slowest: " + ", ".join(f"{r.page} {r.seconds:.1f} s" for r in sorted(reruns, key=lambda r: -r.seconds)[:6]),
         "first visits by page:",
         *(f"  {page:<19}{percentiles(tally.times(True, page))}" for page in PAGES),
         f"server peak memory:    {usage.peak / 2**30:.2f} GiB",

@@ -35,6 +35,24 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class ScriptRun:
+    """One run of the app's script, as ``runtime.timed_rerun`` logged it."""
+
+    page: str
+    seconds: float
+    ended: float
+    """Wall clock (``time.time()``): a browser's visit is paired with the run that ended within it."""
+
+
+def script_runs(log: Path) -> list[ScriptRun]:
+    """The runs ``runtime.timed_rerun`` has logged to ``log``, in the order they ended."""
+    if not log.exists():
+        return []
+    fields = (line.split("\t") for line in log.read_text().splitlines())
+    return [ScriptRun(page, float(seconds), float(ended)) for page, seconds, ended in fields]
+
+
+@dataclass(frozen=True)
 class RunningApp:
     url: str
     process: subprocess.Popen
@@ -48,12 +66,9 @@ class RunningApp:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def reruns(self) -> list[tuple[str, float]]:
-        """(page, seconds) of every script run so far, in the order they ended."""
-        if not self.rerun_log.exists():
-            return []
-        pairs = (line.split("\t") for line in self.rerun_log.read_text().splitlines())
-        return [(page, float(seconds)) for page, seconds in pairs]
+    def reruns(self) -> list[ScriptRun]:
+        """Every script run so far, in the order they ended."""
+        return script_runs(self.rerun_log)
 
     def wait_for_output(self, text: str, timeout_s: float) -> float:
         """Seconds until the server has printed ``text``; TimeoutError after ``timeout_s``."""

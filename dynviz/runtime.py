@@ -133,15 +133,15 @@ def inference(background: bool = False) -> Iterator[None]:
 
 @contextmanager
 def timed_rerun(page: str) -> Iterator[None]:
-    """With ``DYNVIZ_RERUN_LOG`` set to a file, append each script run's page and wall time to it: the server's
-    side of a visit, without the browser's drawing (bench/load.py reports it)."""
+    """With ``DYNVIZ_RERUN_LOG`` set to a file, append each script run's page, wall time and end (seconds since the
+    epoch) to it: the server's side of a visit, without the browser's drawing (bench/load.py reports it)."""
     start = time.perf_counter()
     try:
         yield
     finally:
         if log := os.environ.get("DYNVIZ_RERUN_LOG"):
             with open(log, "a") as lines:  # one short write in append mode: whole lines from every thread
-                lines.write(f"{page}\t{time.perf_counter() - start:.4f}\n")
+                lines.write(f"{page}\t{time.perf_counter() - start:.4f}\t{time.time():.4f}\n")
 
 
 _locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()

@@ -113,4 +113,4 @@ def test_in_chromium_an_upload_shows_the_exit_chart_its_card_the_gallery_the_gat
         browser.close()
     assert not outside, f"the app asked another host for {outside[:3]}"
     walked = {"Early exit", "Easy vs hard", "Layer skipping", "Channel selection", "Spatial", "Deformable", "Video"}
-    assert walked <= {page for page, _ in served.reruns()}  # each script run's server time, for bench/load.py
+    assert walked <= {run.page for run in served.reruns()}  # each script run's server time, for bench/load.py
