@@ -2,9 +2,9 @@
 
 A user uploads a broken file and a good one: the broken one gets its one-line message, the good
 one is analysed, and the early-exit page draws its chart and the FLOPs; every page is walked, and
-at the end a clip is uploaded and the Video page answers and plays it back annotated; nothing the pages load comes
-from another host. Skips with a reason where
-Chromium or Playwright is missing, except under CI=true, where a skip would hide a broken app.
+at the end a clip is uploaded and the Video page answers and plays it back annotated; nothing the
+pages load comes from another host. Skips with a reason where Chromium or Playwright is missing,
+except under CI=true, where a skip would hide a broken app.
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ def test_in_chromium_an_upload_shows_the_exit_chart_its_card_the_gallery_the_gat
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.set_default_timeout(120_000)
         outside = []  # nothing the app asks for may leave the server it came from (a closed network refuses it)
-        page.on("request", lambda r: r.url.startswith((served.url, "data:", "blob:")) or outside.append(r.url))
+
+        def note_outside(request) -> None:
+            if not request.url.startswith((served.url, "data:", "blob:")):
+                outside.append(request.url)
+
+        page.on("request", note_outside)
         page.goto(served.url)
         sidebar = page.get_by_test_id("stSidebar")
         expect(sidebar.get_by_text("Source")).to_be_visible(timeout=120_000)  # the first script run has finished
