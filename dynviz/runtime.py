@@ -141,7 +141,7 @@ def timed_rerun(page: str) -> Iterator[None]:
     finally:
         if log := os.environ.get("DYNVIZ_RERUN_LOG"):
             with open(log, "a") as lines:  # one short write in append mode: whole lines from every thread
-                lines.write(f"{page}\t{time.perf_counter() - start:.4f}\t{time.time():.4f}\n")
+                lines.write(f"{page}\t{time.perf_counter() - start:.4f}\t{time.time():.6f}\n")
 
 
 _locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
