@@ -100,11 +100,7 @@ class Visit:
     """When the click came, wall clock (as the server logs its script runs)."""
 
     def script_run(self, runs: list[ScriptRun]) -> ScriptRun | None:
-        """The run of this page that ended while the visit waited, or within a second after it settled (the script
-        logs its time after the page's last element: the prefetch of a new photo starts in between); of several
-        (another session on the same page at once), the one that started nearest the click."""
-        during = [r for r in runs if r.page == self.page and self.clicked <= r.ended <= self.clicked + self.took_s + 1]
-        return min(during, key=lambda r: abs(r.ended - r.seconds - self.clicked), default=None)
+        return script_run_of(self.page, self.clicked, self.took_s, runs)
 
 
 @dataclass(frozen=True)
@@ -113,6 +109,19 @@ class WidgetChange:
     """Until the page shows the change's effect or the app's running indicator, whichever comes first."""
     effect_s: float
     """Until the page shows the change's effect."""
+    moved: float
+    """When the threshold moved, wall clock."""
+
+    def script_run(self, runs: list[ScriptRun]) -> ScriptRun | None:
+        return script_run_of("Early exit", self.moved, self.effect_s, runs)
+
+
+def script_run_of(page: str, asked: float, waited_s: float, runs: list[ScriptRun]) -> ScriptRun | None:
+    """The run of ``page`` that ended while the browser waited for it, or within a second after (the script logs
+    its time after the page's last element: the prefetch of a new photo starts in between); of several (another
+    session on the same page at once), the one that started nearest the click."""
+    during = [r for r in runs if r.page == page and asked <= r.ended <= asked + waited_s + 1]
+    return min(during, key=lambda r: abs(r.ended - r.seconds - asked), default=None)
 
 
 @dataclass
@@ -142,7 +151,7 @@ async def moved_threshold(page) -> WidgetChange:
     at_first = main.get_by_test_id("stMetric").filter(has_text=re.compile(r"Stopped at stage\s*1 of"))
     first = not await at_first.count()
     status = page.get_by_test_id("stStatusWidget")
-    start = time.monotonic()
+    start, moved = time.monotonic(), time.time()
     await main.get_by_test_id("stSlider").first.get_by_role("slider").press("Home" if first else "End")
     effect = asyncio.ensure_future(
         at_first.wait_for(state="visible" if first else "hidden", timeout=VISIT_TIMEOUT_S * 1000)
@@ -154,7 +163,7 @@ async def moved_threshold(page) -> WidgetChange:
     await effect
     took = time.monotonic() - start
     await status.wait_for(state="hidden", timeout=VISIT_TIMEOUT_S * 1000)
-    return WidgetChange(feedback, took)
+    return WidgetChange(feedback, took, moved)
 
 
 async def failed(page) -> str | None:
@@ -421,19 +430,26 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         usage.stopped.set()
     visits = max(1, len(tally.visits))
 
-    def server_part(visit: Visit) -> str:
-        run = visit.script_run(reruns)
-        return "" if run is None else f", its script run {run.seconds:.1f} s"
+    def server_part(wait: Visit | WidgetChange) -> str:
+        run = wait.script_run(reruns)
+        return "no script run paired" if run is None else f"its script run {run.seconds:.1f} s"
 
     def slowest(first: bool) -> str:
-        kept = sorted((v for v in tally.visits if v.first == first), key=lambda v: -v.took_s)[:8]
+        kept = sorted(visits_where(first), key=lambda v: -v.took_s)[:8]
         return "  slowest: " + ", ".join(
-            f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s{server_part(v)})" for v in kept
+            f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s, {server_part(v)})" for v in kept
         )
 
-    def script_runs(first: bool) -> str:
-        runs = [run.seconds for v in tally.visits if v.first == first and (run := v.script_run(reruns))]
+    def script_runs(waits: list[Visit] | list[WidgetChange]) -> str:
+        runs = [run.seconds for wait in waits if (run := wait.script_run(reruns))]
         return f"  their script runs on the server: {percentiles(runs)}" if runs else "  (no script run paired)"
+
+    def visits_where(first: bool) -> list[Visit]:
+        return [v for v in tally.visits if v.first == first]
+
+    def slowest_moves() -> str:
+        kept = sorted(tally.widget_changes, key=lambda c: -c.effect_s)[:6]
+        return "  slowest: " + ", ".join(f"{c.effect_s:.1f} s ({server_part(c)})" for c in kept)
 
     per_visit = (server_cpu + browsers_cpu) / visits
     pace = (
@@ -446,13 +462,15 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
         f"first visit of a page: {percentiles(tally.times(first=True))}",
         slowest(first=True),
-        script_runs(first=True),
+        script_runs(visits_where(first=True)),
         f"later visits:          {percentiles(tally.times(first=False))}",
         slowest(first=False),
-        script_runs(first=False),
+        script_runs(visits_where(first=False)),
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles([c.effect_s for c in tally.widget_changes])}",
         f"  to its effect or the running indicator: {percentiles([c.feedback_s for c in tally.widget_changes])}",
+        slowest_moves(),
+        script_runs(tally.widget_changes),
         f"the server's part (a script run, clicks and threshold moves): {percentiles([r.seconds for r in reruns])}",
         "  slowest: " + ", ".join(f"{r.page} {r.seconds:.1f} s" for r in sorted(reruns, key=lambda r: -r.seconds)[:6]),
         "first visits by page:",
