@@ -20,7 +20,7 @@ page with its input) and later ones. Prints:
   visit is paired with the run of its page that ended while it waited); the upload's time to its first answer;
   the time from
   moving the Early-exit page's first threshold to the page showing where the input stops now, and to the first
-  sign that the app took it (that, or its running indicator);
+  sign that the app took it (that, or its running indicator), with the script runs the moves started;
 - the server's peak resident memory, sampled every 0.2 s;
 - the CPU time a visit costs the server and the browser, and what that implies: the browsers run on this
   machine too, so with every session busy a visit takes sessions × CPU a visit / cores on average;
@@ -119,7 +119,7 @@ class WidgetChange:
 def script_run_of(page: str, asked: float, waited_s: float, runs: list[ScriptRun]) -> ScriptRun | None:
     """The run of ``page`` that ended while the browser waited for it, or within a second after (the script logs
     its time after the page's last element: the prefetch of a new photo starts in between); of several (another
-    session on the same page at once), the one that started nearest the click."""
+    session on the same page at once), the one that started nearest the moment asked."""
     during = [r for r in runs if r.page == page and asked <= r.ended <= asked + waited_s + 1]
     return min(during, key=lambda r: abs(r.ended - r.seconds - asked), default=None)
 
