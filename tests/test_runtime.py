@@ -15,7 +15,7 @@ import torch
 from conftest import encode, pattern
 
 from dynviz import runtime
-from dynviz.appserver import script_runs
+from dynviz.appserver import ScriptRun, script_runs
 from dynviz.inputs import load_image
 from dynviz.models.msdnet import MSDNet, MSDNetClassifier, MSDNetConfig
 from dynviz.runtime import Server
@@ -220,6 +220,21 @@ def test_a_script_run_logs_its_page_time_and_end_even_when_the_page_stops_early(
     with runtime.timed_rerun("Home"):
         pass
     assert len(script_runs(log)) == 2  # nothing logged without the variable
+
+
+def test_the_load_test_pairs_a_visit_with_the_run_its_click_started():
+    from bench.load import Visit
+
+    visit = Visit(session=0, page="Compare", started_s=0.0, took_s=2.0, first=False, clicked=100.0)
+    runs = [
+        ScriptRun("Compare", 0.5, 99.9),  # ended before the click: an earlier visit's
+        ScriptRun("Spatial", 0.1, 100.2),  # another page
+        ScriptRun("Compare", 1.5, 101.6),  # started 0.1 s after the click: this visit's
+        ScriptRun("Compare", 0.2, 101.9),  # another session's, started 1.7 s after the click
+        ScriptRun("Compare", 0.1, 104.0),  # after the visit
+    ]
+    assert visit.script_run(runs) == runs[2]
+    assert visit.script_run(runs[:2]) is None
 
 
 def test_a_picked_photo_is_answered_by_every_image_model_in_the_background(monkeypatch):
