@@ -69,6 +69,8 @@ PAGES = {  # link text → a text the page shows once its main chart is drawn
     "Video": "Choose a video in the sidebar",  # the sessions upload photos: the page asks for a clip
     "Home": "what a dynamic network chose to compute",
 }
+THRESHOLD_PAGE = "Early exit"
+"""Where each session moves a threshold after its visit (:func:`moved_threshold`)."""
 VISIT_TIMEOUT_S = 120
 WARM_UP_TIMEOUT_S = 600
 
@@ -113,7 +115,7 @@ class WidgetChange:
     """When the threshold moved, wall clock."""
 
     def script_run(self, runs: list[ScriptRun]) -> ScriptRun | None:
-        return script_run_of("Early exit", self.moved, self.effect_s, runs)
+        return script_run_of(THRESHOLD_PAGE, self.moved, self.effect_s, runs)
 
 
 def script_run_of(page: str, asked: float, waited_s: float, runs: list[ScriptRun]) -> ScriptRun | None:
@@ -132,8 +134,11 @@ class Tally:
     widget_changes: list[WidgetChange] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def visits_where(self, first: bool, page: str | None = None) -> list[Visit]:
+        return [v for v in self.visits if v.first == first and page in (None, v.page)]
+
     def times(self, first: bool, page: str | None = None) -> list[float]:
-        return [v.took_s for v in self.visits if v.first == first and page in (None, v.page)]
+        return [v.took_s for v in self.visits_where(first, page)]
 
 
 async def settled(page, marker: str) -> None:
@@ -210,7 +215,7 @@ async def session(browser, url: str, index: int, deadline: float, folder: Path, 
             took = time.monotonic() - start
             tally.visits.append(Visit(index, link, start - tally.start, took, link not in seen, clicked))
             seen.add(link)
-            if link == "Early exit":
+            if link == THRESHOLD_PAGE:
                 try:
                     tally.widget_changes.append(await moved_threshold(page))
                 except Exception as error:  # noqa: BLE001 - as for a visit
@@ -435,7 +440,7 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         return "no script run paired" if run is None else f"its script run {run.seconds:.1f} s"
 
     def slowest(first: bool) -> str:
-        kept = sorted(visits_where(first), key=lambda v: -v.took_s)[:8]
+        kept = sorted(tally.visits_where(first), key=lambda v: -v.took_s)[:8]
         return "  slowest: " + ", ".join(
             f"{v.page} {v.took_s:.1f} s (session {v.session}, at {v.started_s:.0f} s, {server_part(v)})" for v in kept
         )
@@ -443,9 +448,6 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
     def script_runs(waits: list[Visit] | list[WidgetChange]) -> str:
         runs = [run.seconds for wait in waits if (run := wait.script_run(reruns))]
         return f"  their script runs on the server: {percentiles(runs)}" if runs else "  (no script run paired)"
-
-    def visits_where(first: bool) -> list[Visit]:
-        return [v for v in tally.visits if v.first == first]
 
     def slowest_moves() -> str:
         kept = sorted(tally.widget_changes, key=lambda c: -c.effect_s)[:6]
@@ -462,10 +464,10 @@ async def main_async(sessions: int, seconds: float, read_s: float) -> str:
         f"errors: {len(tally.errors)}" + "".join(f"\n  {e}" for e in tally.errors[:20]),
         f"first visit of a page: {percentiles(tally.times(first=True))}",
         slowest(first=True),
-        script_runs(visits_where(first=True)),
+        script_runs(tally.visits_where(first=True)),
         f"later visits:          {percentiles(tally.times(first=False))}",
         slowest(first=False),
-        script_runs(visits_where(first=False)),
+        script_runs(tally.visits_where(first=False)),
         f"upload to its answer:  {percentiles(tally.uploads)}",
         f"a threshold moved to its effect: {percentiles([c.effect_s for c in tally.widget_changes])}",
         f"  to its effect or the running indicator: {percentiles([c.feedback_s for c in tally.widget_changes])}",
